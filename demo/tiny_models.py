@@ -1,0 +1,113 @@
+"""Tiny random-weight stand-ins for Llasa, XCodec2 and Whisper, saved to disk like real checkpoints.
+
+They load through exactly the code paths the real models use, so the whole pipeline (dataset,
+GRPO, inference) runs on a CPU in minutes. Their speech is noise: they test plumbing, not quality.
+
+    python -m demo.tiny_models --output_dir demo_models
+"""
+
+import argparse
+from pathlib import Path
+
+from llasa.format import (
+    CODEBOOK_SIZE,
+    SPEECH_GENERATION_END,
+    SPEECH_GENERATION_START,
+    TEXT_UNDERSTANDING_END,
+    TEXT_UNDERSTANDING_START,
+    speech_token,
+)
+
+# Llasa added these to the Llama-3.2 vocabulary, in this order, before the speech tokens.
+LLASA_MARKERS = [
+    "<|TEXT_GENERATION_START|>",
+    "<|TEXT_GENERATION_END|>",
+    TEXT_UNDERSTANDING_START,
+    TEXT_UNDERSTANDING_END,
+    SPEECH_GENERATION_START,
+    SPEECH_GENERATION_END,
+    "<|SPEECH_UNDERSTANDING_START|>",
+    "<|SPEECH_UNDERSTANDING_END|>",
+]
+LLAMA_SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|finetune_right_pad_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+# A few sentences are enough for a byte-level BPE that can spell any text.
+_CORPUS = [
+    "Convert the text to speech: the quick brown fox jumps over the lazy dog.",
+    "Hello world from Llasa with GRPO. Speech synthesis is fun.",
+    "Cutting Knowledge Date: December 2023. Today Date: 26 Jul 2024.",
+    "system user assistant",
+]
+
+
+def _llama_3_2_chat_template() -> str:
+    """Llama-3.2-Instruct's chat template (the one Llasa's tokenizer carries), as TRL ships it."""
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / "llama3_2.jinja").read_text()
+
+
+def build_tiny_tokenizer(output_dir) -> Path:
+    """A tokenizer with Llasa's layout: small byte-level BPE, Llama-3 specials, markers, 65536 speech tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=LLAMA_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(_CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", model_max_length=131072
+    )
+    tokenizer.chat_template = _llama_3_2_chat_template()
+    # Llasa used add_tokens (not special tokens): markers first, then <|s_0|> .. <|s_65535|>.
+    tokenizer.add_tokens(LLASA_MARKERS)
+    tokenizer.add_tokens([speech_token(code) for code in range(CODEBOOK_SIZE)])
+    output_dir = Path(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0) -> Path:
+    """A two-layer LlamaForCausalLM over the tiny Llasa tokenizer, with generation stopping at END."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    output_dir = Path(output_dir)
+    if tokenizer_dir is None:
+        tokenizer_dir = build_tiny_tokenizer(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    end_id = tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[end_id, tokenizer.eos_token_id],
+        do_sample=True,
+        temperature=0.8,
+        top_p=1.0,
+    )
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir

@@ -1,0 +1,25 @@
+"""The Llasa format, codec and audio I/O shared by every script of llasa-grpo."""
+
+from llasa.format import (
+    CODEBOOK_SIZE,
+    CODEC_SAMPLE_RATE,
+    END_OF_TURN,
+    MAX_CONTEXT_TOKENS,
+    PROMPT_DATE,
+    SAMPLES_PER_TOKEN,
+    SPEECH_GENERATION_END,
+    SPEECH_GENERATION_START,
+    TEXT_UNDERSTANDING_END,
+    TEXT_UNDERSTANDING_START,
+    TOKENS_PER_SECOND,
+    TTS_INSTRUCTION,
+    ParsedSpeech,
+    SpeechVocab,
+    build_messages,
+    chat_template_kwargs,
+    codes_to_tokens,
+    completion_text,
+    render_prompt,
+    speech_token,
+    tokens_to_codes,
+)

@@ -1,0 +1,159 @@
+"""Llasa's text and speech-token format: the one place that knows how Llasa was trained.
+
+Llasa extends the Llama-3.2 tokenizer with eight marker tokens and 65536 speech tokens `<|s_0|>` ..
+`<|s_65535|>`, one per XCodec2 code. A text-to-speech prompt is a chat: the user asks
+`Convert the text to speech:<|TEXT_UNDERSTANDING_START|>{text}<|TEXT_UNDERSTANDING_END|>` and the
+assistant's turn is opened with `<|SPEECH_GENERATION_START|>` (followed, for voice cloning, by the
+speech tokens of the prompt audio). The model continues with speech tokens and stops with
+`<|SPEECH_GENERATION_END|>`.
+"""
+
+import re
+from dataclasses import dataclass
+
+CODEC_SAMPLE_RATE = 16000  # XCodec2 reads and writes 16 kHz mono
+SAMPLES_PER_TOKEN = 320  # XCodec2's hop: one code per 20 ms
+TOKENS_PER_SECOND = CODEC_SAMPLE_RATE // SAMPLES_PER_TOKEN  # 50
+CODEBOOK_SIZE = 65536  # one FSQ codebook of 4^8 codes
+MAX_CONTEXT_TOKENS = 2048  # Llasa's training length: prompt + speech
+
+TEXT_UNDERSTANDING_START = "<|TEXT_UNDERSTANDING_START|>"
+TEXT_UNDERSTANDING_END = "<|TEXT_UNDERSTANDING_END|>"
+SPEECH_GENERATION_START = "<|SPEECH_GENERATION_START|>"
+SPEECH_GENERATION_END = "<|SPEECH_GENERATION_END|>"
+END_OF_TURN = "<|eot_id|>"
+TTS_INSTRUCTION = "Convert the text to speech:"
+
+# The Llama-3.2 chat template writes "Today Date: ..." into every prompt; without a pinned date the
+# prompt (and so the policy's input) would change every day. This is the template's own fallback.
+PROMPT_DATE = "26 Jul 2024"
+
+_SPEECH_TOKEN_PATTERN = re.compile(r"<\|s_(\d+)\|>")
+
+
+def speech_token(code: int) -> str:
+    """The token string of one XCodec2 code: 17 -> `<|s_17|>`."""
+    if not 0 <= code < CODEBOOK_SIZE:
+        raise ValueError(f"Speech code {code} is outside XCodec2's codebook [0, {CODEBOOK_SIZE - 1}].")
+    return f"<|s_{code}|>"
+
+
+def codes_to_tokens(codes: list[int]) -> str:
+    """Codes as one string of speech tokens, the form Llasa reads and writes."""
+    return "".join(speech_token(int(code)) for code in codes)
+
+
+def tokens_to_codes(text: str) -> list[int]:
+    """The codes of every well-formed speech token in `text`, in order; anything else is ignored."""
+    codes = [int(match) for match in _SPEECH_TOKEN_PATTERN.findall(text)]
+    return [code for code in codes if code < CODEBOOK_SIZE]
+
+
+def chat_template_kwargs() -> dict:
+    """Extra arguments for `apply_chat_template` (and TRL's `chat_template_kwargs`) that pin the prompt."""
+    return {"date_string": PROMPT_DATE}
+
+
+def build_messages(text: str, prompt_text: str | None = None, prompt_codes: list[int] | None = None) -> list[dict]:
+    """The chat Llasa was trained on: a user request and the opened assistant turn to continue.
+
+    For voice cloning, the prompt audio's transcript goes before the target text (Llasa reads them
+    as one text) and the prompt audio's speech tokens open the assistant turn, so the model
+    continues in that voice with the target's speech.
+    """
+    if not text or not text.strip():
+        raise ValueError("The text to synthesise is empty.")
+    if (prompt_text is None) != (prompt_codes is None):
+        raise ValueError("Voice cloning needs both the prompt transcript and the prompt audio codes.")
+    if prompt_codes is not None and len(prompt_codes) == 0:
+        raise ValueError("The voice prompt has no speech codes: is the prompt audio empty?")
+    full_text = text if prompt_text is None else f"{prompt_text.strip()} {text.strip()}"
+    assistant = SPEECH_GENERATION_START + ("" if prompt_codes is None else codes_to_tokens(prompt_codes))
+    return [
+        {"role": "user", "content": f"{TTS_INSTRUCTION}{TEXT_UNDERSTANDING_START}{full_text}{TEXT_UNDERSTANDING_END}"},
+        {"role": "assistant", "content": assistant},
+    ]
+
+
+def render_prompt(tokenizer, text: str, prompt_text: str | None = None, prompt_codes: list[int] | None = None) -> str:
+    """The prompt string exactly as Llasa sees it, begin-of-text token included."""
+    return tokenizer.apply_chat_template(
+        build_messages(text, prompt_text, prompt_codes),
+        tokenize=False,
+        continue_final_message=True,
+        **chat_template_kwargs(),
+    )
+
+
+def completion_text(codes: list[int]) -> str:
+    """The assistant's continuation for `codes` as Llasa was trained to write it."""
+    return codes_to_tokens(codes) + SPEECH_GENERATION_END
+
+
+@dataclass(frozen=True)
+class ParsedSpeech:
+    """Speech codes read back from generated token ids."""
+
+    codes: list[int]
+    ended: bool  # whether <|SPEECH_GENERATION_END|> was generated (an early <|eot_id|> stops but is not an end)
+    n_dropped: int  # non-speech tokens found before the end and left out of `codes`
+
+
+@dataclass(frozen=True)
+class SpeechVocab:
+    """Where Llasa's markers and speech tokens sit in a tokenizer's vocabulary."""
+
+    first_speech_id: int  # id of <|s_0|>
+    speech_start_id: int  # <|SPEECH_GENERATION_START|>
+    speech_end_id: int  # <|SPEECH_GENERATION_END|>
+    eot_id: int  # <|eot_id|>
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "SpeechVocab":
+        """Look the ids up (they differ between tokenizers) and check the speech ids are contiguous."""
+        vocab = tokenizer.get_vocab()
+        required = [SPEECH_GENERATION_START, SPEECH_GENERATION_END, END_OF_TURN, speech_token(0)]
+        missing = [token for token in required if token not in vocab]
+        if missing:
+            raise ValueError(
+                f"The tokenizer lacks Llasa's tokens {missing}: load the tokenizer saved with a Llasa model "
+                "(e.g. HKUSTAudio/Llasa-1B) rather than the base Llama tokenizer."
+            )
+        first = vocab[speech_token(0)]
+        last = vocab.get(speech_token(CODEBOOK_SIZE - 1))
+        if (
+            last != first + CODEBOOK_SIZE - 1
+            or vocab.get(speech_token(CODEBOOK_SIZE // 2)) != first + CODEBOOK_SIZE // 2
+        ):
+            raise ValueError(
+                f"The tokenizer's {CODEBOOK_SIZE} speech tokens are not contiguous from id {first}: "
+                "it is not a Llasa tokenizer."
+            )
+        return cls(
+            first_speech_id=first,
+            speech_start_id=vocab[SPEECH_GENERATION_START],
+            speech_end_id=vocab[SPEECH_GENERATION_END],
+            eot_id=vocab[END_OF_TURN],
+        )
+
+    def is_speech_id(self, token_id: int) -> bool:
+        return self.first_speech_id <= token_id < self.first_speech_id + CODEBOOK_SIZE
+
+    def codes_to_ids(self, codes: list[int]) -> list[int]:
+        for code in codes:
+            if not 0 <= code < CODEBOOK_SIZE:
+                raise ValueError(f"Speech code {code} is outside XCodec2's codebook [0, {CODEBOOK_SIZE - 1}].")
+        return [self.first_speech_id + int(code) for code in codes]
+
+    def parse(self, token_ids) -> ParsedSpeech:
+        """Codes up to the first <|SPEECH_GENERATION_END|> (or end of turn); other tokens are dropped and counted."""
+        codes, n_dropped, ended = [], 0, False
+        for token_id in map(int, token_ids):
+            if token_id in (self.speech_end_id, self.eot_id):
+                ended = token_id == self.speech_end_id
+                break
+            if self.is_speech_id(token_id):
+                codes.append(token_id - self.first_speech_id)
+            else:
+                n_dropped += 1
+        return ParsedSpeech(codes=codes, ended=ended, n_dropped=n_dropped)
