@@ -1,0 +1,254 @@
+"""XCodec2, Llasa's speech codec: 16 kHz mono waveforms <-> one code in [0, 65535] per 320 samples.
+
+`load_codec` reads the checkpoint's config.json and picks the backend:
+
+- transformers' native port (`HKUSTAudio/xcodec2-hf`; config `model_type: "xcodec2"` with a
+  `semantic_model_config`): `TransformersXcodec2`, batched;
+- the original release (`HKUSTAudio/xcodec2`; config with `codec_encoder_hidden_size`, architecture
+  `XCodec2Model`) through the `xcodec2` package: `OriginalXcodec2`, one clip at a time.
+
+Both return, for a clip of N samples, N // 320 + 1 codes (the codec pads every clip up to the next
+multiple of 320 and beyond), and decode n codes to exactly n * 320 samples.
+
+Batches only ever hold clips of the same code length. The codec has no padding mask where it matters:
+padding a short clip in a batch changes its last codes (the acoustic encoder's convolutions see the
+padding; their receptive field spans several frames) and, when decoding, changes all of its audio
+(the decoder's GroupNorm takes statistics over the whole time axis and its attention is not masked).
+So a clip's codes and audio never depend on which other clips share its batch. On a GPU, kernels chosen
+per batch shape (and PyTorch's default TF32 convolutions) still flip codes that sit on an FSQ rounding
+boundary: about 1% of codes between a batch of 8 and one clip at a time in float32, far more in half
+precision, so encode datasets in float32. Decoded audio agrees to ~1e-4.
+"""
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
+
+XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
+DEFAULT_BATCH_SIZE = 16  # clips per forward pass (transformers backend)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def num_codes(num_samples: int) -> int:
+    """How many codes XCodec2 gives a clip of `num_samples` samples at 16 kHz."""
+    return num_samples // SAMPLES_PER_TOKEN + 1
+
+
+class Xcodec2Codec:
+    """The interface every backend offers: `encode`, `decode`, `sample_rate`, `device`."""
+
+    sample_rate = CODEC_SAMPLE_RATE
+
+    def __init__(self, model, device: torch.device, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def encode(self, waveforms: list[np.ndarray]) -> list[list[int]]:
+        """Codes of each 16 kHz mono float32 waveform: N // 320 + 1 ints in [0, 65535] for N samples."""
+        waveforms = [_check_waveform(wav, index) for index, wav in enumerate(waveforms)]
+        codes = [[] for _ in waveforms]
+        for batch in _same_length_batches([num_codes(len(wav)) for wav in waveforms], self.batch_size):
+            for index, clip_codes in zip(batch, self._encode_batch([waveforms[i] for i in batch]), strict=True):
+                codes[index] = clip_codes
+        return codes
+
+    @torch.inference_mode()
+    def decode(self, codes: list[list[int]]) -> list[np.ndarray]:
+        """A 16 kHz mono float32 waveform of exactly len(codes) * 320 samples for each code list."""
+        codes = [_check_codes(clip_codes, index) for index, clip_codes in enumerate(codes)]
+        waveforms = [np.zeros(0, dtype=np.float32) for _ in codes]  # no codes, no audio
+        nonempty = [index for index, clip_codes in enumerate(codes) if len(clip_codes)]
+        lengths = [len(codes[index]) for index in nonempty]
+        for batch in _same_length_batches(lengths, self.batch_size):
+            indices = [nonempty[i] for i in batch]
+            code_batch = torch.as_tensor(np.stack([codes[i] for i in indices]), device=self.device)
+            audio = self._decode_batch(code_batch).float().cpu().numpy()
+            for row, index in enumerate(indices):
+                waveforms[index] = audio[row, : len(codes[index]) * SAMPLES_PER_TOKEN].copy()
+        return waveforms
+
+    def _encode_batch(self, waveforms: list[np.ndarray]) -> list[list[int]]:
+        """Codes of waveforms that all give the same number of codes."""
+        raise NotImplementedError
+
+    def _decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        """Audio (batch, samples) of a (batch, n_codes) LongTensor."""
+        raise NotImplementedError
+
+
+class TransformersXcodec2(Xcodec2Codec):
+    """transformers' `Xcodec2Model` with its `Xcodec2FeatureExtractor`; batches of `batch_size` clips."""
+
+    def __init__(self, model, feature_extractor, device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE):
+        super().__init__(model, device, batch_size)
+        self.feature_extractor = feature_extractor
+        self.dtype = model.dtype
+
+    def _encode_batch(self, waveforms):
+        inputs = self.feature_extractor(waveforms, sampling_rate=self.sample_rate, return_tensors="pt")
+        inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
+        for name in ("input_values", "input_features"):
+            inputs[name] = inputs[name].to(self.dtype)
+        audio_codes = self.model.encode(**inputs).audio_codes[:, 0]  # (batch, n_codes)
+        return _checked_codes(audio_codes, num_codes(len(waveforms[0])))
+
+    def _decode_batch(self, codes):
+        return self.model.decode(audio_codes=codes[:, None, :]).audio_values[:, 0]
+
+
+class OriginalXcodec2(Xcodec2Codec):
+    """The `xcodec2` package's `XCodec2Model` (`encode_code`, `decode_code`), one clip at a time, float32."""
+
+    def __init__(self, model, device: torch.device):
+        super().__init__(model, device, batch_size=1)  # encode_code reads only the first clip of a batch
+
+    def _encode_batch(self, waveforms):
+        wav = torch.from_numpy(waveforms[0])[None].to(self.device)
+        return _checked_codes(self.model.encode_code(wav)[:, 0], num_codes(len(waveforms[0])))
+
+    def _decode_batch(self, codes):
+        return self.model.decode_code(codes[:, None, :])[:, 0]
+
+
+def load_codec(name_or_path, *, device="auto", dtype=None, batch_size: int = DEFAULT_BATCH_SIZE) -> Xcodec2Codec:
+    """Load an XCodec2 checkpoint (hub id or local folder) for inference.
+
+    device: "auto" (CUDA when available, else CPU), or anything `torch.device` accepts.
+    dtype: None or float32; float16 / bfloat16 (or their names) for the transformers backend on a GPU.
+    """
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dtype = _resolve_dtype(dtype, device)
+    config = _read_config(name_or_path)
+    if _is_transformers_xcodec2(config):
+        return _load_transformers_xcodec2(name_or_path, device, dtype, batch_size)
+    if _is_original_xcodec2(config):
+        if dtype != torch.float32:
+            raise ValueError(
+                f"The original XCodec2 release ({name_or_path}) runs in float32 only; use dtype=None, "
+                "or the transformers checkpoint HKUSTAudio/xcodec2-hf for half precision."
+            )
+        return _load_original_xcodec2(name_or_path, device)
+    raise ValueError(
+        f"{name_or_path} is not an XCodec2 checkpoint (config.json has model_type="
+        f"{config.get('model_type')!r}, architectures={config.get('architectures')}). Expected "
+        "HKUSTAudio/xcodec2-hf (transformers) or HKUSTAudio/xcodec2 (the original release)."
+    )
+
+
+def _is_transformers_xcodec2(config: dict) -> bool:
+    return config.get("model_type") == "xcodec2" and "semantic_model_config" in config
+
+
+def _is_original_xcodec2(config: dict) -> bool:
+    return "codec_encoder_hidden_size" in config or "XCodec2Model" in config.get("architectures", [])
+
+
+def _read_config(name_or_path) -> dict:
+    from transformers.utils import cached_file
+
+    try:
+        config_file = cached_file(name_or_path, "config.json")
+    except OSError as e:
+        raise OSError(f"Cannot find the XCodec2 checkpoint {name_or_path}: {e}") from e
+    if config_file is None:
+        raise ValueError(f"{name_or_path} is not an XCodec2 checkpoint: it has no config.json.")
+    with open(config_file) as f:
+        return json.load(f)
+
+
+def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    if dtype not in (torch.float32, *HALF_DTYPES):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}.")
+    if dtype in HALF_DTYPES and device.type != "cuda":
+        raise ValueError(f"Half precision ({dtype}) is for GPUs; on {device} use dtype=None (float32).")
+    return dtype
+
+
+def _load_transformers_xcodec2(name_or_path, device, dtype, batch_size) -> TransformersXcodec2:
+    from transformers import Xcodec2FeatureExtractor, Xcodec2Model
+
+    model = Xcodec2Model.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+    codebook_size = int(np.prod(model.config.quantization_levels))
+    if model.config.hop_length != SAMPLES_PER_TOKEN or codebook_size != CODEBOOK_SIZE:
+        raise ValueError(
+            f"{name_or_path} is not Llasa's XCodec2: hop {model.config.hop_length} samples and "
+            f"{codebook_size} codes, expected {SAMPLES_PER_TOKEN} and {CODEBOOK_SIZE}."
+        )
+    feature_extractor = Xcodec2FeatureExtractor.from_pretrained(name_or_path)
+    return TransformersXcodec2(model, feature_extractor, device, batch_size)
+
+
+def _load_original_xcodec2(name_or_path, device) -> OriginalXcodec2:
+    try:
+        from xcodec2.modeling_xcodec2 import BigCodecConfig, XCodec2Model
+    except ImportError as e:
+        raise ImportError(
+            f"{name_or_path} is an original XCodec2 checkpoint, which needs the `xcodec2` package: "
+            f"{XCODEC2_INSTALL_HINT}"
+        ) from e
+    from safetensors.torch import load_file
+    from transformers.utils import cached_file
+
+    # Not XCodec2Model.from_pretrained: transformers >= 5 builds models on the meta device, where the
+    # package's FSQ quantizer fails in __init__ ("Tensor.item() cannot be called on meta tensors").
+    # The constructor loads the semantic model (facebook/w2v-bert-2.0) itself; the checkpoint may
+    # carry it too, so only its keys may be missing.
+    model = XCodec2Model(BigCodecConfig.from_pretrained(name_or_path))
+    state_dict = load_file(cached_file(name_or_path, "model.safetensors"))
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith("semantic_model.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{name_or_path} does not match the xcodec2 package's XCodec2Model: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}."
+        )
+    return OriginalXcodec2(model.to(device).eval(), device)
+
+
+def _same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by equal length, in chunks of at most `batch_size`."""
+    groups = defaultdict(list)
+    for index, length in enumerate(lengths):
+        groups[length].append(index)
+    return [
+        group[start : start + batch_size] for group in groups.values() for start in range(0, len(group), batch_size)
+    ]
+
+
+def _check_waveform(wav, index: int) -> np.ndarray:
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1 or wav.size == 0:
+        raise ValueError(f"waveforms[{index}] must be a non-empty 1-D (mono, 16 kHz) array, got shape {wav.shape}.")
+    return wav
+
+
+def _check_codes(codes, index: int) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.size == 0:
+        return codes.astype(np.int64).reshape(0)
+    if codes.ndim != 1 or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes[{index}] must be a flat list of ints, got {codes.dtype} shaped {codes.shape}.")
+    if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
+        raise ValueError(
+            f"codes[{index}] holds {codes.min()}..{codes.max()}, outside XCodec2's codebook [0, {CODEBOOK_SIZE - 1}]."
+        )
+    return codes.astype(np.int64)
+
+
+def _checked_codes(codes: torch.Tensor, expected: int) -> list[list[int]]:
+    """(batch, n_codes) codes as lists, after checking the codec made the number of codes it should."""
+    if codes.shape[-1] != expected:
+        raise RuntimeError(f"XCodec2 returned {codes.shape[-1]} codes where {expected} were expected.")
+    return codes.long().tolist()

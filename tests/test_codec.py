@@ -1,0 +1,187 @@
+"""XCodec2 through load_codec, on tiny random checkpoints saved to disk (both backends) and the bundled clips."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llasa.audio import load_audio
+from llasa.codec import (
+    XCODEC2_INSTALL_HINT,
+    OriginalXcodec2,
+    TransformersXcodec2,
+    load_codec,
+    num_codes,
+)
+from llasa.format import CODEBOOK_SIZE, SAMPLES_PER_TOKEN, TOKENS_PER_SECOND
+
+DATA_DIR = Path(__file__).parent / "data"
+CLIP_NAMES = ["fox_en_us.wav", "fox_en_f3.wav", "rainbow_en_us.wav", "stella_en_us.flac"]
+# The config.json of the original release, HKUSTAudio/xcodec2 (the `xcodec2` package's BigCodecConfig).
+ORIGINAL_RELEASE_CONFIG = {
+    "architectures": ["XCodec2Model"],
+    "codec_decoder_hidden_size": 1024,
+    "codec_encoder_hidden_size": 1024,
+    "model_type": "xcodec2",
+    "semantic_hidden_size": 1024,
+    "use_vocos": True,
+}
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [load_audio(DATA_DIR / name) for name in CLIP_NAMES]
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_codec_dir):
+    return load_codec(tiny_codec_dir, device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def clip_codes(codec, clips):
+    return codec.encode(clips)
+
+
+@pytest.fixture(scope="module")
+def original_codec(tiny_original_codec_dir):
+    from tiny_original_xcodec2 import offline_original_xcodec2
+
+    with offline_original_xcodec2():
+        return load_codec(tiny_original_codec_dir, device="cpu")
+
+
+def _write_config(folder: Path, config: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_num_codes_matches_the_codec_padding():
+    # XCodec2 pads N samples up past the next multiple of 320: N // 320 + 1 codes, even for 0 or 320 samples.
+    assert [num_codes(n) for n in (0, 1, 319, 320, 16000, 16319)] == [1, 1, 1, 2, 51, 51]
+
+
+class TestLoadCodec:
+    def test_transformers_checkpoint_selects_transformers_backend(self, codec):
+        # config.json with model_type "xcodec2" and a semantic_model_config -> transformers' Xcodec2Model.
+        assert isinstance(codec, TransformersXcodec2)
+        assert (codec.sample_rate, codec.device, codec.batch_size) == (16000, torch.device("cpu"), 2)
+
+    def test_original_checkpoint_selects_original_backend(self, original_codec):
+        # The original layout (codec_encoder_hidden_size, XCodec2Model) -> the `xcodec2` package, one clip at a time.
+        assert isinstance(original_codec, OriginalXcodec2)
+        assert original_codec.batch_size == 1
+
+    def test_missing_xcodec2_package_names_the_fix(self, tmp_path, monkeypatch):
+        # The original release's config without the package installed: ImportError with the install command.
+        monkeypatch.setitem(sys.modules, "xcodec2", None)
+        monkeypatch.setitem(sys.modules, "xcodec2.modeling_xcodec2", None)
+        folder = _write_config(tmp_path / "xcodec2", ORIGINAL_RELEASE_CONFIG)
+        with pytest.raises(ImportError, match="needs the `xcodec2` package") as error:
+            load_codec(folder, device="cpu")
+        assert XCODEC2_INSTALL_HINT in str(error.value)
+
+    def test_other_model_is_refused(self, tmp_path):
+        # A checkpoint of another model (a Llama config) is not taken for a codec.
+        folder = _write_config(tmp_path / "llama", {"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+        with pytest.raises(ValueError, match=r"is not an XCodec2 checkpoint \(config.json has model_type='llama'"):
+            load_codec(folder, device="cpu")
+
+    def test_folder_without_config_is_refused(self, tmp_path):
+        # A folder with no config.json says so.
+        with pytest.raises(ValueError, match="is not an XCodec2 checkpoint: it has no config.json"):
+            load_codec(tmp_path, device="cpu")
+
+    def test_half_precision_needs_a_gpu(self, tiny_codec_dir):
+        # float16 on the CPU is refused before anything loads; so is an unknown dtype name.
+        with pytest.raises(ValueError, match="Half precision"):
+            load_codec(tiny_codec_dir, device="cpu", dtype="float16")
+        with pytest.raises(ValueError, match="dtype must be float32, float16 or bfloat16"):
+            load_codec(tiny_codec_dir, device="cpu", dtype="int8")
+
+
+class TestTransformersBackend:
+    def test_codes_are_ints_in_the_codebook_at_50_per_second(self, clips, clip_codes):
+        # One int code in [0, 65535] per 320 samples: N // 320 + 1, within one of duration * 50.
+        for wav, codes in zip(clips, clip_codes, strict=True):
+            assert all(type(code) is int and 0 <= code < CODEBOOK_SIZE for code in codes)
+            assert len(codes) == num_codes(len(wav))
+            assert abs(len(codes) - len(wav) / SAMPLES_PER_TOKEN) <= 1
+            assert abs(len(codes) - len(wav) / 16000 * TOKENS_PER_SECOND) <= 1
+            assert len(set(codes)) > 10  # the tiny codec does not collapse to one code
+
+    def test_batched_encode_equals_one_at_a_time(self, codec, clips, clip_codes):
+        # Clips of different lengths, batched in pairs, encode as they do alone; so do two clips of equal
+        # code length (16000 and 16100 samples: 51 codes), which share a batch, next to a 100-sample one.
+        assert clip_codes == [codec.encode([wav])[0] for wav in clips]
+        short = [clips[0][:16000], clips[1][:16100], clips[2][:100]]
+        assert codec.encode(short) == [codec.encode([wav])[0] for wav in short]
+
+    def test_decoded_length_is_exactly_n_codes_times_320(self, codec, clip_codes):
+        # Each decoded clip has exactly len(codes) * 320 float32 samples.
+        for codes, audio in zip(clip_codes, codec.decode(clip_codes), strict=True):
+            assert audio.dtype == np.float32 and audio.ndim == 1
+            assert len(audio) == len(codes) * SAMPLES_PER_TOKEN
+            assert 0 < audio.std()
+
+    def test_decode_of_mixed_lengths_trims_each_and_matches_one_at_a_time(self, codec):
+        # A batch of 1, 0, 7, 7 and 40 codes: each trimmed to its own length, each as decoded alone.
+        rng = np.random.default_rng(0)
+        codes = [rng.integers(0, CODEBOOK_SIZE, size=n).tolist() for n in (1, 0, 7, 7, 40)]
+        audio = codec.decode(codes)
+        assert [len(a) for a in audio] == [320, 0, 7 * 320, 7 * 320, 40 * 320]
+        for clip_codes, clip_audio in zip(codes, audio, strict=True):
+            alone = codec.decode([clip_codes])[0]
+            np.testing.assert_allclose(clip_audio, alone, atol=1e-5)
+
+    def test_decode_rejects_codes_outside_the_codebook(self, codec):
+        # 65536 is one past the codebook; the error names the offending list and the range.
+        with pytest.raises(ValueError, match=r"codes\[1\] holds 0\.\.65536, outside XCodec2's codebook"):
+            codec.decode([[1, 2], [0, 65536]])
+
+    def test_encode_rejects_stereo_and_empty_audio(self, codec):
+        # A (frames, 2) array or an empty one is not a 16 kHz mono waveform.
+        with pytest.raises(ValueError, match=r"waveforms\[0\] must be a non-empty 1-D"):
+            codec.encode([np.zeros((16000, 2), dtype=np.float32)])
+        with pytest.raises(ValueError, match=r"waveforms\[1\] must be a non-empty 1-D"):
+            codec.encode([np.zeros(320, dtype=np.float32), np.zeros(0, dtype=np.float32)])
+
+
+class TestOriginalBackend:
+    def test_round_trip(self, original_codec, clips):
+        # encode_code / decode_code one clip at a time: N // 320 + 1 codes in range, n * 320 samples back.
+        two_clips = [clips[0][:16000], clips[1][:9000]]
+        codes = original_codec.encode(two_clips)
+        assert [len(c) for c in codes] == [num_codes(len(wav)) for wav in two_clips]
+        assert all(0 <= code < CODEBOOK_SIZE for clip_codes in codes for code in clip_codes)
+        assert len(set(codes[0])) > 10
+        audio = original_codec.decode(codes + [[]])
+        assert [len(a) for a in audio] == [len(c) * SAMPLES_PER_TOKEN for c in codes] + [0]
+        assert all(a.dtype == np.float32 for a in audio)
+
+    def test_half_precision_is_refused(self, tmp_path):
+        # The package runs in float32 only; asking for bfloat16 on a GPU points to the transformers checkpoint.
+        folder = _write_config(tmp_path / "xcodec2", ORIGINAL_RELEASE_CONFIG)
+        with pytest.raises(ValueError, match="float32 only.*HKUSTAudio/xcodec2-hf"):
+            load_codec(folder, device="cuda", dtype=torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_round_trip(tiny_codec_dir, clips, dtype):
+    # On a GPU, in each precision: lengths exact, codes in range, batched encode as one at a time up to
+    # rounding ties (GPU kernels, chosen per batch shape, may flip a code that sits on an FSQ boundary).
+    codec = load_codec(tiny_codec_dir, dtype=dtype, batch_size=2)
+    assert codec.device.type == "cuda"
+    codes = codec.encode(clips)
+    assert [len(c) for c in codes] == [num_codes(len(wav)) for wav in clips]
+    assert all(0 <= code < CODEBOOK_SIZE for clip_codes in codes for code in clip_codes)
+    alone = [codec.encode([wav])[0] for wav in clips]
+    assert np.mean(np.concatenate(codes) == np.concatenate(alone)) >= 0.95
+    audio = codec.decode(codes)
+    assert [len(a) for a in audio] == [len(c) * SAMPLES_PER_TOKEN for c in codes]
+    assert all(a.dtype == np.float32 and np.isfinite(a).all() for a in audio)
