@@ -22,4 +22,5 @@ from llasa.format import (
     render_prompt,
     speech_token,
     tokens_to_codes,
+    training_pair,
 )

@@ -90,6 +90,18 @@ def completion_text(codes: list[int]) -> str:
     return codes_to_tokens(codes) + SPEECH_GENERATION_END
 
 
+def training_pair(text: str, codes: list[int]) -> tuple[list[dict], list[dict]]:
+    """TRL's conversational prompt-completion pair whose rendering is exactly Llasa's training sequence.
+
+    The user turn is the prompt and the whole assistant turn (START, speech, END) the completion: TRL's SFT
+    renders prompt + completion as one chat, which closes the turn with <|eot_id|> as Llasa's data did. (A
+    prompt ending in the opened assistant turn would be closed by SFT before the completion; GRPO prompts
+    are built from the text with `build_messages`, which does end in that opened turn.)
+    """
+    user, assistant_prefix = build_messages(text)
+    return [user], [{"role": "assistant", "content": assistant_prefix["content"] + completion_text(codes)}]
+
+
 @dataclass(frozen=True)
 class ParsedSpeech:
     """Speech codes read back from generated token ids."""

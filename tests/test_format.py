@@ -127,6 +127,17 @@ class TestPrompts:
         # the continuation Llasa was trained to write: speech tokens then END
         assert llasa.completion_text([1, 2]) == "<|s_1|><|s_2|><|SPEECH_GENERATION_END|>"
 
+    def test_training_pair_renders_llasas_training_sequence(self, tiny_tokenizer):
+        # user turn as prompt, the whole assistant turn as completion: rendered together they are the inference
+        # prompt followed by the speech, END and the end of turn
+        prompt, completion = llasa.training_pair("Hello world.", [1, 2])
+        rendered = tiny_tokenizer.apply_chat_template(
+            prompt + completion, tokenize=False, **llasa.chat_template_kwargs()
+        )
+        assert rendered == llasa.render_prompt(tiny_tokenizer, "Hello world.") + (
+            "<|s_1|><|s_2|><|SPEECH_GENERATION_END|><|eot_id|>"
+        )
+
     @pytest.mark.parametrize(
         ("kwargs", "message"),
         [
