@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.codec import DEFAULT_CODEC_ID, load_codec
 from llasa.format import (
     CODEBOOK_SIZE,
     CODEC_SAMPLE_RATE,
@@ -50,7 +51,6 @@ from llasa.format import (
 
 logger = logging.getLogger("create_dataset")
 
-DEFAULT_CODEC_ID = "HKUSTAudio/xcodec2"
 # Llasa was trained on prompt + speech of at most 2048 tokens. The rendered prompt (chat template with its
 # system block, ~40 tokens, plus the transcript) stays well under 548 tokens for a 30 s utterance, which
 # leaves 1500 tokens, i.e. 30 s of speech at 50 tokens per second, for the completion and its end token.
@@ -485,8 +485,6 @@ def create_dataset(options: Options, codec=None) -> Summary:
     }
     _check_work_dir(work_dir, settings)
     if codec is None:
-        from llasa.codec import load_codec
-
         codec = load_codec(options.codec_id, device=options.device, batch_size=options.batch_size)
     summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
     if dataset is None:

@@ -26,9 +26,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from llasa.device import resolve_device
 from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
+# The transformers port needs no extra package; its codes equal the original release's.
+DEFAULT_CODEC_ID = "HKUSTAudio/xcodec2-hf"
 DEFAULT_BATCH_SIZE = 16  # clips per forward pass (transformers backend)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -121,10 +124,10 @@ class OriginalXcodec2(Xcodec2Codec):
 def load_codec(name_or_path, *, device="auto", dtype=None, batch_size: int = DEFAULT_BATCH_SIZE) -> Xcodec2Codec:
     """Load an XCodec2 checkpoint (hub id or local folder) for inference.
 
-    device: "auto" (CUDA when available, else CPU), or anything `torch.device` accepts.
+    device: "auto" (this process's GPU when there is one, else the CPU), or anything `torch.device` accepts.
     dtype: None or float32; float16 / bfloat16 (or their names) for the transformers backend on a GPU.
     """
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    device = resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
     config = _read_config(name_or_path)
     if _is_transformers_xcodec2(config):
