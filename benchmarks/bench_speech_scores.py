@@ -1,0 +1,102 @@
+"""Cost of each speech scorer on one batch shaped like a GRPO step's: 16 clips of 5 s whose references (the voice
+prompts) are shared by groups of 8, printed as a markdown table.
+
+    python -m benchmarks.bench_speech_scores
+    python -m benchmarks.bench_speech_scores --device cuda --batch-size 64 --pitch-workers 8 --dnsmos-threads 4
+
+The clips are tests/data's espeak-ng clips looped to the length asked. "first call" includes loading the model
+(and librosa's one-off compilation); "batch" is the median of the timed repeats after it.
+"""
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from llasa.audio import load_audio
+from speech_scores import (
+    SAMPLE_RATE,
+    DnsmosScorer,
+    DurationScorer,
+    PitchVariationScorer,
+    SpeakerSimilarityScorer,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+
+
+def make_batch(batch_size: int, seconds: float, group_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Clips cycling over tests/data's WAV files, looped to `seconds`; one reference per group, copied per row."""
+    sources = [load_audio(path) for path in sorted(DATA.glob("*.wav"))]
+    if not sources:
+        raise FileNotFoundError(f"No WAV clips in {DATA}: run `bash tests/data/make_clips.sh` first.")
+    n_samples = int(seconds * SAMPLE_RATE)
+    clips = [np.resize(sources[row % len(sources)], n_samples) for row in range(batch_size)]
+    references = [np.resize(sources[(row // group_size + 1) % len(sources)], n_samples) for row in range(batch_size)]
+    return clips, references
+
+
+def time_calls(call, repeats: int) -> tuple[float, float]:
+    """Seconds of the first call and the median of `repeats` more."""
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def benchmark(args) -> list[str]:
+    clips, references = make_batch(args.batch_size, args.seconds, args.group_size)
+    durations = [reference.size / SAMPLE_RATE for reference in references]
+    pitch = PitchVariationScorer(num_workers=args.pitch_workers)
+    speaker = SpeakerSimilarityScorer(device=args.device)
+    dnsmos = DnsmosScorer(device=args.dnsmos_device, num_threads=args.dnsmos_threads)
+    cases = {
+        "duration": lambda: DurationScorer()(clips, reference_durations=durations),
+        "pitch variation (natural range)": lambda: pitch(clips),
+        "pitch variation (vs reference)": lambda: pitch(clips, references=[ref.copy() for ref in references]),
+        "speaker similarity": lambda: speaker(clips, references=[ref.copy() for ref in references]),
+        "DNSMOS": lambda: dnsmos(clips),
+    }
+    lines = [
+        f"{args.batch_size} clips of {args.seconds:g} s, references shared by groups of {args.group_size}; "
+        f"speaker encoder on {args.device}, DNSMOS on {args.dnsmos_device} "
+        f"({args.dnsmos_threads or 'default'} threads); pYIN in {args.pitch_workers or 'no'} worker processes; "
+        f"{os.cpu_count()} CPUs",
+        "",
+        "| scorer | first call (s) | batch (s) | per clip (ms) |",
+        "|---|---|---|---|",
+    ]
+    for name, call in cases.items():
+        first, batch = time_calls(call, args.repeats)
+        lines.append(f"| {name} | {first:.2f} | {batch:.3f} | {1000 * batch / args.batch_size:.1f} |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Time the speech scorers on one batch.")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each clip")
+    parser.add_argument("--group-size", type=int, default=8, help="rows sharing one reference (GRPO's group)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
+    parser.add_argument("--device", default="auto", help="torch device of the speaker encoder")
+    parser.add_argument("--dnsmos-device", default="cpu", help="DNSMOS device (cuda needs onnxruntime-gpu)")
+    parser.add_argument("--pitch-workers", type=int, default=0, help="pYIN worker processes (0 = none)")
+    parser.add_argument("--dnsmos-threads", type=int, default=0, help="onnxruntime threads (0 = its default)")
+    args = parser.parse_args()
+    if args.batch_size < 1 or args.seconds <= 0 or args.group_size < 1 or args.repeats < 1 or args.pitch_workers < 0:
+        parser.error(
+            "--batch-size, --group-size and --repeats must be >= 1, --seconds positive, --pitch-workers >= 0."
+        )
+    print("\n".join(benchmark(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,560 @@
+"""Scores of generated speech beyond recognition errors: speaking rate, pitch variation, speaker similarity and
+quality, each a candidate reward component for GRPO.
+
+Each scorer is a frozen dataclass of its options, checked when it is built, and is called on a batch of 16 kHz
+mono float32 waveforms plus what it needs per row (reference durations or texts, reference audio). It returns one
+score per clip in [0, 1], or None where the clip or its row's input cannot be scored (missing, too short, silent,
+not finite): a None is never replaced by a made-up value. Models load on first use, once per process and device,
+so scorers are cheap to build and to pickle.
+
+- `DurationScorer`: 1 while the clip lasts within a tolerance of the expected duration, then
+  exp(-d / falloff) where d is the log-ratio distance to the band. The expected duration is the reference
+  audio's when known, else the text's length over a speaking rate (`estimate_speaking_rate`).
+- `PitchVariationScorer`: the spread of F0 (librosa's pYIN) over voiced frames, as the standard deviation of
+  12 * log2(f0 / median f0) in semitones, scored like the duration against the reference's spread or a natural
+  range. Monotone speech scores low.
+- `SpeakerSimilarityScorer`: cosine similarity of resemblyzer speaker embeddings of the clip and a reference
+  (the voice prompt), mapped linearly from `floor` (0) to 1 (1).
+- `DnsmosScorer`: DNSMOS P.835 (SIG, BAK, OVRL on the 1-5 MOS scale; the ONNX models shipped by `speechmos`),
+  mapped to (MOS - 1) / 4.
+
+Print the raw measures of audio files, to choose the scorers' ranges for a dataset:
+
+    python speech_scores.py tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
+"""
+
+import argparse
+import functools
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llasa.audio import load_audio
+from llasa.device import resolve_device
+from llasa.format import CODEC_SAMPLE_RATE
+
+SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
+SILENCE_RMS = 1e-3  # -60 dBFS: a quieter clip is silent and is not scored
+
+# pYIN framing: 20 ms hops (the codec's token rate) and 64 ms frames, which hold two periods of 31.25 Hz.
+PITCH_HOP_LENGTH = 320
+PITCH_FRAME_LENGTH = 1024
+
+# resemblyzer embeds an utterance as the mean of 1.6 s windows; these are its own defaults for embed_utterance.
+PARTIALS_PER_SECOND = 1.3
+PARTIAL_MIN_COVERAGE = 0.75
+
+DNSMOS_SEGMENT_SECONDS = 9.01  # DNSMOS scores 9.01 s windows, one per second of audio
+DNSMOS_METRICS = ("sig", "bak", "ovrl")  # speech signal, background noise, overall quality (ITU-T P.835)
+MOS_MIN, MOS_MAX = 1.0, 5.0
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+Waveform = np.ndarray | None
+
+
+def usable_waveform(waveform, min_seconds: float) -> np.ndarray | None:
+    """The clip as float32, or None if it is missing, shorter than `min_seconds`, empty, silent or not finite."""
+    if waveform is None:
+        return None
+    wav = np.asarray(waveform, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"Expected a mono waveform (1-D array of samples), got shape {wav.shape}.")
+    if wav.size == 0 or wav.size < min_seconds * SAMPLE_RATE or not np.isfinite(wav).all():
+        return None
+    if math.sqrt(float(np.mean(np.square(wav, dtype=np.float64)))) < SILENCE_RMS:
+        return None
+    return wav
+
+
+def band_score(value: float, low: float, high: float, falloff: float) -> float:
+    """1 for `value` in [low, high]; outside, exp(-d / falloff) with d the log-ratio distance to the nearer edge.
+
+    Log ratios make the falloff relative: twice too long costs as much as twice too short.
+    """
+    distance = max(math.log(low / value), math.log(value / high), 0.0)
+    return math.exp(-distance / falloff)
+
+
+def text_length(text: str) -> int:
+    """Letters and digits in `text` (any script): what a speaking rate is counted in, spaces and punctuation aside."""
+    return sum(char.isalnum() for char in text)
+
+
+@dataclass(frozen=True)
+class SpeakingRate:
+    """A dataset's speaking rate in characters (`text_length`) per second of audio."""
+
+    chars_per_second: float  # median over the usable pairs
+    n_pairs: int  # (text, duration) pairs it was estimated from
+    n_skipped: int  # pairs left out: no text, no letters, or no positive finite duration
+
+
+def estimate_speaking_rate(texts: Sequence[str | None], durations: Sequence[float | None]) -> SpeakingRate:
+    """The median characters-per-second of (text, duration in seconds) pairs, robust to a few misaligned rows."""
+    if len(texts) != len(durations):
+        raise ValueError(f"Got {len(texts)} texts but {len(durations)} durations: pass one duration per text.")
+    rates = []
+    for text, duration in zip(texts, durations, strict=True):
+        n_chars = text_length(text) if text else 0
+        if n_chars > 0 and duration is not None and math.isfinite(duration) and duration > 0:
+            rates.append(n_chars / duration)
+    if not rates:
+        raise ValueError(
+            "No (text, duration) pair can give a speaking rate: every text is empty or every duration is missing "
+            "or not positive. Check the dataset's text and duration columns."
+        )
+    return SpeakingRate(float(np.median(rates)), n_pairs=len(rates), n_skipped=len(texts) - len(rates))
+
+
+def _check_rows(name: str, values: Sequence | None, n_rows: int) -> None:
+    if values is not None and len(values) != n_rows:
+        raise ValueError(f"Got {len(values)} {name} for {n_rows} waveforms: pass one per waveform (None if unknown).")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_positive(name: str, value) -> None:
+    if not (_is_number(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+
+
+def _check_tolerance(value) -> None:
+    if not (_is_number(value) and value >= 0):
+        raise ValueError(f"tolerance must be a number >= 0 (relative: 0.15 = 15%), got {value!r}.")
+
+
+def _check_device(device) -> None:
+    if not (isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)):
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+
+
+def _distinct(waveforms: Sequence[Waveform]) -> tuple[list[np.ndarray], list[int | None]]:
+    """The distinct waveforms (by content) and, per row, the index of its own (None for a missing one).
+
+    GRPO repeats each prompt's reference over its group, so a reference is measured once per batch.
+    """
+    unique, index_of, rows = [], {}, []
+    for waveform in waveforms:
+        if waveform is None:
+            rows.append(None)
+            continue
+        wav = np.ascontiguousarray(waveform, dtype=np.float32)
+        key = (wav.shape, hashlib.blake2b(wav.tobytes(), digest_size=16).digest())
+        if key not in index_of:
+            index_of[key] = len(unique)
+            unique.append(wav)
+        rows.append(index_of[key])
+    return unique, rows
+
+
+def _map_distinct(measure: Callable[[list[np.ndarray]], list], waveforms: Sequence[Waveform]) -> list:
+    """`measure` (batch -> one value per clip) applied once per distinct waveform, spread back over the rows."""
+    unique, rows = _distinct(waveforms)
+    values = measure(unique) if unique else []
+    return [None if row is None else values[row] for row in rows]
+
+
+@dataclass(frozen=True)
+class DurationScorer:
+    """How close each clip's duration is to the expected one: the speaking-rate reward.
+
+    The expected duration of a row is its reference duration (the dataset's `duration` column: the reference
+    audio's length, in seconds) when known, else `text_length(text) / chars_per_second`. Both durations include
+    the clip's own leading and trailing silence, as the dataset's do.
+    """
+
+    tolerance: float = 0.15  # relative: durations in [expected / 1.15, expected * 1.15] score 1
+    falloff: float = 0.25  # log-ratio distance beyond the band at which the score falls to 1/e
+    chars_per_second: float | None = None  # speaking rate for rows without a reference duration
+
+    def __post_init__(self):
+        _check_tolerance(self.tolerance)
+        _check_positive("falloff", self.falloff)
+        if self.chars_per_second is not None:
+            _check_positive("chars_per_second", self.chars_per_second)
+
+    def expected_durations(
+        self, n_rows: int, reference_durations: Sequence[float | None] | None, texts: Sequence[str | None] | None
+    ) -> list[float | None]:
+        """Each row's expected duration in seconds, or None if it has neither a reference duration nor a usable
+        text and speaking rate."""
+        _check_rows("reference durations", reference_durations, n_rows)
+        _check_rows("texts", texts, n_rows)
+        expected = []
+        for row in range(n_rows):
+            duration = None if reference_durations is None else reference_durations[row]
+            text = None if texts is None else texts[row]
+            if duration is not None and math.isfinite(duration) and duration > 0:
+                expected.append(float(duration))
+            elif text and self.chars_per_second is not None and text_length(text) > 0:
+                expected.append(text_length(text) / self.chars_per_second)
+            else:
+                expected.append(None)
+        return expected
+
+    def __call__(
+        self,
+        waveforms: Sequence[Waveform],
+        *,
+        reference_durations: Sequence[float | None] | None = None,
+        texts: Sequence[str | None] | None = None,
+    ) -> list[float | None]:
+        expected = self.expected_durations(len(waveforms), reference_durations, texts)
+        scores = []
+        for waveform, target in zip(waveforms, expected, strict=True):
+            wav = usable_waveform(waveform, min_seconds=0.0)
+            if wav is None or target is None:
+                scores.append(None)
+                continue
+            band = 1.0 + self.tolerance
+            scores.append(band_score(wav.size / SAMPLE_RATE, target / band, target * band, self.falloff))
+        return scores
+
+
+def semitone_spread(wav: np.ndarray, *, fmin: float, fmax: float, min_voiced_frames: int) -> float | None:
+    """Standard deviation of 12 * log2(f0 / median f0) over pYIN's voiced frames; None if fewer than
+    `min_voiced_frames` are voiced."""
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(
+        wav, fmin=fmin, fmax=fmax, sr=SAMPLE_RATE, frame_length=PITCH_FRAME_LENGTH, hop_length=PITCH_HOP_LENGTH
+    )
+    f0 = f0[voiced & np.isfinite(f0)]
+    if f0.size < min_voiced_frames:
+        return None
+    return float(np.std(12 * np.log2(f0 / np.median(f0))))
+
+
+@functools.cache
+def _worker_pool(num_workers: int):
+    """Worker processes kept for the life of this one. Spawned, not forked: a fork of a process that runs CUDA
+    and thread pools can hang."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Compile pYIN's numba code here first, so that the workers load it from numba's cache: workers compiling and
+    # writing that cache at the same time, on a fresh install, crashed (segfault).
+    tone = 0.1 * np.sin(2 * np.pi * 220.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    semitone_spread(tone, fmin=65.0, fmax=600.0, min_voiced_frames=1)
+    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@dataclass(frozen=True)
+class PitchVariationScorer:
+    """How lively the intonation is: F0 spread in semitones, scored against the reference's spread or a range.
+
+    The spread is the standard deviation of 12 * log2(f0 / median f0) over pYIN's voiced frames: espeak-ng's
+    default voice spreads about 1.5 semitones, its flattest setting (SSML range="x-low") about 0.4. The default
+    natural range is a starting point for expressive read speech; measure a dataset's reference audio with this
+    module's command line to set it.
+
+    pYIN is the costly scorer: 0.2-0.6 s of one CPU core per 5 s clip, mostly its Viterbi pass, which grows with the
+    square of the pitch range searched. `num_workers` spreads a batch over processes; a narrower fmin-fmax is cheaper.
+    """
+
+    natural_range: tuple[float, float] = (2.0, 5.0)  # semitones scored 1 for rows without a reference
+    tolerance: float = 0.25  # with a reference spread s: [s / 1.25, s * 1.25] scores 1
+    falloff: float = 0.5  # log-ratio distance beyond the band at which the score falls to 1/e
+    fmin: float = 65.0  # Hz (C2): below low male voices
+    fmax: float = 600.0  # Hz: above children's voices
+    min_voiced_seconds: float = 0.5  # fewer voiced frames than this give no score
+    num_workers: int = 0  # processes running pYIN on a batch's clips in parallel; 0 = one at a time, here
+
+    def __post_init__(self):
+        # A JSON config gives a list: hold a tuple, as a frozen dataclass should.
+        natural_range = tuple(self.natural_range) if isinstance(self.natural_range, list | tuple) else ()
+        numbers = len(natural_range) == 2 and all(map(_is_number, natural_range))
+        if not (numbers and 0 < natural_range[0] <= natural_range[1]):
+            raise ValueError(
+                f"natural_range must be [low, high] semitones with 0 < low <= high, got {self.natural_range}."
+            )
+        object.__setattr__(self, "natural_range", natural_range)
+        _check_tolerance(self.tolerance)
+        _check_positive("falloff", self.falloff)
+        min_fmin = 2 * SAMPLE_RATE / PITCH_FRAME_LENGTH  # two periods per pYIN frame
+        in_range = _is_number(self.fmin) and _is_number(self.fmax) and min_fmin <= self.fmin < self.fmax
+        if not (in_range and self.fmax <= SAMPLE_RATE / 2):
+            raise ValueError(
+                f"Need {min_fmin} <= fmin < fmax <= {SAMPLE_RATE // 2} Hz, got fmin={self.fmin}, fmax={self.fmax}."
+            )
+        _check_positive("min_voiced_seconds", self.min_voiced_seconds)
+        if not (_is_count(self.num_workers) and self.num_workers >= 0):
+            raise ValueError(
+                f"num_workers must be an integer >= 0 (0 = no worker processes), got {self.num_workers!r}."
+            )
+
+    def spreads(self, waveforms: Sequence[Waveform]) -> list[float | None]:
+        """Each clip's F0 spread in semitones, or None if unusable or with too few voiced frames."""
+        usable = [usable_waveform(waveform, min_seconds=self.min_voiced_seconds) for waveform in waveforms]
+        clips = [wav for wav in usable if wav is not None]
+        measure = functools.partial(
+            semitone_spread,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            min_voiced_frames=math.ceil(self.min_voiced_seconds * SAMPLE_RATE / PITCH_HOP_LENGTH),
+        )
+        measured = iter(
+            _worker_pool(self.num_workers).map(measure, clips) if self.num_workers else map(measure, clips)
+        )
+        return [None if wav is None else next(measured) for wav in usable]
+
+    def __call__(
+        self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform] | None = None
+    ) -> list[float | None]:
+        """Scores against each row's reference audio; a row without one, or whose reference has too little voiced
+        speech to measure, is scored against `natural_range`."""
+        _check_rows("references", references, len(waveforms))
+        spreads = self.spreads(waveforms)
+        reference_spreads = [None] * len(waveforms) if references is None else _map_distinct(self.spreads, references)
+        scores = []
+        for spread, reference in zip(spreads, reference_spreads, strict=True):
+            if spread is None:
+                scores.append(None)
+            elif spread == 0:  # a constant pitch: as monotone as it gets
+                scores.append(0.0)
+            elif reference is None or reference == 0:
+                scores.append(band_score(spread, *self.natural_range, self.falloff))
+            else:
+                band = 1.0 + self.tolerance
+                scores.append(band_score(spread, reference / band, reference * band, self.falloff))
+        return scores
+
+
+@functools.cache
+def _voice_encoder(device: str):
+    from resemblyzer import VoiceEncoder
+
+    return VoiceEncoder(device=device, verbose=False)
+
+
+@dataclass(frozen=True)
+class SpeakerSimilarityScorer:
+    """How much each clip sounds like its reference voice (the voice prompt), from resemblyzer's speaker encoder.
+
+    resemblyzer's embeddings are non-negative and unit-length, so their cosine similarity lies in [0, 1]; unrelated
+    voices still reach 0.5-0.75 (two espeak-ng voices: 0.58, one voice on two sentences: 0.88). The score maps the
+    cosine linearly from `floor` (score 0; below it, 0) to 1 (score 1); floor=0 gives the raw cosine.
+    """
+
+    floor: float = 0.5  # cosine similarity that scores 0
+    min_seconds: float = 0.5  # of speech left after resemblyzer's silence trimming
+    device: str = "auto"  # torch device of the encoder: "auto", "cpu", "cuda", "cuda:1", ...
+
+    def __post_init__(self):
+        if not (_is_number(self.floor) and 0 <= self.floor < 1):
+            raise ValueError(f"floor must be in [0, 1) (the cosine similarity that scores 0), got {self.floor}.")
+        _check_positive("min_seconds", self.min_seconds)
+        _check_device(self.device)
+
+    def embed(self, waveforms: Sequence[Waveform]) -> list[np.ndarray | None]:
+        """Unit-length speaker embeddings, all windows of the batch in one forward pass (None where unusable)."""
+        import torch
+        from resemblyzer import preprocess_wav
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        encoder = _voice_encoder(str(resolve_device(self.device)))
+        windows, owners = [], []
+        for row, waveform in enumerate(waveforms):
+            wav = usable_waveform(waveform, min_seconds=self.min_seconds)
+            if wav is None:
+                continue
+            # Loudness normalisation and trimming of long silences, as the encoder was trained.
+            wav = preprocess_wav(np.clip(wav, -1.0, 1.0))
+            if wav.size < self.min_seconds * SAMPLE_RATE:
+                continue
+            wav_slices, mel_slices = encoder.compute_partial_slices(
+                wav.size, rate=PARTIALS_PER_SECOND, min_coverage=PARTIAL_MIN_COVERAGE
+            )
+            mel = wav_to_mel_spectrogram(np.pad(wav, (0, max(0, wav_slices[-1].stop - wav.size))))
+            windows.extend(mel[mel_slice] for mel_slice in mel_slices)
+            owners.extend([row] * len(mel_slices))
+        embeddings: list[np.ndarray | None] = [None] * len(waveforms)
+        if not windows:
+            return embeddings
+        with torch.no_grad():
+            partials = encoder(torch.from_numpy(np.stack(windows)).to(encoder.device)).cpu().numpy()
+        owners = np.asarray(owners)
+        for row in np.unique(owners):
+            mean = partials[owners == row].mean(axis=0)
+            embeddings[row] = mean / np.linalg.norm(mean)
+        return embeddings
+
+    def similarities(self, waveforms: Sequence[Waveform], references: Sequence[Waveform]) -> list[float | None]:
+        """Raw cosine similarity of each clip with its row's reference, in [0, 1]."""
+        _check_rows("references", references, len(waveforms))
+        clip_embeddings = self.embed(waveforms)
+        reference_embeddings = _map_distinct(self.embed, references)
+        return [
+            None if clip is None or reference is None else float(np.dot(clip, reference))
+            for clip, reference in zip(clip_embeddings, reference_embeddings, strict=True)
+        ]
+
+    def __call__(self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform]) -> list[float | None]:
+        return [
+            None if cosine is None else min(1.0, max(0.0, (cosine - self.floor) / (1.0 - self.floor)))
+            for cosine in self.similarities(waveforms, references)
+        ]
+
+
+def _onnx_providers(device: str) -> list:
+    """onnxruntime providers for a device name: CUDA needs the onnxruntime-gpu package."""
+    import onnxruntime
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise RuntimeError(
+            f"DNSMOS on {device} needs onnxruntime's CUDA provider: `pip install onnxruntime-gpu` in place of "
+            "onnxruntime, or run DNSMOS with device='cpu'."
+        )
+    device_id = int(device.partition(":")[2] or 0)
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+
+
+@functools.cache
+def _dnsmos_session(personalized: bool, device: str, num_threads: int):
+    import onnxruntime
+    import speechmos.dnsmos
+
+    folder = "pdnsmos_models" if personalized else "dnsmos_models"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    model = Path(speechmos.dnsmos.__file__).parent / folder / "sig_bak_ovr.onnx"
+    return onnxruntime.InferenceSession(str(model), sess_options=options, providers=_onnx_providers(device))
+
+
+def dnsmos_segments(wav: np.ndarray) -> np.ndarray:
+    """The 9.01 s windows DNSMOS scores, one per second (shape (n, 144160)), cut as speechmos cuts them: a shorter
+    clip is repeated until it lasts 9.01 s."""
+    segment = int(DNSMOS_SEGMENT_SECONDS * SAMPLE_RATE)
+    while wav.size < segment:
+        wav = np.concatenate([wav, wav])
+    n_segments = int(np.floor(wav.size / SAMPLE_RATE) - DNSMOS_SEGMENT_SECONDS) + 1
+    return np.stack([wav[start * SAMPLE_RATE : start * SAMPLE_RATE + segment] for start in range(n_segments)])
+
+
+@dataclass(frozen=True)
+class DnsmosScorer:
+    """Perceived quality without a reference: DNSMOS P.835 (Microsoft's DNS challenge MOS predictor).
+
+    SIG rates the speech itself, BAK the background, OVRL the whole; each on the 1-5 MOS scale (clean espeak-ng
+    speech: OVRL 3.1; with loud white noise: 1.3). The score of `metric` is (MOS - 1) / 4. All windows of a batch
+    go through the model together.
+    """
+
+    metric: str = "ovrl"  # which P.835 rating is the score: "sig", "bak" or "ovrl"
+    personalized: bool = False  # the personalized DNSMOS model, which also penalises interfering talkers
+    min_seconds: float = 1.0  # shorter clips give no score (DNSMOS would loop them to 9 s)
+    device: str = "cpu"  # "cpu", "auto", "cuda" or "cuda:N" (CUDA needs onnxruntime-gpu)
+    num_threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default (all physical cores)
+    batch_size: int = 16  # 9 s windows per model call (bounds memory: 0.6 MB of input per window)
+
+    def __post_init__(self):
+        if not isinstance(self.personalized, bool):
+            raise ValueError(f"personalized must be true or false, got {self.personalized!r}.")
+        if self.metric not in DNSMOS_METRICS:
+            raise ValueError(f"Unknown DNSMOS metric {self.metric!r}: choose one of {', '.join(DNSMOS_METRICS)}.")
+        _check_positive("min_seconds", self.min_seconds)
+        if not (_is_count(self.num_threads) and self.num_threads >= 0):
+            raise ValueError(f"num_threads must be >= 0 (0 = onnxruntime's default), got {self.num_threads}.")
+        if not (_is_count(self.batch_size) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        _check_device(self.device)
+
+    def _device(self) -> str:
+        """The device to run on: "auto" is this process's GPU if onnxruntime can use it (onnxruntime-gpu)."""
+        if self.device != "auto":
+            return self.device
+        import onnxruntime
+
+        return (
+            str(resolve_device("auto")) if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+        )
+
+    def mos(self, waveforms: Sequence[Waveform]) -> list[dict[str, float] | None]:
+        """Each clip's {"sig", "bak", "ovrl"} on the 1-5 MOS scale, averaged over its windows (None if unusable)."""
+        from speechmos.dnsmos import DNSMOS
+
+        session = _dnsmos_session(self.personalized, self._device(), self.num_threads)
+        segments, owners = [], []
+        for row, waveform in enumerate(waveforms):
+            wav = usable_waveform(waveform, min_seconds=self.min_seconds)
+            if wav is not None:
+                # The model expects samples in [-1, 1]; a decoder can overshoot slightly.
+                rows_segments = dnsmos_segments(np.clip(wav, -1.0, 1.0))
+                segments.append(rows_segments)
+                owners.extend([row] * len(rows_segments))
+        results: list[dict[str, float] | None] = [None] * len(waveforms)
+        if not segments:
+            return results
+        segments = np.concatenate(segments)
+        input_name = session.get_inputs()[0].name
+        raw = np.concatenate(
+            [
+                session.run(None, {input_name: segments[start : start + self.batch_size]})[0]
+                for start in range(0, len(segments), self.batch_size)
+            ]
+        )
+        # speechmos's calibration polynomials from raw outputs to MOS (the method does not use its instance).
+        calibrated = np.stack(DNSMOS.get_polyfit_val(None, raw[:, 0], raw[:, 1], raw[:, 2], self.personalized), 1)
+        owners = np.asarray(owners)
+        for row in np.unique(owners):
+            means = calibrated[owners == row].mean(axis=0)
+            results[row] = dict(zip(DNSMOS_METRICS, map(float, means), strict=True))
+        return results
+
+    def __call__(self, waveforms: Sequence[Waveform]) -> list[float | None]:
+        return [
+            None if mos is None else min(1.0, max(0.0, (mos[self.metric] - MOS_MIN) / (MOS_MAX - MOS_MIN)))
+            for mos in self.mos(waveforms)
+        ]
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def measure_files(paths: list[str], reference: str | None, device: str) -> list[str]:
+    """A markdown table of each file's raw measures: seconds, F0 spread, speaker cosine, DNSMOS."""
+    waveforms = [load_audio(path) for path in paths]
+    spreads = PitchVariationScorer().spreads(waveforms)
+    if reference is None:
+        cosines = [None] * len(paths)
+    else:
+        references = [load_audio(reference)] * len(paths)
+        cosines = SpeakerSimilarityScorer(device=device).similarities(waveforms, references)
+    moses = DnsmosScorer().mos(waveforms)
+    lines = [
+        "| file | seconds | F0 spread (semitones) | speaker cosine | DNSMOS SIG | BAK | OVRL |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path, wav, spread, cosine, mos in zip(paths, waveforms, spreads, cosines, moses, strict=True):
+        sig, bak, ovrl = (None, None, None) if mos is None else (mos[metric] for metric in DNSMOS_METRICS)
+        cells = [wav.size / SAMPLE_RATE, spread, cosine, sig, bak, ovrl]
+        lines.append(f"| {path} | " + " | ".join(_format(cell) for cell in cells) + " |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("audio", nargs="+", help="audio files to measure")
+    parser.add_argument("--reference", help="reference voice for the speaker similarity (omit to skip it)")
+    parser.add_argument("--device", default="auto", help="torch device of the speaker encoder (default: auto)")
+    args = parser.parse_args()
+    print("\n".join(measure_files(args.audio, args.reference, args.device)))
+
+
+if __name__ == "__main__":
+    main()
