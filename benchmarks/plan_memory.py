@@ -1,0 +1,131 @@
+"""GPU memory plan for GRPO on Llasa: what each part holds, and what each lever saves. Arithmetic, not a measurement.
+
+Parameter counts come from the models' configurations, built on the meta device (no weights, no download): Llasa-1B
+is Llama-3.2-1B's shape with Llasa's 193,800-token vocabulary (tied embeddings), Whisper-large-v3 and XCodec2 at
+their published sizes. Bytes per parameter follow how train.py trains (TRL's defaults): float32 weights with bf16
+autocast, float32 gradients, AdamW's two float32 moments, and a float32 reference model when beta > 0.
+
+    python benchmarks/plan_memory.py                       # the recipe's settings, one 40 GB GPU
+    python benchmarks/plan_memory.py --micro_batch 4 --completion_tokens 1000
+"""
+
+import argparse
+from dataclasses import dataclass
+
+GB = 1e9
+FLOAT32, BF16 = 4, 2
+ADAM_MOMENTS = 2  # AdamW keeps two float32 moments per trained parameter
+
+
+def llasa_1b_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=193800,  # Llama-3.2's 128,256 + 8 markers + 65,536 speech tokens
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    )
+
+
+def count_parameters(build) -> int:
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
+
+
+def whisper_large_v3_parameters() -> int:
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(
+        vocab_size=51866,
+        num_mel_bins=128,
+        encoder_layers=32,
+        decoder_layers=32,
+        d_model=1280,
+        encoder_attention_heads=20,
+        decoder_attention_heads=20,
+        encoder_ffn_dim=5120,
+        decoder_ffn_dim=5120,
+    )
+    return count_parameters(lambda: WhisperForConditionalGeneration(config))
+
+
+def xcodec2_parameters() -> int:
+    from transformers import Xcodec2Config, Xcodec2Model
+
+    return count_parameters(lambda: Xcodec2Model(Xcodec2Config()))
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    beta: float = 0.1
+    lora_fraction: float | None = None  # trained share of the parameters with LoRA; None = full fine-tuning
+    zero3_gpus: int = 1  # ZeRO-3 shards weights, gradients and optimizer states over this many GPUs
+    reward_on_policy_gpu: bool = True
+    vllm_share: float = 0.0  # share of the GPU that colocated vLLM reserves (its own copy of weights + KV cache)
+
+
+def plan(setup: Setup, policy: int, whisper: int, codec: int, logits_gb: float, gpu_gb: float) -> dict[str, float]:
+    """Gigabytes per GPU for each part of the run."""
+    trained = policy if setup.lora_fraction is None else policy * setup.lora_fraction
+    shard = setup.zero3_gpus
+    parts = {
+        "policy weights": policy * FLOAT32 / shard,
+        "gradients": trained * FLOAT32 / shard,
+        "AdamW states": trained * FLOAT32 * ADAM_MOMENTS / shard,
+        # With LoRA the reference is the same weights with the adapters switched off: no second copy.
+        "reference model": policy * FLOAT32 / shard if setup.beta > 0 and setup.lora_fraction is None else 0.0,
+        "Whisper-large-v3 (fp16)": whisper * BF16 if setup.reward_on_policy_gpu else 0.0,
+        "XCodec2 (fp32)": codec * FLOAT32 if setup.reward_on_policy_gpu else 0.0,
+    }
+    parts = {name: value / GB for name, value in parts.items()}
+    parts["logits of one micro-batch (bf16)"] = logits_gb
+    parts["vLLM reserve"] = setup.vllm_share * gpu_gb
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu_gb", type=float, default=40.0, help="GPU memory, GB (default: a 40 GB A100)")
+    parser.add_argument("--micro_batch", type=int, default=8, help="completions per forward pass (recipe: 8)")
+    parser.add_argument("--completion_tokens", type=int, default=1500, help="tokens per completion (30 s = 1500)")
+    parser.add_argument("--lora_fraction", type=float, default=0.01, help="trained share with LoRA (r=16: ~1%%)")
+    args = parser.parse_args()
+
+    from transformers import LlamaForCausalLM
+
+    config = llasa_1b_config()
+    policy = count_parameters(lambda: LlamaForCausalLM(config))
+    whisper, codec = whisper_large_v3_parameters(), xcodec2_parameters()
+    logits_gb = args.micro_batch * args.completion_tokens * config.vocab_size * BF16 / GB
+    print(
+        f"Parameters: Llasa-1B {policy / 1e9:.2f} B, Whisper-large-v3 {whisper / 1e9:.2f} B, XCodec2 {codec / 1e9:.2f} B"
+    )
+    print(f"Micro-batch: {args.micro_batch} completions x {args.completion_tokens} tokens; GPU: {args.gpu_gb:g} GB\n")
+
+    setups = [
+        Setup("recipe (full, beta 0.1)"),
+        Setup("beta 0", beta=0.0),
+        Setup("LoRA", lora_fraction=args.lora_fraction),
+        Setup("ZeRO-3 on 4 GPUs", zero3_gpus=4),
+        Setup("reward on another GPU", reward_on_policy_gpu=False),
+        Setup("LoRA + vLLM colocate 0.3", lora_fraction=args.lora_fraction, vllm_share=0.3),
+    ]
+    tables = [plan(setup, policy, whisper, codec, logits_gb, args.gpu_gb) for setup in setups]
+    print("| part (GB per GPU) | " + " | ".join(setup.name for setup in setups) + " |")
+    print("|---|" + "---:|" * len(setups))
+    for part in tables[0]:
+        print(f"| {part} | " + " | ".join(f"{table[part]:.1f}" for table in tables) + " |")
+    totals = [sum(table.values()) for table in tables]
+    print("| **total** | " + " | ".join(f"**{total:.1f}**" for total in totals) + " |")
+    print("| fits in the GPU | " + " | ".join("yes" if t <= args.gpu_gb else "no" for t in totals) + " |")
+
+
+if __name__ == "__main__":
+    main()
