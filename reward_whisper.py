@@ -48,21 +48,63 @@ kHz, reference texts, Whisper's transcripts and NLL when a component needs them,
 returns a score in [0, 1] or None per clip, plus raw metrics to log. Where a component returns None for a row, that
 row's reward combines the components that did score it, with their weights; a row no component scores gets None.
 
+    wer, nll             the formulas above; log "wer" (or "cer") and "nll"
+    duration             speaking rate (speech_scores.DurationScorer); logs "duration_ratio" (clip / expected seconds)
+    pitch                intonation, F0 spread in semitones (PitchVariationScorer); logs "pitch_semitones"
+    speaker_similarity   voice, resemblyzer cosine with the voice prompt or reference (SpeakerSimilarityScorer);
+                         logs "speaker_cosine"
+    quality              DNSMOS P.835 (DnsmosScorer); logs "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"
+
+Each takes "weight" plus its scorer's parameters (e.g. "tolerance", "num_workers") and the columns it reads; every
+score is logged as "reward_<component>" (reward_models/prosody_reward.json combines all six).
+
+Column contract. TRL passes every dataset column to the reward as a keyword list (one value per completion);
+`score_audio` and `score_codes` take them as `columns={"name": [...]}`. The components read:
+- `duration` (float, seconds): the reference recording's length, as create_dataset.py writes it. The duration
+  component's expected duration; without it, the reference audio's length (below), else the text's length over
+  "chars_per_second" (unset: estimated once, from the first batch that needs it, over its (text, duration) pairs;
+  with no pair either, the row is left unscored and a warning asks to set it).
+- `audio_code_ids` (list of ints): the reference recording's XCodec2 codes (create_dataset.py). Decoded with the
+  reward's codec once per distinct reference per call (keyed by a hash: GRPO repeats each reference over its group)
+  to give the pitch component its reference spread and the speaker_similarity component its reference voice.
+- `prompt_code_ids` (list of ints): the voice prompt's codes in voice-cloning GRPO, per row (also when one voice is
+  given for all rows). speaker_similarity prefers it to the reference recording.
+- `prompt_audio` (an audio file path): the voice prompt, where it is a file (inference's best-of-N, evaluation).
+- `reference_audio` (an audio file path): the reference recording, in place of its codes (command line, evaluation).
+A code column may also hold a speech-token string; any reference column may hold a path. Which columns a component
+reads, in order of preference, is its "duration_column", "reference_columns" or "voice_columns" parameter. A
+row without its component's input gets None from it (speaker_similarity: no voice; duration: no reference and a
+text without letters): the share of such rows is logged as "<component>/missing", with one warning per call, and
+their reward combines the other components. pitch without a reference scores the spread against its
+"natural_range" (the share logged as "pitch/no_reference").
+
+Cost: the speech scores run on the CPU (the speaker encoder on the reward's GPU), so on a GPU they can outlast
+Whisper itself. On 2 CPU cores, 16 clips of 5 s: pitch (pYIN) 3.3 s, quality (DNSMOS) 2.7 s, speaker_similarity
+0.5 s, duration nothing, against 10.6 s for Whisper tiny.en's own pass (benchmarks/bench_speech_scores.py
+--whisper tiny.en). pitch's "num_workers" runs pYIN in that many processes per training process: set it to the CPU
+cores each GPU can spare (0 runs it in the training process itself); quality's "num_threads" bounds DNSMOS's
+threads (0: all cores, for each training process).
+
 Score audio files, or replay completions (speech-token strings or code lists) from a JSONL file:
 
     python reward_whisper.py --reward_config reward_models/wer_nll.json --audio a.wav b.wav --text "first" "second"
     python reward_whisper.py --reward_config reward_models/wer_nll.json --input_file clips.jsonl   # {"audio", "text"}
     python reward_whisper.py --reward_config reward_models/wer_nll.json --codes_file completions.jsonl  # {"codes", "text"}
+    python reward_whisper.py --reward_config reward_models/prosody_reward.json --audio a.wav --text "first" \\
+        --reference_audio ref.wav
+
+A JSONL line's other keys are columns: {"audio": "a.wav", "text": "first", "reference_audio": "ref.wav"}.
 """
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,9 +116,18 @@ from llasa.device import resolve_device
 from llasa.format import (
     END_OF_TURN,
     SPEECH_GENERATION_END,
+    TOKENS_PER_SECOND,
     ParsedSpeech,
     SpeechVocab,
     tokens_to_codes,
+)
+from speech_scores import (
+    DNSMOS_METRICS,
+    DnsmosScorer,
+    DurationScorer,
+    PitchVariationScorer,
+    SpeakerSimilarityScorer,
+    estimate_speaking_rate,
 )
 
 logger = logging.getLogger(__name__)
@@ -514,6 +565,70 @@ def load_codec_once(codec_id: str, device: str = "auto", batch_size: int = 16):
 # Components: what the reward combines. Register new ones with @register_component("name").
 
 
+def reference_key(value) -> tuple | None:
+    """How a reference is named in a dataset column: ("codes", hash, codes) for XCodec2 codes (a list of ints or a
+    string of speech tokens), ("path", path, path) for an audio file, None where there is none."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lstrip().startswith("<|"):
+        value = tokens_to_codes(value)
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        return ("path", path, path) if path.strip() else None
+    if isinstance(value, list | tuple | np.ndarray):
+        if len(value) == 0:
+            return None
+        codes = np.asarray(value)
+        if codes.ndim != 1 or not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"Reference codes must be a flat list of integers, got {str(value)[:80]}.")
+        return ("codes", hashlib.blake2b(codes.astype(np.int64).tobytes(), digest_size=16).digest(), codes.tolist())
+    raise ValueError(
+        f"Cannot read reference audio from a {type(value).__name__}: give XCodec2 codes (a list of ints or a "
+        "speech-token string) or an audio file path."
+    )
+
+
+class ReferenceAudio:
+    """The reference waveforms of one reward call, by dataset column value, each decoded or loaded once.
+
+    GRPO repeats each prompt's row over its group, so the same reference codes come num_generations times: they are
+    keyed by a hash, and the new distinct ones a component asks for are decoded together, in one codec call.
+    """
+
+    def __init__(self, decode: Callable[[list[list[int]]], list[np.ndarray | None]] | None = None):
+        self._decode = decode  # codes -> 16 kHz waveforms (the reward's codec); None: codes cannot be read
+        self._waveforms: dict[tuple, np.ndarray | None] = {}
+
+    def waveforms(self, values: Sequence) -> list[np.ndarray | None]:
+        """16 kHz mono float32 waveforms of column values (None where a value is None or empty)."""
+        from llasa.audio import load_audio
+
+        keys = [reference_key(value) for value in values]
+        new = {key[:2]: key[2] for key in keys if key is not None and key[:2] not in self._waveforms}
+        codes = {name: payload for name, payload in new.items() if name[0] == "codes"}
+        if codes:
+            if self._decode is None:
+                raise ValueError("Reference codes need the reward's codec to decode them; none was given.")
+            self._waveforms.update(zip(codes, self._decode(list(codes.values())), strict=True))
+        for name, path in new.items():
+            if name[0] == "path":
+                self._waveforms[name] = load_audio(path, WHISPER_SAMPLE_RATE)
+        return [None if key is None else self._waveforms[key[:2]] for key in keys]
+
+    def durations(self, values: Sequence) -> list[float | None]:
+        """Seconds of each reference: counted from its codes (no decoding), or its audio file's length."""
+        seconds = []
+        for value in values:
+            key = reference_key(value)
+            if key is None:
+                seconds.append(None)
+            elif key[0] == "codes":
+                seconds.append(len(key[2]) / TOKENS_PER_SECOND)
+            else:
+                seconds.append(len(self.waveforms([value])[0]) / WHISPER_SAMPLE_RATE)
+        return seconds
+
+
 @dataclass(frozen=True)
 class ScoringBatch:
     """What a component sees: the rows of one batch that have speech to score."""
@@ -525,14 +640,36 @@ class ScoringBatch:
     transcripts: list[str] | None = None  # Whisper's greedy transcripts (set when a component needs ASR)
     nll: list[float] | None = None  # NLL of each reference text (set when a component needs ASR)
     sample_rate: int = WHISPER_SAMPLE_RATE  # of `audio`
+    references: ReferenceAudio = field(default_factory=ReferenceAudio)  # reads reference audio named by columns
+
+    def first_values(self, names: Sequence[str]) -> list:
+        """Per row, the value of the first of the `names` columns that has one (not None, not empty); else None."""
+        values = []
+        for row in range(len(self.audio)):
+            candidates = (self.columns[name][row] for name in names if name in self.columns)
+            values.append(next((value for value in candidates if _has_value(value)), None))
+        return values
+
+
+def _has_value(value) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str | list | tuple | np.ndarray):
+        return len(value) > 0
+    return not (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass(frozen=True)
 class ComponentResult:
-    """A component's verdict on a batch: one score in [0, 1] or None per row, and raw metrics to log per row."""
+    """A component's verdict on a batch: one score in [0, 1] or None per row, and raw metrics to log per row.
+
+    `missing` flags the rows whose input (a dataset column) the component did not get: their score is None, the
+    reward logs their share as `<component>/missing` and warns once per call.
+    """
 
     scores: list[float | None]
     metrics: dict[str, list[float | None]] = field(default_factory=dict)
+    missing: list[bool] | None = None
 
 
 def build_dataclass(cls, params: dict, what: str):
@@ -559,6 +696,10 @@ class RewardComponent:
 
     def score(self, batch: ScoringBatch) -> ComponentResult:
         raise NotImplementedError
+
+    def input_columns(self) -> tuple[str, ...]:
+        """The dataset columns the component reads (named in the warning about rows missing them)."""
+        return ()
 
 
 COMPONENTS: dict[str, type[RewardComponent]] = {}
@@ -633,6 +774,192 @@ class NllComponent(RewardComponent):
         # An infinite NLL (a reference token of probability 0) scores 0; a NaN one cannot be scored.
         scores = [None if math.isnan(nll) else nll_reward(nll, self.alpha) for nll in batch.nll]
         return ComponentResult(scores, {"nll": list(batch.nll)})
+
+
+def _column_names(value, what: str, *, allow_empty: bool = True) -> tuple[str, ...]:
+    """A JSON list of column names as a tuple, checked."""
+    names = tuple(value) if isinstance(value, list | tuple) else None
+    if names is None or not all(isinstance(name, str) and name for name in names) or not (names or allow_empty):
+        need = "a list of column names" + ("" if allow_empty else " (at least one)")
+        raise ValueError(f'{what} must be {need}, e.g. ["audio_code_ids", "reference_audio"], got {value!r}.')
+    return names
+
+
+class ScorerComponent(RewardComponent):
+    """A component around one of speech_scores.py's scorers: its JSON parameters are the component's own (which
+    columns to read) and the scorer's, e.g. {"weight": 0.1, "reference_columns": [...], "tolerance": 0.2}."""
+
+    scorer_class: ClassVar[type]
+
+    @classmethod
+    def from_params(cls, params: dict, name: str) -> "ScorerComponent":
+        what = f"the component {name!r}"
+        if not isinstance(params, dict):
+            raise ValueError(f"The parameters of {what} must be a JSON object, got {params!r}.")
+        own = [f.name for f in fields(cls) if f.init and f.name != "scorer"]
+        scorer_params = [f.name for f in fields(cls.scorer_class) if f.init]
+        unknown = sorted(set(params) - set(own) - set(scorer_params))
+        if unknown:
+            raise ValueError(f"Unknown parameter(s) {unknown} for {what}: valid ones are {own + scorer_params}.")
+        try:
+            scorer = cls.scorer_class(**{key: value for key, value in params.items() if key in scorer_params})
+            return cls(scorer=scorer, **{key: value for key, value in params.items() if key in own})
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from e
+
+
+@register_component("duration")
+@dataclass(frozen=True)
+class DurationComponent(ScorerComponent):
+    """Speaking rate: `DurationScorer` (1 within `tolerance` of the expected duration, exp(-d / falloff) beyond).
+
+    The expected duration of a row is, in order: its `duration_column` value (the reference audio's seconds), the
+    length of its reference audio (the first of `reference_columns` with a value: codes are counted, not decoded),
+    or its text's length over `chars_per_second`. Unset, that rate is estimated once, from the first batch that needs
+    it, as the median over its rows that have both a text and a duration. Logs "duration_ratio" (clip seconds over
+    expected seconds).
+    """
+
+    scorer: DurationScorer = field(default_factory=DurationScorer)
+    duration_column: str | None = "duration"  # seconds of the reference audio; None: not read
+    reference_columns: tuple[str, ...] = ("audio_code_ids", "reference_audio")  # where no duration is given
+    scorer_class: ClassVar[type] = DurationScorer
+    _estimated: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # the estimated rate
+
+    def __post_init__(self):
+        if self.duration_column is not None and not (isinstance(self.duration_column, str) and self.duration_column):
+            raise ValueError(f"duration_column must be a column name or null, got {self.duration_column!r}.")
+        object.__setattr__(self, "reference_columns", _column_names(self.reference_columns, "reference_columns"))
+
+    def input_columns(self) -> tuple[str, ...]:
+        return (*([self.duration_column] if self.duration_column else []), *self.reference_columns)
+
+    def score(self, batch: ScoringBatch) -> ComponentResult:
+        n = len(batch.audio)
+        column = batch.columns.get(self.duration_column, [None] * n) if self.duration_column else [None] * n
+        durations = [float(value) if _is_duration(value) else None for value in column]
+        lacking = [row for row, duration in enumerate(durations) if duration is None]
+        if lacking and self.reference_columns:
+            references = batch.first_values(self.reference_columns)
+            for row, seconds in zip(
+                lacking, batch.references.durations([references[i] for i in lacking]), strict=True
+            ):
+                durations[row] = seconds
+        scorer = self.scorer
+        if scorer.chars_per_second is None and any(duration is None for duration in durations):
+            rate = self._speaking_rate(batch.texts, durations)
+            scorer = scorer if rate is None else replace(scorer, chars_per_second=rate)
+        expected = scorer.expected_durations(n, durations, batch.texts)
+        ratios = [
+            None if seconds is None else len(wav) / batch.sample_rate / seconds
+            for wav, seconds in zip(batch.audio, expected, strict=True)
+        ]
+        return ComponentResult(
+            scorer(batch.audio, reference_durations=expected),
+            {"duration_ratio": ratios},
+            missing=[seconds is None for seconds in expected],
+        )
+
+    def _speaking_rate(self, texts: Sequence[str], durations: Sequence[float | None]) -> float | None:
+        """chars_per_second estimated from (text, duration) pairs, once: later batches reuse it. None while no
+        batch has had a duration: those rows are left unscored (counted as missing), with a warning."""
+        if "chars_per_second" not in self._estimated:
+            pairs = [(text, duration) for text, duration in zip(texts, durations, strict=True) if duration is not None]
+            if not pairs:
+                logger.warning(
+                    "duration: rows without a reference duration (columns %s) and no chars_per_second to derive "
+                    'one from the text are left unscored. Set "chars_per_second" in the duration component (e.g. 14 '
+                    "for English read speech; `speech_scores.estimate_speaking_rate` measures a dataset's), or pass "
+                    "the reference durations.",
+                    list(self.input_columns()),
+                )
+                return None
+            rate = estimate_speaking_rate(*zip(*pairs, strict=True))
+            self._estimated["chars_per_second"] = rate.chars_per_second
+            logger.info(
+                "duration: chars_per_second not set, estimated %.2f from %d (text, duration) pairs of the batch; "
+                "set it in the reward config to fix it.",
+                rate.chars_per_second,
+                rate.n_pairs,
+            )
+        return self._estimated["chars_per_second"]
+
+
+def _is_duration(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@register_component("pitch")
+@dataclass(frozen=True)
+class PitchComponent(ScorerComponent):
+    """Intonation: `PitchVariationScorer`, the F0 spread in semitones (pYIN) against the row's reference audio's
+    spread (the first of `reference_columns` with a value), else against `natural_range`. Logs "pitch_semitones",
+    "pitch_reference_semitones" and "pitch/no_reference" (the share scored against `natural_range`).
+
+    The costly component: pYIN takes 0.2-0.6 s of one CPU core per 5 s clip; `num_workers` runs it in that many
+    processes per training process. Each distinct reference is measured once per batch.
+    """
+
+    scorer: PitchVariationScorer = field(default_factory=PitchVariationScorer)
+    reference_columns: tuple[str, ...] = ("audio_code_ids", "reference_audio")  # [] scores against natural_range
+    scorer_class: ClassVar[type] = PitchVariationScorer
+
+    def __post_init__(self):
+        object.__setattr__(self, "reference_columns", _column_names(self.reference_columns, "reference_columns"))
+
+    def input_columns(self) -> tuple[str, ...]:
+        return self.reference_columns
+
+    def score(self, batch: ScoringBatch) -> ComponentResult:
+        references = batch.references.waveforms(batch.first_values(self.reference_columns))
+        spreads, reference_spreads = self.scorer.measure(batch.audio, references)
+        metrics = {
+            "pitch_semitones": spreads,
+            "pitch_reference_semitones": reference_spreads,
+            "pitch/no_reference": [float(not reference) for reference in reference_spreads],
+        }
+        return ComponentResult(self.scorer.score_spreads(spreads, reference_spreads), metrics)
+
+
+@register_component("speaker_similarity")
+@dataclass(frozen=True)
+class SpeakerSimilarityComponent(ScorerComponent):
+    """Voice: `SpeakerSimilarityScorer`, the cosine of resemblyzer embeddings of the clip and the row's voice, the
+    first of `voice_columns` with a value: the voice prompt (voice cloning) before the reference audio. A row with
+    none scores None. Logs "speaker_cosine"."""
+
+    scorer: SpeakerSimilarityScorer = field(default_factory=SpeakerSimilarityScorer)
+    voice_columns: tuple[str, ...] = ("prompt_code_ids", "prompt_audio", "audio_code_ids", "reference_audio")
+    scorer_class: ClassVar[type] = SpeakerSimilarityScorer
+
+    def __post_init__(self):
+        columns = _column_names(self.voice_columns, "voice_columns", allow_empty=False)
+        object.__setattr__(self, "voice_columns", columns)
+
+    def input_columns(self) -> tuple[str, ...]:
+        return self.voice_columns
+
+    def score(self, batch: ScoringBatch) -> ComponentResult:
+        voices = batch.first_values(self.voice_columns)
+        cosines = self.scorer.similarities(batch.audio, batch.references.waveforms(voices))
+        return ComponentResult(
+            self.scorer.score_cosines(cosines), {"speaker_cosine": cosines}, missing=[v is None for v in voices]
+        )
+
+
+@register_component("quality")
+@dataclass(frozen=True)
+class QualityComponent(ScorerComponent):
+    """Perceived quality without a reference: `DnsmosScorer` (DNSMOS P.835), scoring (MOS - 1) / 4 of `metric`.
+    Logs "dnsmos_sig", "dnsmos_bak" and "dnsmos_ovrl" (1-5)."""
+
+    scorer: DnsmosScorer = field(default_factory=DnsmosScorer)
+    scorer_class: ClassVar[type] = DnsmosScorer
+
+    def score(self, batch: ScoringBatch) -> ComponentResult:
+        moses = self.scorer.mos(batch.audio)
+        metrics = {f"dnsmos_{name}": [None if mos is None else mos[name] for mos in moses] for name in DNSMOS_METRICS}
+        return ComponentResult(self.scorer.score_mos(moses), metrics)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -869,13 +1196,25 @@ class WhisperReward:
             if len(values) != n:
                 raise ValueError(f"Got {n} completions but {len(values)} values in {name!r}.")
         clips = []
+        references = ReferenceAudio(self._decode)  # shared by the batches and components of this call
         for start in range(0, n, self.config.batch_size):
             rows = range(start, min(start + self.config.batch_size, n))
             chunk_columns = {name: [values[i] for i in rows] for name, values in columns.items()}
-            clips += self._score_batch(audio_of(rows), [texts[i] for i in rows], chunk_columns)
+            clips += self._score_batch(audio_of(rows), [texts[i] for i in rows], chunk_columns, references)
         n_empty = sum(clip.status == "empty_reference" for clip in clips)
         if n_empty:
             logger.warning("%d of %d completions have an empty reference text: their reward is None.", n_empty, n)
+        for name, component in zip(self.component_names, self.components, strict=True):
+            n_missing = sum(clip.metrics.get(f"{name}/missing") == 1.0 for clip in clips)
+            if n_missing:
+                logger.warning(
+                    "%d of %d completions have no value in any of the columns %s that the %r component reads: it "
+                    "scores None there, and their reward combines the other components.",
+                    n_missing,
+                    n,
+                    list(component.input_columns()),
+                    name,
+                )
         return clips
 
     def _decode(self, codes: Sequence[Sequence[int]]) -> list[np.ndarray | None]:
@@ -891,7 +1230,9 @@ class WhisperReward:
                 audio[i] = resample(np.asarray(wav, dtype=np.float32), codec.sample_rate, WHISPER_SAMPLE_RATE)
         return audio
 
-    def _score_batch(self, audio: Sequence[np.ndarray | None], texts: Sequence, columns: dict[str, list]) -> list:
+    def _score_batch(
+        self, audio: Sequence[np.ndarray | None], texts: Sequence, columns: dict[str, list], references: ReferenceAudio
+    ) -> list:
         statuses, seconds = [], []
         for wav, text in zip(audio, texts, strict=True):
             wav = None if wav is None else np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -905,7 +1246,9 @@ class WhisperReward:
             else:
                 statuses.append("scored")
         rows = [i for i, status in enumerate(statuses) if status == "scored"]
-        scored = dict(zip(rows, self._score_rows(audio, texts, columns, rows), strict=True)) if rows else {}
+        scored = (
+            dict(zip(rows, self._score_rows(audio, texts, columns, rows, references), strict=True)) if rows else {}
+        )
         zero_reward = {"no_speech": 0.0, "non_finite": 0.0, "empty_reference": None}
         return [
             scored[i]
@@ -914,12 +1257,13 @@ class WhisperReward:
             for i, status in enumerate(statuses)
         ]
 
-    def _score_rows(self, audio, texts, columns, rows: list[int]) -> list[ClipScore]:
+    def _score_rows(self, audio, texts, columns, rows: list[int], references: ReferenceAudio) -> list[ClipScore]:
         batch = ScoringBatch(
             audio=[np.asarray(audio[i], dtype=np.float32).reshape(-1) for i in rows],
             texts=[texts[i].strip() for i in rows],
             columns={name: [values[i] for i in rows] for name, values in columns.items()},
             language=self.config.language,
+            references=references,
         )
         if self.needs_asr:
             transcripts, nll = self.backend.transcribe_and_score(batch.audio, batch.texts)
@@ -929,6 +1273,9 @@ class WhisperReward:
         for row in range(len(rows)):
             parts = [_clean(result.scores[row]) for result in results]
             metrics = {name: values[row] for result in results for name, values in result.metrics.items()}
+            for name, result in zip(self.component_names, results, strict=True):
+                if result.missing is not None:
+                    metrics[f"{name}/missing"] = float(result.missing[row])
             clips.append(
                 ClipScore(
                     reward=combine_scores(parts, self.weights, self.config.combine),
@@ -998,7 +1345,12 @@ def rows_from_args(args, parser) -> tuple[list, list, dict, str]:
     if args.audio is not None:
         if args.text is None or len(args.text) != len(args.audio):
             parser.error("--audio needs one --text per file.")
-        return args.audio, args.text, {}, "audio"
+        columns = {}
+        if args.reference_audio is not None:
+            if len(args.reference_audio) not in (1, len(args.audio)):
+                parser.error("--reference_audio takes one file for all --audio files, or one per file.")
+            columns["reference_audio"] = args.reference_audio * (len(args.audio) // len(args.reference_audio))
+        return args.audio, args.text, columns, "audio"
     path = args.input_file if args.input_file is not None else args.codes_file
     key = "audio" if args.input_file is not None else "codes"
     rows = read_jsonl(path)
@@ -1019,6 +1371,12 @@ def main():
     inputs.add_argument("--input_file", help='JSONL of {"audio": path, "text": reference}')
     inputs.add_argument("--codes_file", help='JSONL of {"codes": "<|s_1|>..." or [1, ...], "text": reference}')
     parser.add_argument("--text", nargs="+", help="reference texts, one per --audio file")
+    parser.add_argument(
+        "--reference_audio",
+        nargs="+",
+        help="recordings of the reference texts (one, or one per --audio file): the expected duration, pitch spread "
+        "and voice of the duration, pitch and speaker_similarity components. JSONL files: a 'reference_audio' key",
+    )
     parser.add_argument("--asr_backend", choices=BACKENDS, help="overrides the config")
     parser.add_argument("--asr_model", help="overrides the config")
     parser.add_argument("--language", help="overrides the config")
@@ -1030,6 +1388,8 @@ def main():
     args = parser.parse_args()
     if args.text is not None and args.audio is None:
         parser.error("--text goes with --audio; JSONL files carry their own texts.")
+    if args.reference_audio is not None and args.audio is None:
+        parser.error("--reference_audio goes with --audio; JSONL files carry a 'reference_audio' key per line.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     overrides = {key: getattr(args, key) for key in ("asr_backend", "asr_model", "language", "codec_id", "combine")}

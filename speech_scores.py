@@ -310,14 +310,21 @@ class PitchVariationScorer:
         )
         return [None if wav is None else next(measured) for wav in usable]
 
-    def __call__(
-        self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform] | None = None
-    ) -> list[float | None]:
-        """Scores against each row's reference audio; a row without one, or whose reference has too little voiced
-        speech to measure, is scored against `natural_range`."""
+    def measure(
+        self, waveforms: Sequence[Waveform], references: Sequence[Waveform] | None = None
+    ) -> tuple[list[float | None], list[float | None]]:
+        """The spread of each clip and of its row's reference (None where missing or unmeasurable), from one pYIN
+        pass over the clips and the distinct references together (so worker processes share one queue)."""
         _check_rows("references", references, len(waveforms))
-        spreads = self.spreads(waveforms)
-        reference_spreads = [None] * len(waveforms) if references is None else _map_distinct(self.spreads, references)
+        unique, reference_rows = _distinct([None] * len(waveforms) if references is None else references)
+        measured = self.spreads([*waveforms, *unique])
+        spreads, unique_spreads = measured[: len(waveforms)], measured[len(waveforms) :]
+        return spreads, [None if row is None else unique_spreads[row] for row in reference_rows]
+
+    def score_spreads(
+        self, spreads: Sequence[float | None], reference_spreads: Sequence[float | None]
+    ) -> list[float | None]:
+        """Scores of measured spreads: against the row's reference spread, or `natural_range` where it is None."""
         scores = []
         for spread, reference in zip(spreads, reference_spreads, strict=True):
             if spread is None:
@@ -330,6 +337,13 @@ class PitchVariationScorer:
                 band = 1.0 + self.tolerance
                 scores.append(band_score(spread, reference / band, reference * band, self.falloff))
         return scores
+
+    def __call__(
+        self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform] | None = None
+    ) -> list[float | None]:
+        """Scores against each row's reference audio; a row without one, or whose reference has too little voiced
+        speech to measure, is scored against `natural_range`."""
+        return self.score_spreads(*self.measure(waveforms, references))
 
 
 @functools.cache
@@ -401,11 +415,15 @@ class SpeakerSimilarityScorer:
             for clip, reference in zip(clip_embeddings, reference_embeddings, strict=True)
         ]
 
-    def __call__(self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform]) -> list[float | None]:
+    def score_cosines(self, cosines: Sequence[float | None]) -> list[float | None]:
+        """Scores of measured cosine similarities: linear from `floor` (0) to 1 (1)."""
         return [
             None if cosine is None else min(1.0, max(0.0, (cosine - self.floor) / (1.0 - self.floor)))
-            for cosine in self.similarities(waveforms, references)
+            for cosine in cosines
         ]
+
+    def __call__(self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform]) -> list[float | None]:
+        return self.score_cosines(self.similarities(waveforms, references))
 
 
 def _onnx_providers(device: str) -> list:
@@ -515,11 +533,15 @@ class DnsmosScorer:
             results[row] = dict(zip(DNSMOS_METRICS, map(float, means), strict=True))
         return results
 
-    def __call__(self, waveforms: Sequence[Waveform]) -> list[float | None]:
+    def score_mos(self, moses: Sequence[dict[str, float] | None]) -> list[float | None]:
+        """Scores of measured ratings: (MOS - 1) / 4 of `metric`."""
         return [
             None if mos is None else min(1.0, max(0.0, (mos[self.metric] - MOS_MIN) / (MOS_MAX - MOS_MIN)))
-            for mos in self.mos(waveforms)
+            for mos in moses
         ]
+
+    def __call__(self, waveforms: Sequence[Waveform]) -> list[float | None]:
+        return self.score_mos(self.mos(waveforms))
 
 
 def _format(value: float | None) -> str:

