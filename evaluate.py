@@ -156,8 +156,10 @@ def score_system(
         audio = [_load_or_none(path) for path in paths]
         present = [i for i, wav in enumerate(audio) if wav is not None]
         # The reward hears audio at Whisper's rate; the clips were loaded at the codec's (both 16 kHz).
+        # The voice prompt is what the reward's speaker similarity compares with.
+        voices = {"prompt_audio": [chunk[i].prompt_wav for i in present]}
         clips = reward.score_audio(
-            [_at_rate(audio[i], WHISPER_SAMPLE_RATE) for i in present], [chunk[i].text for i in present]
+            [_at_rate(audio[i], WHISPER_SAMPLE_RATE) for i in present], [chunk[i].text for i in present], voices
         )
         extra = _speech_scores([audio[i] for i in present], [chunk[i] for i in present], speech_scores, device)
         scored = {i: (clip, measures) for i, clip, measures in zip(present, clips, extra, strict=True)}

@@ -153,7 +153,7 @@ class RunSummary:
 
 # A scorer rates waveforms (16 kHz) against the texts they should say: one dict per clip with a "reward"
 # (higher is better; None when the clip cannot be scored) and any component scores.
-Scorer = Callable[[list[np.ndarray], list[str]], list[dict]]
+Scorer = Callable[[list[np.ndarray], list[str], dict | None], list[dict]]  # waveforms, texts, dataset columns
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -445,12 +445,14 @@ def _clip_or_skip(request: Request, candidates: list[Candidate], budget: int, nu
     return Clip(request=request, candidates=candidates)
 
 
-def best_of_n(waveforms: list[np.ndarray], text: str, scorer: Scorer) -> tuple[int, list[dict]]:
-    """Index of the highest-reward waveform for `text`, and every waveform's scores.
+def best_of_n(waveforms: list[np.ndarray], request: Request, scorer: Scorer) -> tuple[int, list[dict]]:
+    """Index of the highest-reward waveform for the request, and every waveform's scores.
 
-    Waveforms the scorer cannot rate (reward None) lose to any rated one; ties keep the earliest.
+    Waveforms the scorer cannot rate (reward None) lose to any rated one; ties keep the earliest. The voice prompt,
+    if any, is the voice the reward's speaker similarity compares with.
     """
-    scores = scorer(waveforms, [text] * len(waveforms))
+    columns = {} if request.prompt_wav is None else {"prompt_audio": [request.prompt_wav] * len(waveforms)}
+    scores = scorer(waveforms, [request.text] * len(waveforms), columns)
     rewards = [-np.inf if score.get("reward") is None else score["reward"] for score in scores]
     return int(np.argmax(rewards)), scores
 
@@ -465,9 +467,9 @@ def load_scorer(reward_config, device: str = "auto") -> Scorer:
 
     reward = load_reward(reward_config, device=None if device == "auto" else device)
 
-    def score(waveforms: list[np.ndarray], texts: list[str]) -> list[dict]:
+    def score(waveforms: list[np.ndarray], texts: list[str], columns: dict | None = None) -> list[dict]:
         audio = [resample(waveform, CODEC_SAMPLE_RATE, WHISPER_SAMPLE_RATE) for waveform in waveforms]
-        return [clip.to_json() for clip in reward.score_audio(audio, texts)]
+        return [clip.to_json() for clip in reward.score_audio(audio, texts, columns)]
 
     return score
 
@@ -476,7 +478,7 @@ def _pick_best(outcomes: list[Clip | Skipped], scorer: Scorer) -> list[Clip | Sk
     picked = []
     for outcome in outcomes:
         if isinstance(outcome, Clip):
-            chosen, scores = best_of_n([c.waveform for c in outcome.candidates], outcome.request.text, scorer)
+            chosen, scores = best_of_n([c.waveform for c in outcome.candidates], outcome.request, scorer)
             outcome = replace(outcome, chosen=chosen, scores=scores)
         picked.append(outcome)
     return picked

@@ -205,8 +205,9 @@ class TestBestOfN:
         # argmax, and every candidate's scores go to <id>.json.
         calls = []
 
-        def scorer(waveforms, texts):
+        def scorer(waveforms, texts, columns):
             calls.append(texts)
+            assert columns == {}  # no voice prompt: nothing for the speaker similarity to compare with
             return [{"reward": None if i == 0 else float(np.mean(w))} for i, w in enumerate(waveforms)]
 
         request = Request("bon", "Hello world.")
