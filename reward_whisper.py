@@ -79,11 +79,10 @@ their reward combines the other components. pitch without a reference scores the
 "natural_range" (the share logged as "pitch/no_reference").
 
 Cost: the speech scores run on the CPU (the speaker encoder on the reward's GPU), so on a GPU they can outlast
-Whisper itself. On 2 CPU cores, 16 clips of 5 s: pitch (pYIN) 3.3 s, quality (DNSMOS) 2.7 s, speaker_similarity
-0.5 s, duration nothing, against 10.6 s for Whisper tiny.en's own pass (benchmarks/bench_speech_scores.py
---whisper tiny.en). pitch's "num_workers" runs pYIN in that many processes per training process: set it to the CPU
-cores each GPU can spare (0 runs it in the training process itself); quality's "num_threads" bounds DNSMOS's
-threads (0: all cores, for each training process).
+Whisper itself; the README's performance table gives each one's cost next to Whisper's
+(`python -m benchmarks.bench_speech_scores --whisper tiny.en`). pitch (pYIN) costs most: its "num_workers" runs it in
+that many processes per training process: set it to the CPU cores each GPU can spare (0 runs it in the training
+process itself); quality's "num_threads" bounds DNSMOS's threads (0: all cores, for each training process).
 
 Score audio files, or replay completions (speech-token strings or code lists) from a JSONL file:
 

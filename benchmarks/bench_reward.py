@@ -12,12 +12,11 @@ through openai-whisper; "random-large-v3", a random Whisper of large-v3's size t
 A random Whisper never stops by itself, so its transcripts are capped at --random_transcript_tokens (about a 5 s
 sentence's worth).
 
-    python benchmarks/bench_reward.py --completions 16 --seconds 5
-    python benchmarks/bench_reward.py --device cuda --whisper random random-large-v3
+    python -m benchmarks.bench_reward --completions 16 --seconds 5
+    python -m benchmarks.bench_reward --device cuda --whisper random random-large-v3
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's modules, from any folder
-
-import reward_whisper as rw  # noqa: E402
-from llasa.format import TOKENS_PER_SECOND, SpeechVocab  # noqa: E402
+import reward_whisper as rw
+from llasa.format import TOKENS_PER_SECOND, SpeechVocab
 
 # Made-up token ids: the reward only needs to know where the speech ids start and which id ends the speech.
 VOCAB = SpeechVocab(first_speech_id=1000, speech_start_id=900, speech_end_id=901, eot_id=902)

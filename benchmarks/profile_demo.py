@@ -3,7 +3,7 @@
 Reads the profiling timings train.py logs (TRL's `profiling/Time taken: ...`, seconds per optimizer step) from a
 run's trainer_state.json and prints each phase's seconds per step and share of the step:
 
-    python benchmarks/profile_demo.py outputs/demo/grpo
+    python -m benchmarks.profile_demo outputs/demo/grpo
 
 The step time runs from the start of an optimizer step to its end (logging, saving and sample clips come after it).
 The first logged step (warm-up) is left out when there are others.
