@@ -75,7 +75,8 @@ A code column may also hold a speech-token string; any reference column may hold
 reads, in order of preference, is its "duration_column", "reference_columns" or "voice_columns" parameter. A
 row without its component's input gets None from it (speaker_similarity: no voice; duration: no reference and a
 text without letters): the share of such rows is logged as "<component>/missing", with one warning per call, and
-their reward combines the other components. pitch without a reference scores the spread against its
+their reward combines the other components. "<component>/unscored" logs the share of scored rows each component gave None
+for any reason (its input missing, or a clip too short or too silent to measure). pitch without a reference scores the spread against its
 "natural_range" (the share logged as "pitch/no_reference").
 
 Cost: the speech scores run on the CPU (the speaker encoder on the reward's GPU), so on a GPU they can outlast
@@ -1173,8 +1174,12 @@ class WhisperReward:
         }
         for name in dict.fromkeys(key for clip in clips for key in clip.metrics):
             metrics[name] = _mean(clip.metrics.get(name) for clip in clips)
+        scored = [clip for clip in clips if clip.status == "scored"]
         for name in self.component_names:
             metrics[f"reward_{name}"] = _mean(clip.components.get(name) for clip in clips)
+            # Any None (input missing, a clip too short or silent to measure) leaves the row to the others.
+            if scored:
+                metrics[f"{name}/unscored"] = sum(clip.components.get(name) is None for clip in scored) / len(scored)
         return {name: value for name, value in metrics.items() if value is not None}
 
     def score_codes(
