@@ -472,6 +472,10 @@ def create_dataset(options: Options, codec=None) -> Summary:
         raise FileExistsError(
             f"{output_dir} already exists: pass --overwrite to replace it, or pick another --output_dir."
         )
+    source_path = Path(options.dataset).expanduser().resolve()
+    if source_path.exists() and source_path.is_relative_to(output_dir.resolve()):
+        # --overwrite replaces --output_dir: it must never hold the source audio.
+        raise ValueError(f"--output_dir {output_dir} holds the --dataset {options.dataset}: pick another folder.")
     source = load_source(options.dataset, options.split, options.config)
     audio_column, text_column = resolve_columns(source.dataset, options.audio_column, options.text_column)
     logger.info("%d rows; audio from column %r, text from column %r", len(source.dataset), audio_column, text_column)
@@ -563,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Clips per codec call (it batches those of equal length).",
     )
     add("shard_size", type=_positive_int, default=Options.shard_size, help="Rows per resumable shard.")
-    add("device", choices=["auto", "cpu", "cuda"], default=Options.device, help="Where the codec runs.")
+    add("device", default=Options.device, help="Where the codec runs: auto, cpu, cuda, cuda:1...")
     add("keep_audio", action="store_true", help="Keep the source's audio column in the output.")
     add("overwrite", action="store_true", help="Replace an existing --output_dir.")
     add("push_id", default=None, help="Also push the result to this hub dataset repo.")

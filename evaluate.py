@@ -362,8 +362,10 @@ def compare(args) -> dict:
         raise SystemExit(f"error: {args.test_list} holds no usable line.")
     systems = [System(name, output_dir / "audio" / name, model=path) for name, path in args.models or []]
     systems += [System(name, Path(path)) for name, path in args.audio_dir or []]
-    synthesize_models(systems, requests, args.sampling, args)
+    # The reward config is checked and its models loaded before hours of synthesis, not after.
     reward = load_reward(args.reward_config, device=None if args.device == "auto" else args.device)
+    reward.load_models(codec=bool(args.models))  # the codec decodes nothing when only audio folders are scored
+    synthesize_models(systems, requests, args.sampling, args)
     records = [
         record
         for system in systems
@@ -546,7 +548,7 @@ def main(argv=None):
     if args.command == "compare":
         try:
             compare(args)
-        except FileNotFoundError as e:  # a wrong --test_list
+        except (FileNotFoundError, ValueError, RuntimeError) as e:  # a wrong --test_list or reward config, a model
             sys.exit(f"error: {e}")
         print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
         return

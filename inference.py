@@ -48,13 +48,16 @@ from llasa import (
     CODEC_SAMPLE_RATE,
     MAX_CONTEXT_TOKENS,
     SAMPLES_PER_TOKEN,
+    SAMPLING_TEMPERATURE,
+    SAMPLING_TOP_K,
+    SAMPLING_TOP_P,
     SPEECH_GENERATION_END,
     ParsedSpeech,
     SpeechVocab,
     render_prompt,
 )
 from llasa.audio import load_audio, resample, write_wav
-from llasa.codec import DEFAULT_CODEC_ID, load_codec
+from llasa.codec import DEFAULT_CODEC_ID, decode_continuations, load_codec
 from llasa.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -95,9 +98,9 @@ class SamplingOptions:
     """How speech tokens are sampled."""
 
     max_length: int = MAX_CONTEXT_TOKENS  # prompt + generated tokens; Llasa was trained on 2048
-    temperature: float = 0.8  # Llasa's model card; 0 means greedy decoding
-    top_p: float = 1.0
-    top_k: int | None = None  # None: the model's generation config (transformers' default is 50)
+    temperature: float = SAMPLING_TEMPERATURE  # Llasa's sampling, as in training; 0 means greedy decoding
+    top_p: float = SAMPLING_TOP_P
+    top_k: int = SAMPLING_TOP_K  # 0: no top-k
     repetition_penalty: float | None = None  # None: the model's generation config (1.0, off)
     seed: int | None = None  # set once per run: the same seed and inputs give the same codes
 
@@ -315,9 +318,7 @@ class _TokenBudget(StoppingCriteria):
 def _sampling_kwargs(options: SamplingOptions) -> dict:
     if options.temperature == 0:
         return {"do_sample": False}
-    kwargs = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
-    if options.top_k is not None:
-        kwargs["top_k"] = options.top_k
+    kwargs = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
     if options.repetition_penalty is not None:
         kwargs["repetition_penalty"] = options.repetition_penalty
     return kwargs
@@ -392,27 +393,26 @@ def _describe(request: Request, error: Exception) -> str:
 
 
 def _decode(codec, items: list[tuple[list[int] | None, ParsedSpeech]]) -> list[Candidate | None]:
-    """Decode each candidate after its voice prompt's codes, then cut the prompt part off.
-
-    Decoding prompt + generated codes together gives XCodec2's decoder (whose attention sees the whole sequence)
-    the prompt as left context for the new speech; the first len(prompt_codes) * 320 samples are the prompt.
-    """
-    to_decode = [(prompt or []) + parsed.codes for prompt, parsed in items if parsed.codes]
-    waveforms = iter(codec.decode(to_decode) if to_decode else [])
+    """Each candidate's audio, decoded after its voice prompt's codes (`decode_continuations`); None without speech."""
+    with_speech = [(prompt, parsed) for prompt, parsed in items if parsed.codes]
+    decoded = iter(
+        decode_continuations(codec, [parsed.codes for _, parsed in with_speech], [prompt for prompt, _ in with_speech])
+        if with_speech
+        else []
+    )
     candidates = []
-    for prompt, parsed in items:
+    for _, parsed in items:
         if not parsed.codes:
             candidates.append(None)
             continue
-        waveform = np.asarray(next(waveforms), dtype=np.float32)
-        cut = len(prompt or []) * SAMPLES_PER_TOKEN
+        prompt_waveform, waveform = next(decoded)
         candidates.append(
             Candidate(
                 codes=parsed.codes,
                 ended=parsed.ended,
                 n_dropped=parsed.n_dropped,
-                waveform=waveform[cut:],
-                prompt_waveform=waveform[:cut],
+                waveform=np.asarray(waveform, dtype=np.float32),
+                prompt_waveform=np.asarray(prompt_waveform, dtype=np.float32),
             )
         )
     return candidates
@@ -587,9 +587,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_CONTEXT_TOKENS,
         help="prompt + speech tokens (default: 2048, Llasa's training length)",
     )
-    _add(parser, "temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default: 0.8)")
-    _add(parser, "top_p", type=float, default=1.0, help="nucleus sampling (default: 1.0, off)")
-    _add(parser, "top_k", type=int, default=None, help="top-k sampling (default: the model's generation config)")
+    _add(
+        parser,
+        "temperature",
+        type=float,
+        default=SAMPLING_TEMPERATURE,
+        help=f"sampling temperature; 0 = greedy (default: {SAMPLING_TEMPERATURE}, as in training)",
+    )
+    _add(parser, "top_p", type=float, default=SAMPLING_TOP_P, help=f"nucleus sampling (default: {SAMPLING_TOP_P})")
+    _add(
+        parser, "top_k", type=int, default=SAMPLING_TOP_K, help=f"top-k sampling; 0 = off (default: {SAMPLING_TOP_K})"
+    )
     _add(parser, "repetition_penalty", type=float, default=None, help="(default: the model's generation config)")
     _add(parser, "seed", type=int, default=None, help="random seed: the same seed gives the same speech")
     _add(

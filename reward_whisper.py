@@ -68,7 +68,9 @@ Column contract. TRL passes every dataset column to the reward as a keyword list
   reward's codec once per distinct reference per call (keyed by a hash: GRPO repeats each reference over its group)
   to give the pitch component its reference spread and the speaker_similarity component its reference voice.
 - `prompt_code_ids` (list of ints): the voice prompt's codes in voice-cloning GRPO, per row (also when one voice is
-  given for all rows). speaker_similarity prefers it to the reference recording.
+  given for all rows). The completion holds only the continuation: it is decoded after these codes and the prompt's
+  samples are cut off, as inference does, so the reward hears what users hear. speaker_similarity prefers this voice
+  to the reference recording.
 - `prompt_audio` (an audio file path): the voice prompt, where it is a file (inference's best-of-N, evaluation).
 - `reference_audio` (an audio file path): the reference recording, in place of its codes (command line, evaluation).
 A code column may also hold a speech-token string; any reference column may hold a path. Which columns a component
@@ -111,7 +113,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llasa.codec import DEFAULT_CODEC_ID, load_codec
+from llasa.codec import DEFAULT_CODEC_ID, decode_continuations, load_codec
 from llasa.device import resolve_device
 from llasa.format import (
     END_OF_TURN,
@@ -133,6 +135,8 @@ from speech_scores import (
 logger = logging.getLogger(__name__)
 
 WHISPER_SAMPLE_RATE = 16000  # every Whisper reads 16 kHz mono
+# The dataset column of a row's voice prompt codes (voice-cloning GRPO): continuations are decoded after them.
+VOICE_PROMPT_CODES_COLUMN = "prompt_code_ids"
 WHISPER_WINDOW_SECONDS = 30  # Whisper pads or cuts its input to 30 s
 WHISPER_WINDOW_SAMPLES = WHISPER_SAMPLE_RATE * WHISPER_WINDOW_SECONDS
 WHISPER_HOP = 160  # mel frame hop in samples: 3000 frames per window
@@ -929,7 +933,7 @@ class SpeakerSimilarityComponent(ScorerComponent):
     none scores None. Logs "speaker_cosine"."""
 
     scorer: SpeakerSimilarityScorer = field(default_factory=SpeakerSimilarityScorer)
-    voice_columns: tuple[str, ...] = ("prompt_code_ids", "prompt_audio", "audio_code_ids", "reference_audio")
+    voice_columns: tuple[str, ...] = (VOICE_PROMPT_CODES_COLUMN, "prompt_audio", "audio_code_ids", "reference_audio")
     scorer_class: ClassVar[type] = SpeakerSimilarityScorer
 
     def __post_init__(self):
@@ -1133,9 +1137,10 @@ class WhisperReward:
     def codec(self):
         return load_codec_once(self.config.codec_id, self.config.device, self.config.batch_size)
 
-    def load_models(self) -> None:
-        """Load the codec and Whisper now, to fail before training rather than at its first step."""
-        _ = self.codec
+    def load_models(self, codec: bool = True) -> None:
+        """Load the codec (unless scoring audio only) and Whisper now, to fail before a long run rather than in it."""
+        if codec:
+            _ = self.codec
         if self.needs_asr:
             _ = self.backend
 
@@ -1185,8 +1190,14 @@ class WhisperReward:
     def score_codes(
         self, codes: Sequence[Sequence[int]], texts: Sequence, columns: dict[str, list] | None = None
     ) -> list[ClipScore]:
-        """Scores of speech-code sequences, decoded `batch_size` at a time in one codec call each."""
-        return self._score_in_batches(len(codes), texts, columns, lambda rows: self._decode([codes[i] for i in rows]))
+        """Scores of speech-code sequences, decoded `batch_size` at a time in one codec call each (voice-cloning
+        continuations after the prompt codes of the `prompt_code_ids` column)."""
+        prompts = [
+            voice_prompt_codes(value) for value in (columns or {}).get(VOICE_PROMPT_CODES_COLUMN, [None] * len(codes))
+        ]
+        return self._score_in_batches(
+            len(codes), texts, columns, lambda rows: self._decode([codes[i] for i in rows], [prompts[i] for i in rows])
+        )
 
     def score_audio(
         self, waveforms: Sequence[np.ndarray], texts: Sequence, columns: dict[str, list] | None = None
@@ -1221,16 +1232,23 @@ class WhisperReward:
                 )
         return clips
 
-    def _decode(self, codes: Sequence[Sequence[int]]) -> list[np.ndarray | None]:
-        """One codec call for the completions that have speech; None for those without."""
+    def _decode(
+        self, codes: Sequence[Sequence[int]], prompts: Sequence[list[int] | None] | None = None
+    ) -> list[np.ndarray | None]:
+        """One codec call for the completions that have speech (after their voice prompt's codes, if any, as
+        inference decodes them); None for those without."""
         from llasa.audio import resample
 
         with_speech = [i for i, row in enumerate(codes) if len(row) > 0]
         audio: list[np.ndarray | None] = [None] * len(codes)
         if with_speech:
             codec = self.codec
-            decoded = codec.decode([list(codes[i]) for i in with_speech])
-            for i, wav in zip(with_speech, decoded, strict=True):
+            decoded = decode_continuations(
+                codec,
+                [list(codes[i]) for i in with_speech],
+                [None if prompts is None else prompts[i] for i in with_speech],
+            )
+            for i, (_, wav) in zip(with_speech, decoded, strict=True):
                 audio[i] = resample(np.asarray(wav, dtype=np.float32), codec.sample_rate, WHISPER_SAMPLE_RATE)
         return audio
 
@@ -1335,6 +1353,14 @@ def read_jsonl(path: str) -> list[dict]:
     return rows
 
 
+def voice_prompt_codes(value) -> list[int] | None:
+    """A row's voice-prompt codes (a list of ints or a speech-token string); None when the row has none."""
+    if value is None:
+        return None
+    codes = tokens_to_codes(value) if isinstance(value, str) else [int(code) for code in value]
+    return codes or None
+
+
 def codes_of(value, where: str) -> list[int]:
     """Codes from a speech-token string (end marker allowed) or a list of ints."""
     if isinstance(value, str):
@@ -1361,9 +1387,15 @@ def rows_from_args(args, parser) -> tuple[list, list, dict, str]:
     for number, row in enumerate(rows, 1):
         if key not in row or "text" not in row:
             parser.error(f"{path}:{number} needs the keys {key!r} and 'text'.")
-    items = [row[key] if key == "audio" else codes_of(row[key], f"{path}:{n}") for n, row in enumerate(rows, 1)]
+    folder = Path(path).parent  # relative audio paths are read from the list's folder, as inference.py reads them
+    items = [
+        str(folder / row[key]) if key == "audio" else codes_of(row[key], f"{path}:{n}")
+        for n, row in enumerate(rows, 1)
+    ]
     extra = sorted({name for row in rows for name in row} - {key, "text"})
     columns = {name: [row.get(name) for row in rows] for name in extra}
+    for name in {"reference_audio", "prompt_audio"} & set(columns):
+        columns[name] = [None if value is None else str(folder / value) for value in columns[name]]
     return items, [row["text"] for row in rows], columns, key
 
 

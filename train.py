@@ -6,7 +6,7 @@
 With the paper's recipe and a DeepSpeed ZeRO-2 launch (every GRPOConfig / ModelConfig field is also a flag, and flags
 override the recipe):
 
-    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml train.py \
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml --num_processes 8 train.py \
         --config recipes/llasa-1b-grpo.yaml --dataset tokenized_dataset --output_dir llasa-grpo-exp1
 
 `--dataset` is a hub id (`--dataset_split`), a `save_to_disk` folder (create_dataset.py's output) or a JSON / JSONL /
@@ -37,7 +37,6 @@ from llasa import MAX_CONTEXT_TOKENS, TOKENS_PER_SECOND, SpeechVocab
 logger = logging.getLogger("train")
 
 DEFAULT_CHARS_PER_SECOND = 14.0  # English read speech; about 4 for Chinese or Japanese characters
-PROMPT_CODES_REWARD_COLUMN = "prompt_code_ids"  # the voice prompt's codes, as the reward reads them
 DEFAULT_LENGTH_MARGIN = 1.3  # completion budget = longest expected utterance x this
 # The reference implementation's spellings that differ from ours by more than dashes vs underscores
 # (the parser already accepts --output-dir for --output_dir).
@@ -101,7 +100,13 @@ class LlasaGRPOConfig(GRPOConfig):
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (arXiv 2509.18798)."})
     beta: float = field(default=0.1, metadata={"help": "KL coefficient (arXiv 2509.18798)."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (Llasa model card)."})
+    temperature: float = field(
+        default=llasa.SAMPLING_TEMPERATURE, metadata={"help": "Sampling temperature (Llasa model card)."}
+    )
+    top_k: int = field(
+        default=llasa.SAMPLING_TOP_K,
+        metadata={"help": "Top-k sampling, as inference.py samples (0: off; the model card's example used 50)."},
+    )
     max_completion_length: int | None = field(
         default=None,
         metadata={
@@ -215,7 +220,7 @@ def load_training_dataset(dataset: str, split: str = "train", config: str | None
             f"--dataset {dataset}: not a save_to_disk folder nor a data file. Make one with create_dataset.py."
         )
     else:
-        data = load_dataset(dataset, config)
+        data = load_dataset(dataset, config, split=split)
     if isinstance(data, DatasetDict):
         if split not in data:
             raise ValueError(
@@ -269,7 +274,7 @@ def build_prompts(
     Rows with an empty text, without their voice prompt (per-row cloning), or whose prompt leaves no room for the
     expected speech in the 2048-token context are dropped and counted.
     """
-    from datasets import Dataset, concatenate_datasets
+    from datasets import Audio, Dataset, concatenate_datasets
 
     columns = list(dataset.column_names)
     for flag, name in (
@@ -329,11 +334,17 @@ def build_prompts(
     built = {"text": [texts[i] for i in keep], "prompt": [messages[i] for i in keep]}
     if voice is not None or prompt_codes_column is not None:
         # The reward's speaker similarity compares each completion with the voice it was asked to clone.
-        built[PROMPT_CODES_REWARD_COLUMN] = [voice_codes[i] for i in keep]
+        from reward_whisper import VOICE_PROMPT_CODES_COLUMN
+
+        built[VOICE_PROMPT_CODES_COLUMN] = [voice_codes[i] for i in keep]
     built = Dataset.from_dict(built)
-    others = dataset.remove_columns([name for name in built.column_names if name in columns])
+    # Raw audio is dropped: no reward reads it, and decoding it for every batch would only cost time.
+    audio = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
+    others = dataset.remove_columns([name for name in built.column_names if name in columns] + audio)
     if others.column_names:
-        built = concatenate_datasets([built, others.select([kept[i] for i in keep]).flatten_indices()], axis=1)
+        # In memory: the user's dataset folder may be read-only, and needs no cache file of ours.
+        others = others.select([kept[i] for i in keep]).flatten_indices(keep_in_memory=True)
+        built = concatenate_datasets([built, others], axis=1)
     return built, summary
 
 
@@ -455,10 +466,14 @@ class LlasaGRPOTrainer(GRPOTrainer):
         return prompt_ids, None, {}
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        self.latest_batch = ([row.get("text") for row in inputs], completion_ids_list)
-        # Seconds of speech per completion, through the same channel reward functions log their metrics.
-        seconds = sum(len(ids) for ids in completion_ids_list) / len(completion_ids_list) / TOKENS_PER_SECOND
-        self._log_metric("completions/mean_seconds", seconds)
+        from reward_whisper import VOICE_PROMPT_CODES_COLUMN
+
+        # Kept for SpeechSamplesCallback: texts, voice prompts (voice cloning) and the generated ids.
+        self.latest_batch = (
+            [row.get("text") for row in inputs],
+            [row.get(VOICE_PROMPT_CODES_COLUMN) for row in inputs],
+            completion_ids_list,
+        )
         return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
@@ -546,14 +561,9 @@ class SpeechSamplesCallback(TrainerCallback):
             return
         if self.trainer.latest_batch is None:
             return
-        texts, completion_ids = self.trainer.latest_batch
-        written = write_samples(
-            Path(args.output_dir) / "samples" / f"step-{state.global_step}",
-            texts[: self.num_samples],
-            completion_ids[: self.num_samples],
-            self.vocab,
-            self._codec(),
-        )
+        texts, voice_prompts, completion_ids = (values[: self.num_samples] for values in self.trainer.latest_batch)
+        folder = Path(args.output_dir) / "samples" / f"step-{state.global_step}"
+        written = write_samples(folder, texts, voice_prompts, completion_ids, self.vocab, self._codec())
         send_audio_to_trackers(self.trainer, args.report_to, written, state.global_step)
 
     def _codec(self):
@@ -562,13 +572,21 @@ class SpeechSamplesCallback(TrainerCallback):
         return self.codec
 
 
-def write_samples(folder: Path, texts: list, completion_ids: list, vocab: SpeechVocab, codec) -> list[dict]:
-    """Decode completions to WAV files plus samples.jsonl (text, file, seconds, whether END was generated)."""
+def write_samples(
+    folder: Path, texts: list, voice_prompts: list, completion_ids: list, vocab: SpeechVocab, codec
+) -> list[dict]:
+    """Decode completions (after their voice prompt's codes, as inference does) to WAV files plus samples.jsonl
+    (text, file, seconds, whether END was generated)."""
     from llasa.audio import write_wav
+    from llasa.codec import decode_continuations
+    from reward_whisper import voice_prompt_codes
 
     parsed = [vocab.parse(ids) for ids in completion_ids]
-    speech = [p for p in parsed if p.codes]
-    waveforms = iter(codec.decode([p.codes for p in speech]) if speech else [])
+    speech = [i for i, p in enumerate(parsed) if p.codes]
+    decoded = decode_continuations(
+        codec, [parsed[i].codes for i in speech], [voice_prompt_codes(voice_prompts[i]) for i in speech]
+    )
+    waveforms = iter(wav for _, wav in decoded)
     records = []
     for index, (text, speech_codes) in enumerate(zip(texts, parsed, strict=True)):
         record = {"text": text, "codes": len(speech_codes.codes), "ended": speech_codes.ended, "file": None}
@@ -623,9 +641,9 @@ def load_reward_funcs(reward_config: str, tokenizer) -> list:
 def load_run_codec(codec_id: str | None, reward_funcs: list, device):
     """The codec given by --codec_id, else the reward's own (no second copy in memory)."""
     if codec_id is not None:
-        from llasa.codec import load_codec
+        from reward_whisper import load_codec_once
 
-        return load_codec(codec_id, device=device)
+        return load_codec_once(codec_id, device=str(device))
     for reward in reward_funcs:
         codec = getattr(reward, "codec", None)
         if codec is not None:
@@ -701,9 +719,12 @@ def build_trainer(
         )
     if summary.kept == 0:
         raise ValueError(f"No usable row in {script_args.dataset}: {summary.report()}.")
-    for reward in reward_funcs:
-        if hasattr(reward, "load_models"):
-            reward.load_models()  # a model that cannot load fails now, not at the first step
+    # A model that cannot load fails now, not at the first step; the main process downloads first, so that
+    # processes never write the same cache file at once.
+    with training_args.main_process_first(local=True, desc="loading the reward models"):
+        for reward in reward_funcs:
+            if hasattr(reward, "load_models"):
+                reward.load_models()
     sized = training_args.max_completion_length is None
     configure_generation(training_args, summary, model.generation_config.eos_token_id, script_args.length_margin)
     trainer = LlasaGRPOTrainer(

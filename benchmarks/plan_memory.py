@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass
 
 GB = 1e9
-FLOAT32, BF16 = 4, 2
+FLOAT32, HALF = 4, 2  # bytes per value; float16 and bfloat16 alike
 ADAM_MOMENTS = 2  # AdamW keeps two float32 moments per trained parameter
 
 
@@ -81,7 +81,7 @@ def plan(setup: Setup, policy: int, whisper: int, codec: int, logits_gb: float, 
         "AdamW states": trained * FLOAT32 * ADAM_MOMENTS / shard,
         # With LoRA the reference is the same weights with the adapters switched off: no second copy.
         "reference model": policy * FLOAT32 / shard if setup.beta > 0 and setup.lora_fraction is None else 0.0,
-        "Whisper-large-v3 (fp16)": whisper * BF16 if setup.reward_on_policy_gpu else 0.0,
+        "Whisper-large-v3 (fp16)": whisper * HALF if setup.reward_on_policy_gpu else 0.0,
         "XCodec2 (fp32)": codec * FLOAT32 if setup.reward_on_policy_gpu else 0.0,
     }
     parts = {name: value / GB for name, value in parts.items()}
@@ -103,7 +103,7 @@ def main() -> None:
     config = llasa_1b_config()
     policy = count_parameters(lambda: LlamaForCausalLM(config))
     whisper, codec = whisper_large_v3_parameters(), xcodec2_parameters()
-    logits_gb = args.micro_batch * args.completion_tokens * config.vocab_size * BF16 / GB
+    logits_gb = args.micro_batch * args.completion_tokens * config.vocab_size * HALF / GB
     print(
         f"Parameters: Llasa-1B {policy / 1e9:.2f} B, Whisper-large-v3 {whisper / 1e9:.2f} B, XCodec2 {codec / 1e9:.2f} B"
     )

@@ -12,7 +12,6 @@ The first logged step (warm-up) is left out when there are others.
 import argparse
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 PREFIX = "profiling/Time taken: "
 STEP = "step"  # train.py's wall time of an optimizer step: the four phases add up to it
@@ -44,16 +43,9 @@ class Profile:
 
 def read_log_history(run_dir) -> list[dict]:
     """The log history of a run folder (its trainer_state.json, else its latest checkpoint's)."""
-    run_dir = Path(run_dir)
-    state = run_dir / "trainer_state.json"
-    if not state.is_file():
-        checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
-        if not checkpoints:
-            raise FileNotFoundError(
-                f"No trainer_state.json in {run_dir} or its checkpoints: is it a train.py output_dir?"
-            )
-        state = checkpoints[-1]
-    return json.loads(state.read_text())["log_history"]
+    from evaluate import find_trainer_state
+
+    return json.loads(find_trainer_state(run_dir).read_text())["log_history"]
 
 
 def _timing(entry: dict, suffixes) -> float:

@@ -121,6 +121,22 @@ class OriginalXcodec2(Xcodec2Codec):
         return self.model.decode_code(codes[:, None, :])[:, 0]
 
 
+def decode_continuations(
+    codec, codes: list[list[int]], prompts: list[list[int] | None]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(prompt audio, new audio) of each generated code list, decoded by `codec` after its voice prompt's codes.
+
+    XCodec2's decoder sees the whole sequence (unmasked attention, normalisation over time), so new speech
+    decoded with its voice prompt as left context differs from the same codes decoded alone. Llasa's own voice
+    cloning decodes them together and cuts the prompt's len(prompt) * 320 samples off; so does every part of
+    this project (inference, the reward, training samples), so that what is rewarded is what users hear.
+    """
+    prompts = [list(prompt or []) for prompt in prompts]
+    waveforms = codec.decode([prompt + list(new) for prompt, new in zip(prompts, codes, strict=True)])
+    cuts = [len(prompt) * SAMPLES_PER_TOKEN for prompt in prompts]
+    return [(wav[:cut], wav[cut:]) for wav, cut in zip(waveforms, cuts, strict=True)]
+
+
 def load_codec(name_or_path, *, device="auto", dtype=None, batch_size: int = DEFAULT_BATCH_SIZE) -> Xcodec2Codec:
     """Load an XCodec2 checkpoint (hub id or local folder) for inference.
 

@@ -24,6 +24,12 @@ SPEECH_GENERATION_END = "<|SPEECH_GENERATION_END|>"
 END_OF_TURN = "<|eot_id|>"
 TTS_INSTRUCTION = "Convert the text to speech:"
 
+# Llasa's sampling, for training and inference alike: temperature 0.8 and top_p 1.0 from the model card, whose
+# example leaves top_k at transformers' default of 50 (TRL's own default, 0, would sample the whole vocabulary).
+SAMPLING_TEMPERATURE = 0.8
+SAMPLING_TOP_P = 1.0
+SAMPLING_TOP_K = 50
+
 # The Llama-3.2 chat template writes "Today Date: ..." into every prompt; without a pinned date the
 # prompt (and so the policy's input) would change every day. This is the template's own fallback.
 PROMPT_DATE = "26 Jul 2024"

@@ -13,6 +13,7 @@ from llasa.codec import (
     XCODEC2_INSTALL_HINT,
     OriginalXcodec2,
     TransformersXcodec2,
+    decode_continuations,
     load_codec,
     num_codes,
 )
@@ -137,6 +138,17 @@ class TestTransformersBackend:
         for clip_codes, clip_audio in zip(codes, audio, strict=True):
             alone = codec.decode([clip_codes])[0]
             np.testing.assert_allclose(clip_audio, alone, atol=1e-5)
+
+    def test_continuations_are_decoded_after_their_voice_prompt(self, codec, clip_codes):
+        # prompt + new codes are decoded as one sequence and split at len(prompt) * 320 samples; without a prompt
+        # the new codes are decoded alone
+        prompt, new = clip_codes[0][:40], clip_codes[1][:30]
+        [(prompt_part, new_part), (empty, alone)] = decode_continuations(codec, [new, new], [prompt, None])
+        [together] = codec.decode([prompt + new])
+        assert (len(prompt_part), len(new_part)) == (40 * 320, 30 * 320)
+        np.testing.assert_array_equal(np.concatenate([prompt_part, new_part]), together)
+        assert len(empty) == 0
+        np.testing.assert_array_equal(alone, codec.decode([new])[0])
 
     def test_decode_rejects_codes_outside_the_codebook(self, codec):
         # 65536 is one past the codebook; the error names the offending list and the range.

@@ -303,6 +303,15 @@ def test_existing_output_dir_is_refused(tmp_path):
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+def test_output_dir_holding_the_source_is_refused(tmp_path):
+    # --overwrite replaces --output_dir: a folder that holds the source audio is refused before anything is touched.
+    source = tmp_path / "corpus" / "clips"
+    shutil.copytree(DATA_DIR, source)
+    with pytest.raises(ValueError, match="holds the --dataset"):
+        run(Options(dataset=str(source), output_dir=str(tmp_path / "corpus"), overwrite=True))
+    assert (source / "metadata.csv").is_file()
+
+
 class TestCommandLine:
     def test_seed_command_parses(self):
         # The command in the module docstring, copied as a user would.

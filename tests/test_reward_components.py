@@ -307,10 +307,14 @@ class TestProsodyConfig:
     def test_trl_call_logs_every_component(self, tiny_en, tiny_codec_dir, clips, monkeypatch):
         # TRL's call: completion_ids plus the dataset's columns as keyword lists; one float per completion, and
         # each component's score and raw measure through log_metric. The first two completions decode to real
-        # speech, the references (random codes) through the tiny codec; the first row also has a voice prompt.
+        # speech, the references (random codes) through the tiny codec; the first row also has a voice prompt, after
+        # whose codes it is decoded (the prompt's samples, silence here, are cut off).
         fox, f3 = [1, 2, 3], [4, 5, 6]
+        rng = np.random.default_rng(1)
+        reference, voice = rng.integers(0, 65536, 120).tolist(), rng.integers(0, 65536, 60).tolist()
+        voice_then_fox = np.concatenate([np.zeros(60 * 320, np.float32), clips["fox_en_us.wav"]])
         calls = record_codec(
-            monkeypatch, speech={tuple(fox): clips["fox_en_us.wav"], tuple(f3): clips["fox_en_f3.wav"]}
+            monkeypatch, speech={tuple(voice + fox): voice_then_fox, tuple(f3): clips["fox_en_f3.wav"]}
         )
         reward = load_reward(
             prosody_params(
@@ -318,8 +322,6 @@ class TestProsodyConfig:
             ),
             speech_vocab=VOCAB,
         )
-        rng = np.random.default_rng(1)
-        reference = rng.integers(0, 65536, 120).tolist()
         metrics = defaultdict(list)
         rewards = reward(
             prompts=["p"] * 3,
@@ -328,7 +330,7 @@ class TestProsodyConfig:
             text=[FOX, FOX, FOX],
             duration=[2.4, 2.4, 2.4],
             audio_code_ids=[reference] * 3,
-            prompt_code_ids=[rng.integers(0, 65536, 60).tolist(), None, None],
+            prompt_code_ids=[voice, None, None],
             trainer_state=object(),
             log_extra=lambda column, values: None,
             log_metric=lambda name, value: metrics[name].append(value),
@@ -339,10 +341,9 @@ class TestProsodyConfig:
         names = [f"reward_{name}" for name in ("wer", "nll", *NEW_COMPONENTS)] + raw
         assert {f"whisper_reward/{name}" for name in names} <= set(metrics)
         assert metrics["whisper_reward/speaker_similarity/missing"] == [0.0]
-        # the completions with speech, then each distinct reference once: the reference codes (for pitch, reused
-        # by speaker_similarity for the second row) and the first row's prompt (for speaker_similarity)
-        prompt = calls[2][0]
-        assert calls == [[fox, f3], [reference], [prompt]] and len(prompt) == 60
+        # the completions with speech (the first after its voice prompt), then each distinct reference once: the
+        # reference codes (for pitch, reused by speaker_similarity for the second row) and the first row's voice
+        assert calls == [[voice + fox, f3], [reference], [voice]]
 
 
 def run_cli(monkeypatch, capsys, config, *args) -> list[dict]:
@@ -392,3 +393,23 @@ class TestCommandLine:
         args = ["--audio", "a.wav", "b.wav", "c.wav", "--text", "x", "y", "z", "--reference_audio", "1.wav", "2.wav"]
         with pytest.raises(SystemExit):
             run_cli(monkeypatch, capsys, config, *args)
+
+
+def test_voice_cloning_continuations_are_decoded_after_their_prompt(tiny_codec_dir, monkeypatch):
+    # a completion with a voice prompt (prompt_code_ids) is decoded after the prompt's codes, as inference does, and
+    # only its own 50 codes (1 s) are scored; a row without a prompt is decoded alone
+    reward = load_reward(
+        {"codec_id": str(tiny_codec_dir), "components": {"duration": {"weight": 1.0, "chars_per_second": 14}}},
+        device="cpu",
+    )
+    prompts_seen = []
+    decode_continuations = rw.decode_continuations
+
+    def recording(codec, codes, prompts):
+        prompts_seen.append(prompts)
+        return decode_continuations(codec, codes, prompts)
+
+    monkeypatch.setattr(rw, "decode_continuations", recording)
+    clips = reward.score_codes([[5] * 50, [6] * 50], ["Hello there.", "Hi."], {"prompt_code_ids": [[7] * 20, None]})
+    assert prompts_seen == [[[7] * 20, None]]
+    assert [clip.audio_seconds for clip in clips] == [pytest.approx(1.0), pytest.approx(1.0)]

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import pickle
+import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -594,7 +595,9 @@ class TestCommandLine:
         assert rows[0]["reward"] > 0.5 > rows[1]["reward"]
 
     def test_input_file(self, monkeypatch, capsys, tiny_en, tmp_path):
-        lines = [{"audio": str(DATA_DIR / "stella_en_us.flac"), "text": "Please call Stella and ask her to come."}]
+        # a relative audio path is read from the list file's folder, not the working directory
+        shutil.copy(DATA_DIR / "stella_en_us.flac", tmp_path / "stella.flac")
+        lines = [{"audio": "stella.flac", "text": "Please call Stella and ask her to come."}]
         path = tmp_path / "clips.jsonl"
         path.write_text("\n".join(json.dumps(line) for line in lines))
         rows = run_cli(

@@ -126,7 +126,12 @@ def test_seed_command_parses_with_llasa_defaults():
     assert script_args.reward_config == "reward_models/wer_nll.json"
     assert args.output_dir == "llasa-grpo-exp1"
     assert (args.num_generations, args.beta, args.learning_rate) == (8, 0.1, 1e-5)
-    assert (args.temperature, args.top_p) == (0.8, 1.0)
+    # Llasa's sampling, the same as inference.py's defaults
+    assert (args.temperature, args.top_p, args.top_k) == (0.8, 1.0, 50)
+    import inference
+
+    defaults = inference.SamplingOptions()
+    assert (defaults.temperature, defaults.top_p, defaults.top_k) == (args.temperature, args.top_p, args.top_k)
     assert args.max_completion_length is None  # sized from the data later
     assert args.mask_truncated_completions is True
 
@@ -157,7 +162,13 @@ def test_recipe_sets_paper_and_model_card_values_and_flags_override_it():
     script_args, args, model_args = train.parse_args(
         ["--config", str(REPO / "recipes" / "llasa-1b-grpo.yaml"), "--use_cpu", "--beta", "0.05"]
     )
-    assert (args.num_generations, args.learning_rate, args.temperature, args.top_p) == (8, 1e-5, 0.8, 1.0)
+    assert (args.num_generations, args.learning_rate, args.temperature, args.top_p, args.top_k) == (
+        8,
+        1e-5,
+        0.8,
+        1.0,
+        50,
+    )
     assert args.beta == 0.05
     assert script_args.reward_config == "reward_models/wer_nll.json"
     assert model_args.model_name_or_path == "HKUSTAudio/Llasa-1B"
@@ -306,6 +317,18 @@ def test_missing_text_column_lists_the_columns(tiny_tokenizer):
         train.build_prompts(Dataset.from_dict({"sentence": ["hi"], "id": [1]}), tiny_tokenizer)
 
 
+def test_raw_audio_columns_are_dropped_and_others_kept(tiny_tokenizer):
+    # An Audio column (create_dataset.py --keep_audio, hub speech datasets) would be decoded for every batch and no
+    # reward reads it: it is dropped; the columns the reward reads stay, row for row.
+    from datasets import Audio, Dataset
+
+    rows = {"text": ["", "Hello."], "audio": [str(DATA / "fox_en_us.wav")] * 2, "duration": [1.0, 2.0]}
+    dataset = Dataset.from_dict(rows).cast_column("audio", Audio())
+    built, summary = train.build_prompts(dataset, tiny_tokenizer)
+    assert built.column_names == ["text", "prompt", "duration"]
+    assert (summary.kept, built[0]["duration"]) == (1, 2.0)
+
+
 def test_per_row_voice_prompts(tiny_tokenizer):
     # Each row continues its own reference voice (codes as a list or as speech tokens); rows without one are dropped.
     from datasets import Dataset
@@ -447,14 +470,13 @@ def test_two_step_run_with_the_whisper_reward(
         "rewards/whisper_reward/mean",
         "whisper_reward/wer",
         "whisper_reward/nll",
-        "completions/mean_seconds",
+        "whisper_reward/audio_seconds",
         "completions/clipped_ratio",
         "profiling/Time taken: step",
         "profiling/Time taken: LlasaGRPOTrainer.transformers.generate",
     ):
         assert key in logs[0], key
     assert 0.0 <= logs[0]["reward"] <= 1.0
-    assert logs[0]["completions/mean_seconds"] == pytest.approx(logs[0]["completions/mean_length"] / 50)
     import pandas as pd
 
     table = pd.read_parquet(out / "completions" / "completions_00001.parquet")
@@ -495,8 +517,8 @@ def test_voice_cloning_rewards_only_the_continuation(tiny_llasa_dir, tiny_codec_
 
     seen = {}
 
-    def recorder(prompts, completion_ids, text, **kwargs):
-        seen.update(prompts=prompts, completion_ids=completion_ids, text=text)
+    def recorder(prompts, completion_ids, text, prompt_code_ids, **kwargs):
+        seen.update(prompts=prompts, completion_ids=completion_ids, text=text, voice=prompt_code_ids)
         return [0.0] * len(completion_ids)
 
     reference = "The quick brown fox jumps over the lazy dog."
@@ -520,6 +542,7 @@ def test_voice_cloning_rewards_only_the_continuation(tiny_llasa_dir, tiny_codec_
     assert fed[0] == trainer.processing_class(expected, add_special_tokens=False)["input_ids"]
     assert seen["text"] == ["Hello there."] * 4
     assert seen["prompts"][0] == llasa.build_messages("Hello there.", reference, codes)
+    assert seen["voice"] == [codes] * 4  # the reward decodes each continuation after the voice's codes
     assert all(0 < len(ids) <= 8 for ids in seen["completion_ids"])
 
 
