@@ -116,6 +116,7 @@ import numpy as np
 from llasa.codec import DEFAULT_CODEC_ID, decode_continuations, load_codec
 from llasa.device import resolve_device
 from llasa.format import (
+    CODEBOOK_SIZE,
     END_OF_TURN,
     SPEECH_GENERATION_END,
     TOKENS_PER_SECOND,
@@ -1366,6 +1367,8 @@ def codes_of(value, where: str) -> list[int]:
     if isinstance(value, str):
         return parse_completion_text(value).codes
     if isinstance(value, list) and all(isinstance(code, int) and not isinstance(code, bool) for code in value):
+        if not all(0 <= code < CODEBOOK_SIZE for code in value):
+            raise ValueError(f"{where}: codes must lie in XCodec2's codebook [0, {CODEBOOK_SIZE - 1}].")
         return value
     raise ValueError(f"{where}: 'codes' must be a speech-token string or a list of integer codes.")
 
@@ -1431,7 +1434,10 @@ def main():
     overrides = {key: getattr(args, key) for key in ("asr_backend", "asr_model", "language", "codec_id", "combine")}
     overrides.update(device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     reward = load_reward(args.reward_config, **overrides)
-    items, texts, columns, kind = rows_from_args(args, parser)
+    try:
+        items, texts, columns, kind = rows_from_args(args, parser)
+    except (OSError, ValueError) as e:  # an unreadable list, a bad line
+        parser.error(str(e))
     if kind == "audio":
         from llasa.audio import load_audio
 

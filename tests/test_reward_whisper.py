@@ -620,6 +620,14 @@ class TestCommandLine:
         assert rows[0]["audio_seconds"] == pytest.approx(1.2) and rows[2]["reward"] == 0.0
         assert all(0 <= row["reward"] <= 1 for row in rows)
 
+    def test_codes_outside_the_codebook_are_refused_with_the_line(self, monkeypatch, capsys, tmp_path):
+        # a replayed code list with an impossible code names the file and line instead of failing in the codec
+        path = tmp_path / "completions.jsonl"
+        path.write_text(json.dumps({"codes": [1, 65536], "text": "hello"}) + "\n")
+        with pytest.raises(SystemExit):
+            run_cli(monkeypatch, capsys, "--codes_file", str(path))
+        assert f"{path}:1: codes must lie in XCodec2's codebook [0, 65535]" in capsys.readouterr().err
+
     def test_text_count_must_match_audio(self, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             run_cli(monkeypatch, capsys, "--audio", "a.wav", "b.wav", "--text", "only one")
