@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# espeak-ng and sox make the real speech the tests and the demo use.
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+# espeak-ng and sox (with its MP3 format) make the real speech the tests and the demo use; ffmpeg decodes the
+# audio formats libsndfile cannot (M4A, AAC).
+packages="espeak-ng sox libsox-fmt-mp3 ffmpeg"
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v ffmpeg >/dev/null; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get install -y -qq espeak-ng sox || { $sudo apt-get update -qq && $sudo apt-get install -y -qq espeak-ng sox; }
+  $sudo apt-get install -y -qq $packages || { $sudo apt-get update -qq && $sudo apt-get install -y -qq $packages; }
 fi
 
 python3 -m venv .venv
