@@ -52,7 +52,7 @@ PARTIAL_MIN_COVERAGE = 0.75
 DNSMOS_SEGMENT_SECONDS = 9.01  # DNSMOS scores 9.01 s windows, one per second of audio
 DNSMOS_METRICS = ("sig", "bak", "ovrl")  # speech signal, background noise, overall quality (ITU-T P.835)
 MOS_MIN, MOS_MAX = 1.0, 5.0
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 Waveform = np.ndarray | None
@@ -137,7 +137,7 @@ def _check_tolerance(value) -> None:
 
 def _check_device(device) -> None:
     if not (isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)):
-        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'.")
 
 
 def _distinct(waveforms: Sequence[Waveform]) -> tuple[list[np.ndarray], list[int | None]]:
@@ -430,14 +430,14 @@ def _onnx_providers(device: str) -> list:
     """onnxruntime providers for a device name: CUDA needs the onnxruntime-gpu package."""
     import onnxruntime
 
-    if device == "cpu":
+    if device in ("cpu", "mps"):  # onnxruntime has no Apple GPU provider in its standard package
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         raise RuntimeError(
             f"DNSMOS on {device} needs onnxruntime's CUDA provider: `pip install onnxruntime-gpu` in place of "
             "onnxruntime, or run DNSMOS with device='cpu'."
         )
-    device_id = int(device.partition(":")[2] or 0)
+    device_id = resolve_device(device).index or 0  # a bare "cuda" is this process's GPU, as for torch
     return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
 
