@@ -27,7 +27,7 @@ complete.
 """
 
 import argparse
-import csv
+import functools
 import io
 import json
 import logging
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.cli import add_flag, non_negative_float, positive_int
 from llasa.codec import DEFAULT_CODEC_ID, load_codec
 from llasa.format import (
     CODEBOOK_SIZE,
@@ -86,7 +87,7 @@ OUTPUT_COLUMNS = (
 
 @dataclass(frozen=True)
 class Options:
-    dataset: str  # hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV file
+    dataset: str  # hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV/Parquet file
     output_dir: str = "tokenized_dataset"
     codec_id: str = DEFAULT_CODEC_ID
     split: str = "train"
@@ -161,7 +162,7 @@ class Encoded:
 
 
 def load_source(dataset: str, split: str = "train", config: str | None = None) -> Source:
-    """The rows to tokenize, from a hub id, a save_to_disk folder, an audio folder or a JSON/JSONL/CSV file."""
+    """The rows to tokenize, from a hub id, a save_to_disk folder, an audio folder or a JSON/JSONL/CSV/Parquet file."""
     path = Path(dataset).expanduser()
     if path.is_dir():
         if any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):
@@ -171,7 +172,7 @@ def load_source(dataset: str, split: str = "train", config: str | None = None) -
         return Source(_rows_to_dataset(_audio_folder_rows(path), dataset), base_dir=path.resolve())
     if path.is_file():
         return Source(_rows_to_dataset(_read_table(path), dataset), base_dir=path.resolve().parent)
-    if path.suffix.lower() in {".json", ".jsonl", ".csv"} or dataset.startswith((".", "/", "~")):
+    if path.suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"} or dataset.startswith((".", "/", "~")):
         raise FileNotFoundError(f"--dataset {dataset}: no such file or folder.")
     from datasets import load_dataset
 
@@ -184,7 +185,7 @@ def _pick_split(data, split: str, name: str):
     if not isinstance(data, DatasetDict):
         return data
     if split not in data:
-        raise ValueError(f"{name} has no split {split!r}; its splits are: {', '.join(data)}. Pass --split.")
+        raise ValueError(f"{name} has no split {split!r}; its splits are: {', '.join(data)}. Pass one of them.")
     return data[split]
 
 
@@ -197,11 +198,14 @@ def _rows_to_dataset(rows: list[dict], name: str):
 
 
 def _read_table(path: Path) -> list[dict]:
-    """Rows of a CSV, JSON (a list of objects) or JSON Lines file."""
+    """Rows of a CSV, JSON (a list of objects), JSON Lines or Parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+        import pandas
+
+        # Numbers stay numbers (a duration column, say); empty cells become None.
+        table = pandas.read_csv(path, encoding="utf-8")
+        return table.astype(object).where(table.notna(), None).to_dict("records")
     if suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
@@ -210,7 +214,11 @@ def _read_table(path: Path) -> list[dict]:
         if not isinstance(rows, list):
             raise ValueError(f"{path} must hold a list of objects (one per clip), or use JSON Lines (.jsonl).")
         return rows
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .json or .jsonl.")
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        return pyarrow.parquet.read_table(path).to_pylist()
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .json, .jsonl or .parquet.")
 
 
 def _audio_folder_rows(folder: Path) -> list[dict]:
@@ -515,35 +523,15 @@ def create_dataset(options: Options, codec=None) -> Summary:
 # ---------------------------------------------------------------------------------------------------- command line
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 
-    def add(*names: str, **kwargs):
-        # Every multi-word flag is accepted with underscores and with dashes: --output_dir and --output-dir.
-        spellings = []
-        for name in names:
-            spellings += [name] if "_" not in name else [name, name.replace("_", "-")]
-        parser.add_argument(*[f"--{name}" for name in spellings], dest=names[0], **kwargs)
-
+    add = functools.partial(add_flag, parser)  # every flag with underscores or dashes: --output_dir, --output-dir
     add(
         "dataset",
         "dataset_id",
         required=True,
-        help="Hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV file.",
+        help="Hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV/Parquet file.",
     )
     add("output_dir", default=Options.output_dir, help="Where save_to_disk writes the result.")
     add("codec_id", default=Options.codec_id, help="XCodec2 checkpoint (hub id or local folder).")
@@ -552,21 +540,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("config", default=None, help="Configuration (subset) of a hub dataset.")
     add("audio_column", default=None, help="Column with the audio or its path (default: detected).")
     add("text_column", default=None, help="Column with the transcript (default: detected).")
-    add("min_duration", type=_positive_float, default=Options.min_duration, help="Seconds; shorter clips are skipped.")
+    add(
+        "min_duration",
+        type=non_negative_float,
+        default=Options.min_duration,
+        help="Seconds; shorter clips are skipped.",
+    )
     add(
         "max_duration",
-        type=_positive_float,
+        type=non_negative_float,
         default=Options.max_duration,
         help=f"Seconds; longer clips are skipped (default {DEFAULT_MAX_DURATION:g}: prompt + speech within "
         f"Llasa's {MAX_CONTEXT_TOKENS}-token context).",
     )
     add(
         "batch_size",
-        type=_positive_int,
+        type=positive_int,
         default=Options.batch_size,
         help="Clips per codec call (it batches those of equal length).",
     )
-    add("shard_size", type=_positive_int, default=Options.shard_size, help="Rows per resumable shard.")
+    add("shard_size", type=positive_int, default=Options.shard_size, help="Rows per resumable shard.")
     add("device", default=Options.device, help="Where the codec runs: auto, cpu, cuda, cuda:1...")
     add("keep_audio", action="store_true", help="Keep the source's audio column in the output.")
     add("overwrite", action="store_true", help="Replace an existing --output_dir.")

@@ -57,6 +57,7 @@ from llasa import (
     render_prompt,
 )
 from llasa.audio import load_audio, resample, write_wav
+from llasa.cli import add_flag, positive_int
 from llasa.codec import DEFAULT_CODEC_ID, decode_continuations, load_codec
 from llasa.device import resolve_device
 
@@ -564,47 +565,34 @@ def run(
     return summary
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
-
-
-def _add(parser, name: str, *aliases: str, **kwargs):
-    """A flag spelled both with underscores and with dashes (--max_length and --max-length)."""
-    spellings = dict.fromkeys(f"--{spelling}" for n in (name, *aliases) for spelling in (n, n.replace("_", "-")))
-    parser.add_argument(*spellings, dest=name, **kwargs)
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the codec, sampling and devices, shared with evaluate.py."""
-    _add(parser, "codec_id", default=DEFAULT_CODEC_ID, help=f"XCodec2 checkpoint (default: {DEFAULT_CODEC_ID})")
-    _add(
+    add_flag(parser, "codec_id", default=DEFAULT_CODEC_ID, help=f"XCodec2 checkpoint (default: {DEFAULT_CODEC_ID})")
+    add_flag(
         parser,
         "max_length",
-        type=_positive_int,
+        type=positive_int,
         default=MAX_CONTEXT_TOKENS,
         help="prompt + speech tokens (default: 2048, Llasa's training length)",
     )
-    _add(
+    add_flag(
         parser,
         "temperature",
         type=float,
         default=SAMPLING_TEMPERATURE,
         help=f"sampling temperature; 0 = greedy (default: {SAMPLING_TEMPERATURE}, as in training)",
     )
-    _add(parser, "top_p", type=float, default=SAMPLING_TOP_P, help=f"nucleus sampling (default: {SAMPLING_TOP_P})")
-    _add(
+    add_flag(parser, "top_p", type=float, default=SAMPLING_TOP_P, help=f"nucleus sampling (default: {SAMPLING_TOP_P})")
+    add_flag(
         parser, "top_k", type=int, default=SAMPLING_TOP_K, help=f"top-k sampling; 0 = off (default: {SAMPLING_TOP_K})"
     )
-    _add(parser, "repetition_penalty", type=float, default=None, help="(default: the model's generation config)")
-    _add(parser, "seed", type=int, default=None, help="random seed: the same seed gives the same speech")
-    _add(
-        parser, "batch_size", type=_positive_int, default=1, help="texts generated together (each as num_samples rows)"
+    add_flag(parser, "repetition_penalty", type=float, default=None, help="(default: the model's generation config)")
+    add_flag(parser, "seed", type=int, default=None, help="random seed: the same seed gives the same speech")
+    add_flag(
+        parser, "batch_size", type=positive_int, default=1, help="texts generated together (each as num_samples rows)"
     )
-    _add(parser, "device", default="auto", help="auto, cuda, cuda:1, cpu, mps (default: auto)")
-    _add(
+    add_flag(parser, "device", default="auto", help="auto, cuda, cuda:1, cpu, mps (default: auto)")
+    add_flag(
         parser, "dtype", default="auto", choices=DTYPES, help="model weights (default: bfloat16 on GPU, else float32)"
     )
 
@@ -626,22 +614,26 @@ def sampling_options(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    _add(parser, "model_name_or_path", "llasa_id", required=True, help="Llasa checkpoint: hub id or folder")
+    add_flag(parser, "model_name_or_path", "llasa_id", required=True, help="Llasa checkpoint: hub id or folder")
     source = parser.add_mutually_exclusive_group(required=True)
-    _add(source, "text", help="one text to speak")
-    _add(
+    add_flag(source, "text", help="one text to speak")
+    add_flag(
         source,
         "input_file",
         help="a list of texts: plain text, JSONL or Seed-TTS-eval (id|prompt_text|prompt_wav|text)",
     )
-    _add(parser, "output", default="gen.wav", help="output WAV for --text (default: gen.wav)")
-    _add(parser, "output_dir", help="output folder for --input_file: <output_dir>/<id>.wav")
-    _add(parser, "input_format", default="auto", choices=INPUT_FORMATS, help="format of --input_file (default: auto)")
-    _add(parser, "prompt_wav", help="voice prompt audio (for --input_file: lines without their own prompt)")
-    _add(parser, "prompt_text", help="transcript of --prompt_wav")
-    _add(parser, "keep_prompt", action="store_true", help="keep the voice prompt's audio in front of the output")
-    _add(parser, "num_samples", type=_positive_int, default=1, help="best-of-N: candidates per text (default: 1)")
-    _add(parser, "reward_config", help="reward config (e.g. reward_models/wer_nll.json) that scores the candidates")
+    add_flag(parser, "output", default="gen.wav", help="output WAV for --text (default: gen.wav)")
+    add_flag(parser, "output_dir", help="output folder for --input_file: <output_dir>/<id>.wav")
+    add_flag(
+        parser, "input_format", default="auto", choices=INPUT_FORMATS, help="format of --input_file (default: auto)"
+    )
+    add_flag(parser, "prompt_wav", help="voice prompt audio (for --input_file: lines without their own prompt)")
+    add_flag(parser, "prompt_text", help="transcript of --prompt_wav")
+    add_flag(parser, "keep_prompt", action="store_true", help="keep the voice prompt's audio in front of the output")
+    add_flag(parser, "num_samples", type=positive_int, default=1, help="best-of-N: candidates per text (default: 1)")
+    add_flag(
+        parser, "reward_config", help="reward config (e.g. reward_models/wer_nll.json) that scores the candidates"
+    )
     add_model_arguments(parser)
     args = parser.parse_args(argv)
     args.sampling = sampling_options(args, parser)

@@ -77,9 +77,9 @@ A code column may also hold a speech-token string; any reference column may hold
 reads, in order of preference, is its "duration_column", "reference_columns" or "voice_columns" parameter. A
 row without its component's input gets None from it (speaker_similarity: no voice; duration: no reference and a
 text without letters): the share of such rows is logged as "<component>/missing", with one warning per call, and
-their reward combines the other components. "<component>/unscored" logs the share of scored rows each component gave None
-for any reason (its input missing, or a clip too short or too silent to measure). pitch without a reference scores the spread against its
-"natural_range" (the share logged as "pitch/no_reference").
+their reward combines the other components. "<component>/unscored" logs the share of scored rows each component
+gave None for any reason (its input missing, or a clip too short or too silent to measure). pitch without a
+reference scores the spread against its "natural_range" (the share logged as "pitch/no_reference").
 
 Cost: the speech scores run on the CPU (the speaker encoder on the reward's GPU), so on a GPU they can outlast
 Whisper itself; the README's performance table gives each one's cost next to Whisper's
@@ -122,6 +122,7 @@ from llasa.format import (
     TOKENS_PER_SECOND,
     ParsedSpeech,
     SpeechVocab,
+    codes_from,
     tokens_to_codes,
 )
 from speech_scores import (
@@ -1193,9 +1194,7 @@ class WhisperReward:
     ) -> list[ClipScore]:
         """Scores of speech-code sequences, decoded `batch_size` at a time in one codec call each (voice-cloning
         continuations after the prompt codes of the `prompt_code_ids` column)."""
-        prompts = [
-            voice_prompt_codes(value) for value in (columns or {}).get(VOICE_PROMPT_CODES_COLUMN, [None] * len(codes))
-        ]
+        prompts = [codes_from(value) for value in (columns or {}).get(VOICE_PROMPT_CODES_COLUMN, [None] * len(codes))]
         return self._score_in_batches(
             len(codes), texts, columns, lambda rows: self._decode([codes[i] for i in rows], [prompts[i] for i in rows])
         )
@@ -1352,14 +1351,6 @@ def read_jsonl(path: str) -> list[dict]:
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{number} is not valid JSON: {e}") from e
     return rows
-
-
-def voice_prompt_codes(value) -> list[int] | None:
-    """A row's voice-prompt codes (a list of ints or a speech-token string); None when the row has none."""
-    if value is None:
-        return None
-    codes = tokens_to_codes(value) if isinstance(value, str) else [int(code) for code in value]
-    return codes or None
 
 
 def codes_of(value, where: str) -> list[int]:

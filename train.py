@@ -10,10 +10,10 @@ override the recipe):
         --config recipes/llasa-1b-grpo.yaml --dataset tokenized_dataset --output_dir llasa-grpo-exp1
 
 `--dataset` is a hub id (`--dataset_split`), a `save_to_disk` folder (create_dataset.py's output) or a JSON / JSONL /
-CSV file; only a text column is needed. Voice cloning (speaker adaptation): `--prompt_wav speaker.wav --prompt_text
-"..."` gives every prompt one reference voice; `--prompt_codes_column` + `--prompt_text_column` give each row its
-own. LoRA: `--use_peft --lora_r 16`. vLLM generation: `--use_vllm` (colocated) or `--use_vllm --vllm_mode server`
-with `trl vllm-serve --model <model>` running beside it.
+CSV / Parquet file; only a text column is needed. Voice cloning (speaker adaptation): `--prompt_wav speaker.wav
+--prompt_text "..."` gives every prompt one reference voice; `--prompt_codes_column` + `--prompt_text_column` give
+each row its own. LoRA: `--use_peft --lora_r 16`. vLLM generation: `--use_vllm` (colocated) or `--use_vllm
+--vllm_mode server` with `trl vllm-serve --model <model>` running beside it.
 """
 
 import contextlib
@@ -48,7 +48,8 @@ class ScriptArguments:
     """What train.py adds to TRL's GRPOConfig and ModelConfig flags."""
 
     dataset: str | None = field(
-        default=None, metadata={"help": "Hub id, save_to_disk folder (create_dataset.py's output) or JSON/JSONL/CSV."}
+        default=None,
+        metadata={"help": "Hub id, save_to_disk folder (create_dataset.py's output) or JSON/JSONL/CSV/Parquet."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of a hub or save_to_disk dataset."})
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a hub dataset."})
@@ -187,7 +188,7 @@ def check_script_args(script_args: ScriptArguments, model_args: ModelConfig) -> 
     if model_args.model_name_or_path is None:
         raise ValueError("No model: pass --model_name_or_path (e.g. HKUSTAudio/Llasa-1B-Multilingual).")
     if script_args.dataset is None:
-        raise ValueError("No dataset: pass --dataset (hub id, save_to_disk folder, or JSON/JSONL/CSV file).")
+        raise ValueError("No dataset: pass --dataset (hub id, save_to_disk folder, or JSON/JSONL/CSV/Parquet file).")
     if script_args.reward_config is None:
         raise ValueError("No reward: pass --reward_config (e.g. reward_models/wer_nll.json).")
     if (script_args.prompt_wav is None) != (script_args.prompt_text is None):
@@ -204,30 +205,11 @@ def check_script_args(script_args: ScriptArguments, model_args: ModelConfig) -> 
 
 
 def load_training_dataset(dataset: str, split: str = "train", config: str | None = None):
-    """The training rows from a save_to_disk folder, a JSON/JSONL/CSV file or a hub id."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    """The training rows from a save_to_disk folder, a JSON/JSONL/CSV/Parquet file or a hub id (create_dataset.py's
+    loader: the two scripts read --dataset alike)."""
+    from create_dataset import load_source
 
-    path = Path(dataset).expanduser()
-    if path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):
-        data = load_from_disk(str(path))
-    elif path.is_file():
-        builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-        if path.suffix.lower() not in builders:
-            raise ValueError(f"--dataset {dataset}: unsupported file type; use .json, .jsonl, .csv or .parquet.")
-        data = load_dataset(builders[path.suffix.lower()], data_files=str(path), split="train")
-    elif path.exists() or path.suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"}:
-        raise FileNotFoundError(
-            f"--dataset {dataset}: not a save_to_disk folder nor a data file. Make one with create_dataset.py."
-        )
-    else:
-        data = load_dataset(dataset, config, split=split)
-    if isinstance(data, DatasetDict):
-        if split not in data:
-            raise ValueError(
-                f"{dataset} has no split {split!r}; its splits are: {', '.join(data)}. Pass --dataset_split."
-            )
-        data = data[split]
-    return data
+    return load_source(dataset, split, config).dataset
 
 
 def load_voice_prompt(prompt_wav: str, prompt_text: str, codec) -> VoicePrompt:
@@ -240,15 +222,6 @@ def load_voice_prompt(prompt_wav: str, prompt_text: str, codec) -> VoicePrompt:
     if not codes:
         raise ValueError(f"--prompt_wav {prompt_wav} is too short to hold a single speech code.")
     return VoicePrompt(text=prompt_text.strip(), codes=codes)
-
-
-def _as_codes(value) -> list[int]:
-    """A per-row voice prompt's codes, stored as a list of ints or as a string of speech tokens."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return llasa.tokens_to_codes(value)
-    return [int(code) for code in value]
 
 
 def expected_speech_tokens(text: str, duration: float | None, chars_per_second: float) -> int:
@@ -301,7 +274,7 @@ def build_prompts(
             continue
         row_voice = voice
         if prompt_codes_column is not None:
-            codes, ref_text = _as_codes(row[prompt_codes_column]), row[prompt_text_column]
+            codes, ref_text = llasa.codes_from(row[prompt_codes_column]), row[prompt_text_column]
             if not codes or ref_text is None or not str(ref_text).strip():
                 counts["no_voice_prompt"] += 1
                 continue
@@ -579,12 +552,11 @@ def write_samples(
     (text, file, seconds, whether END was generated)."""
     from llasa.audio import write_wav
     from llasa.codec import decode_continuations
-    from reward_whisper import voice_prompt_codes
 
     parsed = [vocab.parse(ids) for ids in completion_ids]
     speech = [i for i, p in enumerate(parsed) if p.codes]
     decoded = decode_continuations(
-        codec, [parsed[i].codes for i in speech], [voice_prompt_codes(voice_prompts[i]) for i in speech]
+        codec, [parsed[i].codes for i in speech], [llasa.codes_from(voice_prompts[i]) for i in speech]
     )
     waveforms = iter(wav for _, wav in decoded)
     records = []

@@ -20,6 +20,7 @@ from llasa.format import (
     SpeechVocab,
     build_messages,
     chat_template_kwargs,
+    codes_from,
     codes_to_tokens,
     completion_text,
     render_prompt,

@@ -55,6 +55,15 @@ def tokens_to_codes(text: str) -> list[int]:
     return [code for code in codes if code < CODEBOOK_SIZE]
 
 
+def codes_from(value) -> list[int]:
+    """The codes a dataset cell holds, stored either as a list of ints or as a string of speech tokens; None: []."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return tokens_to_codes(value)
+    return [int(code) for code in value]
+
+
 def chat_template_kwargs() -> dict:
     """Extra arguments for `apply_chat_template` (and TRL's `chat_template_kwargs`) that pin the prompt."""
     return {"date_string": PROMPT_DATE}

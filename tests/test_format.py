@@ -18,6 +18,11 @@ class TestSpeechTokens:
         assert llasa.codes_to_tokens([5, 65535, 0]) == "<|s_5|><|s_65535|><|s_0|>"
         assert llasa.tokens_to_codes("<|s_5|><|s_65535|><|s_0|>") == [5, 65535, 0]
 
+    def test_codes_from_a_dataset_cell(self):
+        # a cell holds codes as a list (of ints or numpy ints) or as speech tokens; an empty cell holds none
+        assert llasa.codes_from([3, 4]) == llasa.codes_from("<|s_3|><|s_4|>") == [3, 4]
+        assert llasa.codes_from(None) == llasa.codes_from("") == []
+
     def test_out_of_codebook_code_is_rejected(self):
         # 65536 does not exist in XCodec2's 4^8 codebook
         with pytest.raises(ValueError, match="outside XCodec2's codebook"):

@@ -411,5 +411,5 @@ def test_voice_cloning_continuations_are_decoded_after_their_prompt(tiny_codec_d
 
     monkeypatch.setattr(rw, "decode_continuations", recording)
     clips = reward.score_codes([[5] * 50, [6] * 50], ["Hello there.", "Hi."], {"prompt_code_ids": [[7] * 20, None]})
-    assert prompts_seen == [[[7] * 20, None]]
+    assert prompts_seen == [[[7] * 20, []]]
     assert [clip.audio_seconds for clip in clips] == [pytest.approx(1.0), pytest.approx(1.0)]

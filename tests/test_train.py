@@ -262,19 +262,22 @@ def test_lora_flags_build_a_peft_config():
 
 
 def test_load_training_dataset_from_files_and_folders(tmp_path):
-    # JSON, JSONL and CSV files and save_to_disk folders (Dataset, or DatasetDict with a split) all load.
+    # JSON, JSONL, CSV and Parquet files and save_to_disk folders (Dataset, or DatasetDict with a split) all load,
+    # numbers as numbers (the duration that sizes the completions and feeds the reward).
     from datasets import Dataset, DatasetDict
 
-    rows = [{"text": "one"}, {"text": "two"}]
+    rows = [{"text": "one", "duration": 1.5}, {"text": "two", "duration": 2.0}]
     (tmp_path / "a.json").write_text(json.dumps(rows))
     write_jsonl(tmp_path / "a.jsonl", rows)
-    (tmp_path / "a.csv").write_text("text\none\ntwo\n")
+    (tmp_path / "a.csv").write_text("text,duration\none,1.5\ntwo,2\n")
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "a.parquet"))
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "flat"))
     DatasetDict({"train": Dataset.from_list(rows[:1]), "dev": Dataset.from_list(rows)}).save_to_disk(
         str(tmp_path / "dd")
     )
-    for source in ("a.json", "a.jsonl", "a.csv", "flat"):
-        assert train.load_training_dataset(str(tmp_path / source))["text"] == ["one", "two"]
+    for source in ("a.json", "a.jsonl", "a.csv", "a.parquet", "flat"):
+        loaded = train.load_training_dataset(str(tmp_path / source))
+        assert (loaded["text"], loaded["duration"]) == (["one", "two"], [1.5, 2.0]), source
     assert train.load_training_dataset(str(tmp_path / "dd"), split="dev")["text"] == ["one", "two"]
     # A missing split lists the splits; a missing file or an unknown file type is named.
     with pytest.raises(ValueError, match="splits are: train, dev"):
