@@ -1,9 +1,9 @@
-"""Compare text-to-speech systems on a test list, and plot a GRPO run's training curves.
+"""Compare text-to-speech systems on a test list; plot a GRPO run's training curves and profile its steps.
 
 `compare` synthesises the test list (the formats inference.py reads: plain text, JSONL, Seed-TTS-eval's
 id|prompt_text|prompt_wav|text) with each model, with the same seed, and scores every clip: WER or CER and the NLL
-of the text exactly as the reward computes them (reward_whisper.py's ASR and normalisation), the reward itself,
-duration and speaking rate, and with speech_scores.py the speaker similarity to the voice prompt (resemblyzer's
+of the text exactly as the reward computes them (the reward's ASR and normalisation), the reward itself,
+duration and speaking rate, and with llasa.scores the speaker similarity to the voice prompt (resemblyzer's
 cosine, not comparable with Seed-TTS-eval's WavLM SIM), DNSMOS and pitch spread:
 
     python evaluate.py compare --test_list seedtts_eval/en/meta.lst \
@@ -25,58 +25,32 @@ scored clips; clips a system did not produce are counted as missing.
 (raw and smoothed) from a run's trainer_state.json (the run folder's, else its latest checkpoint-N's):
 
     python evaluate.py curves --run_dir llasa-grpo-exp1
+
+`profile` prints where a run's optimizer step time went (generation, reward, reference log-probs, policy update),
+from the profiling timings train.py logs:
+
+    python evaluate.py profile --run_dir outputs/demo/grpo
 """
 
 import argparse
-import gc
-import json
 import logging
-import math
 import re
-import statistics
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from inference import INPUT_FORMATS, Request, add_model_arguments, read_input_file, sampling_options
-from llasa import CODEC_SAMPLE_RATE
-from llasa.audio import load_audio
+from llasa.cli import add_flag, add_model_arguments, sampling_options
+from llasa.evaluation import (
+    EMA_WEIGHT,
+    SPEECH_SCORES,
+    compare,
+    plot_curves,
+    profile_report,
+    read_log_history,
+    step_profile,
+)
+from llasa.synthesis import INPUT_FORMATS
 
 logger = logging.getLogger(__name__)
-
-SPEECH_SCORES = ("sim", "dnsmos", "pitch")  # the speech_scores.py measures compare can add
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # an --audio_dir clip is <id> with one of these, .wav first
-SCORE_CHUNK = 64  # clips held in memory at once while scoring
-# Summary metrics in display order; others the reward logs (its components' raw measures) follow.
-METRIC_ORDER = (
-    "wer",
-    "cer",
-    "nll",
-    "reward",
-    "duration_s",
-    "chars_per_second",
-    "sim",
-    "dnsmos_ovrl",
-    "dnsmos_sig",
-    "dnsmos_bak",
-    "f0_spread_st",
-)
-TRAINING_STATE = "trainer_state.json"
-EMA_WEIGHT = 0.9  # curve smoothing, as TensorBoard's slider: 0 = raw, closer to 1 = smoother
-# TRL's own log keys that curves plots, after the reward and the reward functions' means and metrics.
-TRAINING_KEYS = ("kl", "completions/mean_length")
-
-
-@dataclass(frozen=True)
-class System:
-    """A system to score: a model to synthesise with, or a folder of <id>.wav it already produced."""
-
-    name: str
-    audio_dir: Path
-    model: str | None = None  # checkpoint to synthesise with; None for an --audio_dir
 
 
 def _name_and_path(value: str) -> tuple[str, str]:
@@ -88,440 +62,51 @@ def _name_and_path(value: str) -> tuple[str, str]:
     return name, path
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Synthesis
-
-
-def synthesize_models(systems: Sequence[System], requests: list[Request], options, args) -> None:
-    """Speak the test list with each model system into its audio_dir, one model in memory at a time."""
-    import torch
-
-    from inference import load_model, run
-    from llasa.codec import load_codec
-
-    models = [system for system in systems if system.model is not None]
-    if not models:
-        return
-    codec = load_codec(args.codec_id, device=args.device)
-    for system in models:
-        logger.info("Synthesising with %s (%s).", system.name, system.model)
-        # Clips left from an earlier run would be scored as this run's where this run skips a line.
-        for request in requests:
-            (system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
-        llasa = load_model(system.model, args.device, args.dtype)
-        # Every model restarts from the same seed, so differences come from the weights.
-        run(llasa, codec, requests, system.audio_dir, options, batch_size=args.batch_size)
-        del llasa
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Scoring
-
-
-def find_audio(audio_dir: Path, clip_id: str) -> Path | None:
-    """<audio_dir>/<clip_id>.wav, else the same stem with another audio suffix; None if there is none."""
-    for suffix in AUDIO_SUFFIXES:
-        path = audio_dir / f"{clip_id}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
-def _load_or_none(path) -> np.ndarray | None:
-    if path is None:
-        return None
-    try:
-        return load_audio(path, CODEC_SAMPLE_RATE)
-    except RuntimeError as e:
-        logger.warning("%s", e)
-        return None
-
-
-def score_system(
-    system: System, requests: list[Request], reward, speech_scores: Sequence[str] = (), device: str = "auto"
-) -> list[dict]:
-    """One record per request: the reward module's scores of <audio_dir>/<id>.wav plus duration, speaking rate and
-    the chosen speech_scores.py measures. A clip that is missing or unreadable gets status "missing"."""
-    from tqdm.auto import tqdm
-
-    from reward_whisper import WHISPER_SAMPLE_RATE
-
-    records = []
-    for start in tqdm(range(0, len(requests), SCORE_CHUNK), desc=f"Scoring {system.name}", unit="chunk"):
-        chunk = requests[start : start + SCORE_CHUNK]
-        paths = [find_audio(system.audio_dir, request.id) for request in chunk]
-        audio = [_load_or_none(path) for path in paths]
-        present = [i for i, wav in enumerate(audio) if wav is not None]
-        # The reward hears audio at Whisper's rate; the clips were loaded at the codec's (both 16 kHz).
-        # The voice prompt is what the reward's speaker similarity compares with.
-        voices = {"prompt_audio": [chunk[i].prompt_wav for i in present]}
-        clips = reward.score_audio(
-            [_at_rate(audio[i], WHISPER_SAMPLE_RATE) for i in present], [chunk[i].text for i in present], voices
-        )
-        extra = _speech_scores([audio[i] for i in present], [chunk[i] for i in present], speech_scores, device)
-        scored = {i: (clip, measures) for i, clip, measures in zip(present, clips, extra, strict=True)}
-        for i, request in enumerate(chunk):
-            record = {"system": system.name, "id": request.id, "text": request.text, "audio": _str(paths[i])}
-            if i not in scored:
-                records.append({**record, "status": "missing"})
-                continue
-            clip, measures = scored[i]
-            duration = len(audio[i]) / CODEC_SAMPLE_RATE
-            records.append(
-                {
-                    **record,
-                    "status": clip.status,
-                    "reward": clip.reward,
-                    **clip.metrics,
-                    "duration_s": duration,
-                    "chars_per_second": _speaking_rate(request.text, duration),
-                    **measures,
-                    "transcript": clip.transcript,
-                }
-            )
-    return records
-
-
-def _at_rate(wav: np.ndarray, rate: int) -> np.ndarray:
-    from llasa.audio import resample
-
-    return resample(wav, CODEC_SAMPLE_RATE, rate)
-
-
-def _str(path) -> str | None:
-    return None if path is None else str(path)
-
-
-def _speaking_rate(text: str, duration: float) -> float | None:
-    from speech_scores import text_length
-
-    return text_length(text) / duration if duration > 0 else None
-
-
-def _speech_scores(audio: list[np.ndarray], requests: list[Request], names: Sequence[str], device: str) -> list[dict]:
-    """The speech_scores.py measures of each clip: raw values, not the rewards' [0, 1] mappings."""
-    measures = [{} for _ in audio]
-    if not audio:
-        return measures
-    if "sim" in names:
-        from speech_scores import SpeakerSimilarityScorer
-
-        # Only voice-cloning lines have a voice to compare with; the others get None.
-        references = [_load_or_none(request.prompt_wav) for request in requests]
-        for row, value in zip(
-            measures, SpeakerSimilarityScorer(device=device).similarities(audio, references), strict=True
-        ):
-            row["sim"] = value
-    if "dnsmos" in names:
-        from speech_scores import DnsmosScorer
-
-        for row, mos in zip(measures, DnsmosScorer(device="auto").mos(audio), strict=True):
-            row.update({f"dnsmos_{metric}": None if mos is None else mos[metric] for metric in ("ovrl", "sig", "bak")})
-    if "pitch" in names:
-        from speech_scores import PitchVariationScorer
-
-        for row, spread in zip(measures, PitchVariationScorer().spreads(audio), strict=True):
-            row["f0_spread_st"] = spread
-    return measures
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Summary, table and plot
-
-
-def metric_names(records: list[dict]) -> list[str]:
-    """The numeric metrics present in the records: METRIC_ORDER first, then the reward's other raw measures."""
-    numeric = {
-        key
-        for record in records
-        for key, value in record.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-    return [name for name in METRIC_ORDER if name in numeric] + sorted(numeric - set(METRIC_ORDER))
-
-
-def _values(records: list[dict], system: str, metric: str) -> list[float]:
-    values = (record.get(metric) for record in records if record["system"] == system)
-    return [float(value) for value in values if value is not None and math.isfinite(value)]
-
-
-def summarize(records: list[dict], systems: list[str], baseline: str) -> dict:
-    """Per system: clip counts and, per metric, mean, median and their differences from the baseline's."""
-    metrics = metric_names(records)
-    summary = {"baseline": baseline, "metrics": metrics, "systems": {}}
-    for system in systems:
-        own = [record for record in records if record["system"] == system]
-        entry = {
-            "n_clips": len(own),
-            "n_scored": sum(record["status"] == "scored" for record in own),
-            "n_missing": sum(record["status"] == "missing" for record in own),
-            "metrics": {},
-        }
-        for metric in metrics:
-            values = _values(records, system, metric)
-            entry["metrics"][metric] = {
-                "n": len(values),
-                "mean": statistics.fmean(values) if values else None,
-                "median": statistics.median(values) if values else None,
-            }
-        summary["systems"][system] = entry
-    for system in systems:
-        for metric, stats in summary["systems"][system]["metrics"].items():
-            base = summary["systems"][baseline]["metrics"][metric]
-            for key in ("mean", "median"):
-                both = stats[key] is not None and base[key] is not None
-                stats[f"delta_{key}"] = stats[key] - base[key] if both else None
-    return summary
-
-
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-def _signed(value) -> str:
-    return "" if value is None else f"{value:+.4f}"
-
-
-def markdown_table(summary: dict, title: str) -> str:
-    """The summary as markdown: clip counts per system, then one row per metric and system."""
-    baseline = summary["baseline"]
-    lines = [
-        f"# {title}",
-        "",
-        "| system | clips | scored | missing |",
-        "|---|---|---|---|",
-    ]
-    for system, entry in summary["systems"].items():
-        lines.append(f"| {system} | {entry['n_clips']} | {entry['n_scored']} | {entry['n_missing']} |")
-    lines += [
-        "",
-        f"| metric | system | n | mean | median | Δ mean vs {baseline} | Δ median vs {baseline} |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for metric in summary["metrics"]:
-        for system, entry in summary["systems"].items():
-            stats = entry["metrics"][metric]
-            is_base = system == baseline
-            cells = [
-                metric,
-                system,
-                str(stats["n"]),
-                _cell(stats["mean"]),
-                _cell(stats["median"]),
-                "" if is_base else _signed(stats["delta_mean"]),
-                "" if is_base else _signed(stats["delta_median"]),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_comparison(records: list[dict], systems: list[str], path) -> Path:
-    """Box plots with the clips as points: the error rate (WER or CER) and the duration per system."""
-    plt = _pyplot()
-    error = next((name for name in ("wer", "cer") if any(r.get(name) is not None for r in records)), None)
-    panels = [(error, error.upper() if error else None), ("duration_s", "duration (s)")]
-    panels = [(metric, label) for metric, label in panels if metric is not None]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    rng = np.random.default_rng(0)  # the points' horizontal jitter
-    for axis, (metric, label) in zip(axes[0], panels, strict=True):
-        data = [_values(records, system, metric) for system in systems]
-        axis.boxplot([values or [np.nan] for values in data], showfliers=False)
-        for position, values in enumerate(data, start=1):
-            axis.scatter(position + rng.uniform(-0.15, 0.15, len(values)), values, s=8, alpha=0.5)
-        axis.set_xticks(range(1, len(systems) + 1), systems)
-        axis.set_ylabel(label)
-        axis.set_title(f"{label} per clip")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def compare(args) -> dict:
-    """Synthesise with the models, score every system, write clips.jsonl, summary.json, summary.md and the plot."""
-    from reward_whisper import load_reward
-
-    output_dir = Path(args.output_dir)
-    requests, skipped = read_input_file(args.test_list, args.input_format)
-    for skip in skipped:
-        logger.warning("Skipped %s", skip.reason)
-    if not requests:
-        raise SystemExit(f"error: {args.test_list} holds no usable line.")
-    systems = [System(name, output_dir / "audio" / name, model=path) for name, path in args.models or []]
-    systems += [System(name, Path(path)) for name, path in args.audio_dir or []]
-    # The reward config is checked and its models loaded before hours of synthesis, not after.
-    reward = load_reward(args.reward_config, device=None if args.device == "auto" else args.device)
-    reward.load_models(codec=bool(args.models))  # the codec decodes nothing when only audio folders are scored
-    synthesize_models(systems, requests, args.sampling, args)
-    records = [
-        record
-        for system in systems
-        for record in score_system(system, requests, reward, args.speech_scores, args.device)
-    ]
-    names = [system.name for system in systems]
-    summary = summarize(records, names, args.baseline or names[0])
-    summary.update(test_list=str(args.test_list), n_texts=len(requests), n_skipped_lines=len(skipped))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "clips.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    title = f"Evaluation on {Path(args.test_list).name} ({len(requests)} texts)"
-    (output_dir / "summary.md").write_text(markdown_table(summary, title), encoding="utf-8")
-    plot_comparison(records, names, output_dir / "comparison.png")
-    logger.info(
-        "Wrote %s", ", ".join(str(output_dir / name) for name in ("clips.jsonl", "summary.json", "summary.md"))
-    )
-    return summary
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Training curves
-
-
-def find_trainer_state(run_dir) -> Path:
-    """The run's trainer_state.json: the run folder's own (written at the end), else the latest checkpoint's."""
-    run_dir = Path(run_dir)
-    if (run_dir / TRAINING_STATE).is_file():
-        return run_dir / TRAINING_STATE
-    checkpoints = [
-        path
-        for path in run_dir.glob(f"checkpoint-*/{TRAINING_STATE}")
-        if re.fullmatch(r"checkpoint-\d+", path.parent.name)
-    ]
-    if not checkpoints:
-        raise FileNotFoundError(
-            f"No {TRAINING_STATE} in {run_dir} or its checkpoint-N folders: is it a training run's --output_dir?"
-        )
-    return max(checkpoints, key=lambda path: int(path.parent.name.split("-")[1]))
-
-
-def ema(values: Sequence[float], weight: float = EMA_WEIGHT) -> list[float]:
-    """Exponential moving average, debiased at the start (as TensorBoard smooths)."""
-    if not 0 <= weight < 1:
-        raise ValueError(f"The smoothing weight must be in [0, 1), got {weight}.")
-    smoothed, average = [], 0.0
-    for count, value in enumerate(values, start=1):
-        average = weight * average + (1 - weight) * value
-        smoothed.append(average / (1 - weight**count))
-    return smoothed
-
-
-def training_series(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
-    """(steps, values) per plotted key: reward, rewards/<f>/mean, each reward function's own metrics (<f>/...),
-    then KL and completion length. Steps where a key is missing or not finite are left out."""
-    keys = dict.fromkeys(key for entry in log_history for key in entry)
-    functions = [key[len("rewards/") : -len("/mean")] for key in keys if re.fullmatch(r"rewards/.+/mean", key)]
-    wanted = ["reward", *(f"rewards/{name}/mean" for name in functions)]
-    wanted += [key for name in functions for key in keys if key.startswith(f"{name}/")]
-    wanted += TRAINING_KEYS
-    series = {}
-    for key in dict.fromkeys(wanted):
-        points = [
-            (entry["step"], float(entry[key]))
-            for entry in log_history
-            if "step" in entry and isinstance(entry.get(key), int | float) and math.isfinite(entry[key])
-        ]
-        if points:
-            series[key] = ([step for step, _ in points], [value for _, value in points])
-    return series
-
-
-def plot_curves(run_dir, output=None, weight: float = EMA_WEIGHT) -> tuple[Path, list[str]]:
-    """A PNG of the run's curves (raw, faint, and smoothed): the rewards together, then one panel per other key."""
-    state_path = find_trainer_state(run_dir)
-    log_history = json.loads(state_path.read_text(encoding="utf-8")).get("log_history", [])
-    series = training_series(log_history)
-    if not series:
-        raise ValueError(
-            f"{state_path} logs none of reward, rewards/<name>/mean, kl, completions/mean_length: no curve to plot."
-        )
-    rewards = [key for key in series if key == "reward" or key.startswith("rewards/")]
-    panels = ([rewards] if rewards else []) + [[key] for key in series if key not in rewards]
-    n_cols = min(3, len(panels))
-    n_rows = math.ceil(len(panels) / n_cols)
-    plt = _pyplot()
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(5 * n_cols, 3.2 * n_rows), squeeze=False)
-    for axis, keys in zip(axes.flat, panels, strict=False):
-        for key in keys:
-            steps, values = series[key]
-            (line,) = axis.plot(steps, ema(values, weight), label=key)
-            axis.plot(steps, values, color=line.get_color(), alpha=0.25, linewidth=0.8)
-        axis.set_title(keys[0] if len(keys) == 1 else "rewards")
-        axis.set_xlabel("step")
-        if len(keys) > 1:
-            axis.legend(fontsize="small")
-    for axis in list(axes.flat)[len(panels) :]:
-        axis.set_visible(False)
-    figure.suptitle(f"{Path(run_dir).name}: {state_path.relative_to(run_dir)} (EMA {weight})")
-    figure.tight_layout()
-    output = Path(run_dir) / "training_curves.png" if output is None else Path(output)
-    figure.savefig(output, dpi=110)
-    plt.close(figure)
-    return output, list(series)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     comparison = commands.add_parser("compare", help="synthesise and score a test list with several systems")
-    comparison.add_argument("--test_list", "--test-list", required=True, help="texts (inference.py's list formats)")
-    comparison.add_argument(
-        "--input_format", "--input-format", default="auto", choices=INPUT_FORMATS, help="(default: auto)"
+    add_flag(comparison, "test_list", required=True, help="texts (inference.py's list formats)")
+    add_flag(comparison, "input_format", default="auto", choices=INPUT_FORMATS, help="(default: auto)")
+    add_flag(
+        comparison, "models", nargs="+", type=_name_and_path, metavar="NAME=PATH", help="models to synthesise with"
     )
-    comparison.add_argument(
-        "--models", nargs="+", type=_name_and_path, metavar="NAME=PATH", help="models to synthesise with"
-    )
-    comparison.add_argument(
-        "--audio_dir",
-        "--audio-dir",
+    add_flag(
+        comparison,
+        "audio_dir",
         nargs="+",
         type=_name_and_path,
         metavar="NAME=DIR",
         help="folders of <id>.wav to score",
     )
-    comparison.add_argument("--baseline", help="the system the deltas are taken from (default: the first)")
-    comparison.add_argument(
-        "--reward_config",
-        "--reward-config",
+    add_flag(comparison, "baseline", help="the system the deltas are taken from (default: the first)")
+    add_flag(
+        comparison,
+        "reward_config",
         default="reward_models/wer_nll.json",
         help="reward config whose ASR scores",
     )
-    comparison.add_argument(
-        "--speech_scores",
-        "--speech-scores",
+    add_flag(
+        comparison,
+        "speech_scores",
         nargs="*",
         choices=SPEECH_SCORES,
         default=list(SPEECH_SCORES),
-        help="speech_scores.py measures to add (default: all; none with an empty list)",
+        help="speech measures to add, by reward component (default: all; none with an empty list)",
     )
-    comparison.add_argument("--output_dir", "--output-dir", required=True, help="where results and audio go")
+    add_flag(comparison, "output_dir", required=True, help="where results and audio go")
     add_model_arguments(comparison)
     comparison.set_defaults(seed=0)  # every model samples from the same seed
 
     curves = commands.add_parser("curves", help="plot a training run's reward, KL and length curves")
-    curves.add_argument("--run_dir", "--run-dir", required=True, help="the run's --output_dir")
-    curves.add_argument("--output", help="PNG path (default: <run_dir>/training_curves.png)")
-    curves.add_argument(
-        "--smoothing", type=float, default=EMA_WEIGHT, help=f"EMA weight in [0, 1) (default: {EMA_WEIGHT})"
-    )
+    add_flag(curves, "run_dir", required=True, help="the run's --output_dir")
+    add_flag(curves, "output", help="PNG path (default: <run_dir>/training_curves.png)")
+    add_flag(curves, "smoothing", type=float, default=EMA_WEIGHT, help=f"EMA weight in [0, 1) (default: {EMA_WEIGHT})")
+
+    profiling = commands.add_parser("profile", help="where a training run's step time went (generation, reward, ...)")
+    add_flag(profiling, "run_dir", required=True, help="the run's --output_dir (or one of its checkpoints)")
+    add_flag(profiling, "keep_first", action="store_true", help="keep the first (warm-up) step in the mean")
 
     args = parser.parse_args(argv)
     if args.command == "compare":
@@ -537,7 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             comparison.error(f"--audio_dir folder(s) not found: {', '.join(missing)}.")
         if args.baseline is not None and args.baseline not in systems:
             comparison.error(f"--baseline {args.baseline} is not one of the systems: {', '.join(systems)}.")
-    elif not 0 <= args.smoothing < 1:
+    elif args.command == "curves" and not 0 <= args.smoothing < 1:
         curves.error(f"--smoothing must be in [0, 1), got {args.smoothing}.")
     return args
 
@@ -553,6 +138,9 @@ def main(argv=None):
         print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
         return
     try:
+        if args.command == "profile":
+            print(profile_report(step_profile(read_log_history(args.run_dir), skip_first=not args.keep_first)))
+            return
         path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
     except (FileNotFoundError, ValueError) as e:  # not a run folder, or a run that logged nothing to plot
         sys.exit(f"error: {e}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import reward_whisper as rw
+import llasa.rewards as rw
 from llasa.format import TOKENS_PER_SECOND, SpeechVocab
 
 # Made-up token ids: the reward only needs to know where the speech ids start and which id ends the speech.

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.asr import BACKENDS, load_backend
 from llasa.audio import load_audio
-from reward_whisper import BACKENDS, DTYPES, load_backend
-from speech_scores import (
+from llasa.device import DTYPES
+from llasa.scores import (
     SAMPLE_RATE,
     DnsmosScorer,
     DurationScorer,

@@ -25,4 +25,4 @@ python inference.py --llasa-id "$OUT/grpo" --codec-id "$OUT/models/codec" --devi
     --text "The quick brown fox jumps over the lazy dog." --output "$OUT/grpo_sample.wav" --max-length 300
 
 echo "== 5/5 where the training time went"
-python -m benchmarks.profile_demo "$OUT/grpo"
+python evaluate.py profile --run_dir "$OUT/grpo"

@@ -1,4 +1,4 @@
-"""The Llasa format, codec and audio I/O shared by every script of llasa-grpo."""
+"""llasa-grpo's library: Llasa's format (re-exported here), the codec, audio, data, synthesis, training and the reward."""
 
 from llasa.format import (
     CODEBOOK_SIZE,

@@ -1,6 +1,10 @@
-"""Command-line conventions the scripts share: flags spelled with underscores or dashes, validated numbers."""
+"""Command-line conventions the scripts share: flags spelled with underscores or dashes, validated numbers, JSON
+Lines input, and the synthesis flags of inference.py and evaluate.py."""
 
 import argparse
+import json
+
+from llasa.format import MAX_CONTEXT_TOKENS, SAMPLING_TEMPERATURE, SAMPLING_TOP_K, SAMPLING_TOP_P
 
 
 def add_flag(parser, name: str, *aliases: str, **kwargs) -> None:
@@ -21,3 +25,69 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def read_jsonl(path) -> list[dict]:
+    """The objects of a JSON Lines file (blank lines skipped); a bad line is named by its file and line number."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{number} is not valid JSON: {e}") from e
+    return rows
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the codec, sampling and devices of the scripts that synthesise speech (inference.py, evaluate.py)."""
+    from llasa.codec import DEFAULT_CODEC_ID
+    from llasa.device import DTYPES
+
+    add_flag(parser, "codec_id", default=DEFAULT_CODEC_ID, help=f"XCodec2 checkpoint (default: {DEFAULT_CODEC_ID})")
+    add_flag(
+        parser,
+        "max_length",
+        type=positive_int,
+        default=MAX_CONTEXT_TOKENS,
+        help="prompt + speech tokens (default: 2048, Llasa's training length)",
+    )
+    add_flag(
+        parser,
+        "temperature",
+        type=float,
+        default=SAMPLING_TEMPERATURE,
+        help=f"sampling temperature; 0 = greedy (default: {SAMPLING_TEMPERATURE}, as in training)",
+    )
+    add_flag(parser, "top_p", type=float, default=SAMPLING_TOP_P, help=f"nucleus sampling (default: {SAMPLING_TOP_P})")
+    add_flag(
+        parser, "top_k", type=int, default=SAMPLING_TOP_K, help=f"top-k sampling; 0 = off (default: {SAMPLING_TOP_K})"
+    )
+    add_flag(parser, "repetition_penalty", type=float, default=None, help="(default: the model's generation config)")
+    add_flag(parser, "seed", type=int, default=None, help="random seed: the same seed gives the same speech")
+    add_flag(
+        parser, "batch_size", type=positive_int, default=1, help="texts generated together (each as num_samples rows)"
+    )
+    add_flag(parser, "device", default="auto", help="auto, cuda, cuda:1, cpu, mps (default: auto)")
+    add_flag(
+        parser, "dtype", default="auto", choices=DTYPES, help="model weights (default: bfloat16 on GPU, else float32)"
+    )
+
+
+def sampling_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The `SamplingOptions` of the flags `add_model_arguments` adds, checked."""
+    from llasa.synthesis import SamplingOptions
+
+    if args.temperature < 0:
+        parser.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}.")
+    if not 0 < args.top_p <= 1:
+        parser.error(f"--top_p must be in (0, 1], got {args.top_p}.")
+    return SamplingOptions(
+        max_length=args.max_length,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )

@@ -21,19 +21,19 @@ precision, so encode datasets in float32. Decoded audio agrees to ~1e-4.
 """
 
 import json
+import os
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from llasa.device import resolve_device
+from llasa.device import resolve_device, resolve_dtype
 from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
 # The transformers port needs no extra package; its codes equal the original release's.
 DEFAULT_CODEC_ID = "HKUSTAudio/xcodec2-hf"
 DEFAULT_BATCH_SIZE = 16  # clips per forward pass (transformers backend)
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def num_codes(num_samples: int) -> int:
@@ -144,7 +144,7 @@ def load_codec(name_or_path, *, device="auto", dtype=None, batch_size: int = DEF
     dtype: None or float32; float16 / bfloat16 (or their names) for the transformers backend on a GPU.
     """
     device = resolve_device(device)
-    dtype = _resolve_dtype(dtype, device)
+    dtype = resolve_dtype(dtype, device, gpu_default=torch.float32)  # unset: float32, as datasets should be encoded
     config = _read_config(name_or_path)
     if _is_transformers_xcodec2(config):
         return _load_transformers_xcodec2(name_or_path, device, dtype, batch_size)
@@ -181,18 +181,6 @@ def _read_config(name_or_path) -> dict:
         raise ValueError(f"{name_or_path} is not an XCodec2 checkpoint: it has no config.json.")
     with open(config_file) as f:
         return json.load(f)
-
-
-def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
-    if dtype not in (torch.float32, *HALF_DTYPES):
-        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}.")
-    if dtype in HALF_DTYPES and device.type != "cuda":
-        raise ValueError(f"Half precision ({dtype}) is for GPUs; on {device} use dtype=None (float32).")
-    return dtype
 
 
 def _load_transformers_xcodec2(name_or_path, device, dtype, batch_size) -> TransformersXcodec2:
@@ -271,3 +259,45 @@ def _checked_codes(codes: torch.Tensor, expected: int) -> list[list[int]]:
     if codes.shape[-1] != expected:
         raise RuntimeError(f"XCodec2 returned {codes.shape[-1]} codes where {expected} were expected.")
     return codes.long().tolist()
+
+
+def load_codec_once(codec_id, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> Xcodec2Codec:
+    """The codec (float32), loaded once per process for each checkpoint, device and batch size: the reward, the
+    training samples and the voice prompt share one copy."""
+    codec_id = os.fspath(codec_id)
+    device = str(resolve_device(device))
+    key = (codec_id, device, batch_size)
+    if key not in _LOADED_CODECS:
+        try:
+            _LOADED_CODECS[key] = load_codec(codec_id, device=device, batch_size=batch_size)
+        except Exception as e:
+            raise RuntimeError(f"Could not load the codec {codec_id!r} on {device}: {e}") from e
+    return _LOADED_CODECS[key]
+
+
+_LOADED_CODECS: dict[tuple, Xcodec2Codec] = {}
+
+
+def decode_speech(codec, codes: list[list[int]], prompts: list[list[int] | None] | None = None) -> list:
+    """`decode_continuations` for rows that may hold no speech: (prompt audio, new audio) per row that has codes,
+    None per row without, decoded together in one codec call."""
+    prompts = [None] * len(codes) if prompts is None else prompts
+    with_speech = [i for i, row in enumerate(codes) if len(row) > 0]
+    decoded = decode_continuations(codec, [list(codes[i]) for i in with_speech], [prompts[i] for i in with_speech])
+    audio = [None] * len(codes)
+    for i, pair in zip(with_speech, decoded, strict=True):
+        audio[i] = pair
+    return audio
+
+
+def encode_voice_prompt(codec, path) -> list[int]:
+    """The codes of a voice prompt recording (any format, rate and channels); errors name the file and the fix."""
+    from llasa.audio import load_audio
+
+    wav = load_audio(path, CODEC_SAMPLE_RATE)
+    if wav.size == 0:
+        raise ValueError(f"The voice prompt {path} holds no audio.")
+    codes = [int(code) for code in codec.encode([wav])[0]]
+    if not codes:
+        raise ValueError(f"The voice prompt {path} is too short to hold a single speech code.")
+    return codes

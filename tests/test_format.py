@@ -3,8 +3,17 @@
 import pytest
 
 import llasa
-from llasa.format import CODEBOOK_SIZE, SpeechVocab
+from llasa.format import (
+    CODEBOOK_SIZE,
+    SpeechVocab,
+    codes_to_tokens,
+    completion_text,
+    parse_completion_text,
+    parse_completions,
+)
 
+# Made-up ids for tests that do not need a real tokenizer: <|s_0|> is 1000.
+VOCAB = SpeechVocab(first_speech_id=1000, speech_start_id=900, speech_end_id=901, eot_id=902)
 SYSTEM_BLOCK = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
     "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
@@ -156,3 +165,30 @@ class TestPrompts:
         # each malformed request names what is wrong
         with pytest.raises(ValueError, match=message):
             llasa.build_messages(**kwargs)
+
+
+class TestCompletionParsing:
+    def test_text_completion_codes_end_and_dropped(self):
+        # codes up to the end marker; one stray word and one out-of-range token dropped; nothing after the end
+        text = "<|s_1|>junk<|s_2|><|s_70000|>" + completion_text([3]) + "<|s_4|>"
+        parsed = parse_completion_text(text)
+        assert parsed.codes == [1, 2, 3]
+        assert parsed.ended and parsed.n_dropped == 2
+
+    def test_text_completion_without_end(self):
+        # a completion cut by max_completion_length has no end marker
+        parsed = parse_completion_text(codes_to_tokens([5, 6]))
+        assert parsed.codes == [5, 6] and not parsed.ended and parsed.n_dropped == 0
+
+    def test_conversational_completion_content(self):
+        # TRL's conversational completions are [{"role": "assistant", "content": ...}]
+        message = [{"role": "assistant", "content": completion_text([7, 8])}]
+        assert parse_completions([message], None, None)[0].codes == [7, 8]
+
+    def test_ids_are_preferred_when_the_vocabulary_is_known(self):
+        # the ids say [1, 2], the (decoded) text would say [9]: ids win; without the vocabulary, the text is read
+        parsed = parse_completions([completion_text([9])], [VOCAB.codes_to_ids([1, 2]) + [VOCAB.speech_end_id]], VOCAB)
+        assert parsed[0].codes == [1, 2]
+        assert parse_completions([completion_text([9])], [VOCAB.codes_to_ids([1, 2]) + [VOCAB.speech_end_id]], None)[
+            0
+        ].codes == [9]

@@ -1,4 +1,4 @@
-"""train.py: arguments, data and prompts, generation settings, and real GRPO runs on tiny models (CPU, offline)."""
+"""train.py: arguments, recipes, generation settings, and real GRPO runs on tiny models (CPU, offline)."""
 
 import json
 import math
@@ -14,6 +14,7 @@ import torch
 from trl import get_peft_config
 
 import llasa
+import llasa.training as training
 import train
 from llasa import CODEBOOK_SIZE, MAX_CONTEXT_TOKENS, SAMPLES_PER_TOKEN, SpeechVocab
 
@@ -128,9 +129,9 @@ def test_seed_command_parses_with_llasa_defaults():
     assert (args.num_generations, args.beta, args.learning_rate) == (8, 0.1, 1e-5)
     # Llasa's sampling, the same as inference.py's defaults
     assert (args.temperature, args.top_p, args.top_k) == (0.8, 1.0, 50)
-    import inference
+    import llasa.synthesis as synthesis
 
-    defaults = inference.SamplingOptions()
+    defaults = synthesis.SamplingOptions()
     assert (defaults.temperature, defaults.top_p, defaults.top_k) == (args.temperature, args.top_p, args.top_k)
     assert args.max_completion_length is None  # sized from the data later
     assert args.mask_truncated_completions is True
@@ -237,15 +238,15 @@ def test_vllm_gets_llasa_stop_ids(tiny_tokenizer):
     # generation_kwargs to SamplingParams in colocate mode and to the server's request in server mode); the user's
     # own stop ids are kept.
     vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
-    summary = train.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
+    summary = training.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
     _, args, _ = parse("--use_vllm", "--vllm_mode", "server", "--generation_kwargs", '{"stop_token_ids": [7]}')
-    train.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
     assert args.generation_kwargs["stop_token_ids"] == [vocab.speech_end_id, vocab.eot_id, 7]
     assert args.vllm_mode == "server"
     assert args.vllm_max_model_length == MAX_CONTEXT_TOKENS  # not the base Llama's 131072 positions
     # Without vLLM, transformers' generate stops through the generation config's eos ids instead.
     _, args, _ = parse()
-    train.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
     assert args.generation_kwargs is None
 
 
@@ -261,135 +262,17 @@ def test_lora_flags_build_a_peft_config():
 # ---------------------------------------------------------------------------------------------------- data
 
 
-def test_load_training_dataset_from_files_and_folders(tmp_path):
-    # JSON, JSONL, CSV and Parquet files and save_to_disk folders (Dataset, or DatasetDict with a split) all load,
-    # numbers as numbers (the duration that sizes the completions and feeds the reward).
-    from datasets import Dataset, DatasetDict
-
-    rows = [{"text": "one", "duration": 1.5}, {"text": "two", "duration": 2.0}]
-    (tmp_path / "a.json").write_text(json.dumps(rows))
-    write_jsonl(tmp_path / "a.jsonl", rows)
-    (tmp_path / "a.csv").write_text("text,duration\none,1.5\ntwo,2\n")
-    Dataset.from_list(rows).to_parquet(str(tmp_path / "a.parquet"))
-    Dataset.from_list(rows).save_to_disk(str(tmp_path / "flat"))
-    DatasetDict({"train": Dataset.from_list(rows[:1]), "dev": Dataset.from_list(rows)}).save_to_disk(
-        str(tmp_path / "dd")
-    )
-    for source in ("a.json", "a.jsonl", "a.csv", "a.parquet", "flat"):
-        loaded = train.load_training_dataset(str(tmp_path / source))
-        assert (loaded["text"], loaded["duration"]) == (["one", "two"], [1.5, 2.0]), source
-    assert train.load_training_dataset(str(tmp_path / "dd"), split="dev")["text"] == ["one", "two"]
-    # A missing split lists the splits; a missing file or an unknown file type is named.
-    with pytest.raises(ValueError, match="splits are: train, dev"):
-        train.load_training_dataset(str(tmp_path / "dd"), split="test")
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        train.load_training_dataset(str(tmp_path / "missing.jsonl"))
-    (tmp_path / "a.txt").write_text("one\n")
-    with pytest.raises(ValueError, match="unsupported file type"):
-        train.load_training_dataset(str(tmp_path / "a.txt"))
-
-
-def test_build_prompts_drops_and_counts_bad_rows(tiny_tokenizer):
-    # Empty texts and texts whose speech cannot fit in the context are dropped and counted; the rest get
-    # Llasa's conversational prompt and their stripped text.
-    from datasets import Dataset
-
-    long_text = "word " * 2000  # ~10000 chars: ~36000 speech tokens at 14 chars/s
-    rows = {
-        "text": ["  Hello world. ", "", None, "   ", long_text, "Too long by duration.", "Fits."],
-        "duration": [1.0, 1.0, 1.0, 1.0, None, 45.0, None],
-        "speaker": ["a", "b", "c", "d", "e", "f", "g"],
-    }
-    dataset, summary = train.build_prompts(Dataset.from_dict(rows), tiny_tokenizer)
-    assert (summary.rows, summary.kept, summary.empty_text, summary.too_long, summary.dropped) == (7, 2, 3, 2, 5)
-    assert dataset["text"] == ["Hello world.", "Fits."]
-    assert dataset["speaker"] == ["a", "g"]  # other columns follow their rows
-    assert dataset["prompt"][0] == llasa.build_messages("Hello world.")
-    # 1.0 s -> 51 tokens with END; "Fits." is 5 chars / 14 per s -> 18 tokens with END.
-    assert summary.max_speech_tokens == 51
-    rendered = [llasa.render_prompt(tiny_tokenizer, text) for text in ("Hello world.", "Fits.")]
-    assert summary.max_prompt_tokens == max(map(len, tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"]))
-    assert "3 empty text" in summary.report() and "2 too long" in summary.report()
-
-
-def test_missing_text_column_lists_the_columns(tiny_tokenizer):
-    # The error names the missing column, the columns there are, and the flag to pass.
-    from datasets import Dataset
-
-    with pytest.raises(ValueError, match=r"no column 'text' \(--text_column\); its columns are: sentence, id"):
-        train.build_prompts(Dataset.from_dict({"sentence": ["hi"], "id": [1]}), tiny_tokenizer)
-
-
-def test_raw_audio_columns_are_dropped_and_others_kept(tiny_tokenizer):
-    # An Audio column (create_dataset.py --keep_audio, hub speech datasets) would be decoded for every batch and no
-    # reward reads it: it is dropped; the columns the reward reads stay, row for row.
-    from datasets import Audio, Dataset
-
-    rows = {"text": ["", "Hello."], "audio": [str(DATA / "fox_en_us.wav")] * 2, "duration": [1.0, 2.0]}
-    dataset = Dataset.from_dict(rows).cast_column("audio", Audio())
-    built, summary = train.build_prompts(dataset, tiny_tokenizer)
-    assert built.column_names == ["text", "prompt", "duration"]
-    assert (summary.kept, built[0]["duration"]) == (1, 2.0)
-
-
-def test_per_row_voice_prompts(tiny_tokenizer):
-    # Each row continues its own reference voice (codes as a list or as speech tokens); rows without one are dropped.
-    from datasets import Dataset
-
-    rows = {
-        "text": ["Target one.", "Target two.", "Target three."],
-        "ref_codes": [[1, 2, 3], [], [4, 5]],
-        "ref_text": ["Reference one.", "Reference two.", "Reference three."],
-    }
-    dataset, summary = train.build_prompts(
-        Dataset.from_dict(rows), tiny_tokenizer, prompt_codes_column="ref_codes", prompt_text_column="ref_text"
-    )
-    assert (summary.kept, summary.no_voice_prompt) == (2, 1)
-    assert dataset["prompt"][1] == llasa.build_messages("Target three.", "Reference three.", [4, 5])
-    assert dataset["text"] == ["Target one.", "Target three."]  # the reward hears only the target
-    assert dataset["prompt_code_ids"] == [[1, 2, 3], [4, 5]]  # the voice the reward's speaker similarity compares to
-    tokens = Dataset.from_dict({"text": ["T."], "ref_codes": [llasa.codes_to_tokens([9, 8])], "ref_text": ["R."]})
-    dataset, _ = train.build_prompts(
-        tokens, tiny_tokenizer, prompt_codes_column="ref_codes", prompt_text_column="ref_text"
-    )
-    assert dataset["prompt"][0] == llasa.build_messages("T.", "R.", [9, 8])
-    assert dataset["prompt_code_ids"] == [[9, 8]]
-
-
-def test_expected_speech_and_completion_budget():
-    # 50 tokens per second plus END, from the duration or from the text length at the assumed speaking rate.
-    assert train.expected_speech_tokens("ignored", 2.0, 14.0) == 101
-    assert train.expected_speech_tokens("x" * 28, None, 14.0) == 101
-    # The budget is the longest utterance plus the margin, within the context the longest prompt leaves.
-    assert train.size_completion_length(100, 80, margin=1.3) == 130
-    assert train.size_completion_length(1000, 1950, margin=1.3) == MAX_CONTEXT_TOKENS - 1950
-
-
 def test_completion_budget_sized_only_when_not_given():
     # Not given: sized from the data, not TRL's default; given (even TRL's own default 512): kept.
-    summary = train.PromptSummary(rows=1, kept=1, max_prompt_tokens=80, max_speech_tokens=501)  # 10 s
+    summary = training.PromptSummary(rows=1, kept=1, max_prompt_tokens=80, max_speech_tokens=501)  # 10 s
     _, args, _ = parse()
-    train.configure_generation(args, summary, [1, 2], margin=1.3)
+    training.configure_generation(args, summary, [1, 2], margin=1.3)
     assert args.max_completion_length == math.ceil(501 * 1.3)
     _, args, _ = parse("--max_completion_length", "512")
-    train.configure_generation(args, summary, [1, 2], margin=1.3)
+    training.configure_generation(args, summary, [1, 2], margin=1.3)
     assert args.max_completion_length == 512
     # The prompt's date is pinned whatever the user passed.
     assert args.chat_template_kwargs == llasa.chat_template_kwargs()
-
-
-def test_truncation_warning_is_rate_limited(caplog):
-    # A high clipped ratio warns once, then not again within the interval; a low one never warns.
-    from transformers import TrainerControl, TrainerState
-
-    _, args, _ = parse("--max_completion_length", "100")
-    callback = train.TruncationWarningCallback(threshold=0.2, every_steps=10)
-    state = TrainerState()
-    for step, ratio in [(1, 0.5), (2, 0.9), (3, 0.1), (11, 0.3)]:
-        state.global_step = step
-        callback.on_log(args, state, TrainerControl(), logs={"completions/clipped_ratio": ratio})
-    warnings = [r.message for r in caplog.records if "max_completion_length" in r.message]
-    assert len(warnings) == 2 and warnings[0].startswith("Step 1: 50%") and warnings[1].startswith("Step 11: 30%")
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
@@ -399,7 +282,7 @@ def test_truncation_warning_is_rate_limited(caplog):
 def test_training_prompt_ids_equal_inference(tiny_llasa_dir, tmp_path, voice):
     # The token ids TRL generates from are inference.py's for the same text, with or without a voice prompt,
     # and start with exactly one <|begin_of_text|>.
-    import inference
+    import llasa.synthesis as synthesis
 
     row = {"text": TEXTS[0]}
     if voice:
@@ -415,9 +298,9 @@ def test_training_prompt_ids_equal_inference(tiny_llasa_dir, tmp_path, voice):
     )
     [trl_ids], _, _ = trainer._tokenize_prompts([trainer.train_dataset[0]["prompt"]])
 
-    model = inference.load_model(str(tiny_llasa_dir), device="cpu", dtype="float32")
-    request = inference.Request(id="0", text=TEXTS[0], prompt_text=row.get("ref_text"))
-    expected = inference.prompt_ids(model, request, row.get("ref_codes"), MAX_CONTEXT_TOKENS)
+    model = synthesis.load_model(str(tiny_llasa_dir), device="cpu", dtype="float32")
+    request = synthesis.Request(id="0", text=TEXTS[0], prompt_text=row.get("ref_text"))
+    expected = synthesis.prompt_ids(model, request, row.get("ref_codes"), MAX_CONTEXT_TOKENS)
     assert trl_ids == expected
     bos = trainer.processing_class.bos_token_id
     assert trl_ids[0] == bos and trl_ids.count(bos) == 1
@@ -441,7 +324,7 @@ def test_two_step_run_with_the_whisper_reward(
     # transcripts, speech seconds and profiling timings logged; WAV samples written; the rendered prompts are fed.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reward_whisper import load_reward
+    from llasa.rewards import load_reward
 
     dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": t, "duration": 1.5} for t in TEXTS])
     vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
@@ -500,14 +383,14 @@ def test_two_step_run_with_the_whisper_reward(
 
     # Resuming from the latest checkpoint ("--resume_from_checkpoint true") goes on from step 2.
     resumed = build(tiny_llasa_dir, dataset, [reward], small_run_flags(out, steps=3, budget=20))
-    train.train(resumed, resume_from_checkpoint=train.resume_target("true"))
+    train.train(resumed, resume_from_checkpoint=training.resume_target("true"))
     assert resumed.state.global_step == 3
-    assert train.resume_target(str(out / "checkpoint-2")) == str(out / "checkpoint-2")
+    assert training.resume_target(str(out / "checkpoint-2")) == str(out / "checkpoint-2")
 
     # The profile of the run splits each step into its phases.
-    from benchmarks.profile_demo import profile, read_log_history
+    from llasa.evaluation import read_log_history, step_profile
 
-    result = profile(read_log_history(out), skip_first=False)
+    result = step_profile(read_log_history(out), skip_first=False)
     assert result.steps == 3 and result.generation > 0 and result.reward > 0 and result.update > 0
     assert sum(seconds for _, seconds in result.rows()) == pytest.approx(result.step, rel=1e-6)
 
@@ -654,7 +537,7 @@ def test_one_step_with_the_prosody_reward(tiny_llasa_dir, tiny_tokenizer, tiny_c
     from demo.tiny_models import tiny_en_whisper_path
     from llasa.audio import load_audio
     from llasa.codec import load_codec
-    from reward_whisper import load_reward
+    from llasa.rewards import load_reward
 
     config = json.loads((REPO / "reward_models" / "prosody_reward.json").read_text())
     config["components"]["pitch"]["num_workers"] = 0

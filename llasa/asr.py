@@ -1,0 +1,347 @@
+"""Whisper as the reward's ear: three back ends (openai-whisper, transformers, faster-whisper) behind one interface.
+
+For a batch of 16 kHz waveforms and reference texts, `transcribe_and_score` returns the greedy transcripts and each
+text's teacher-forced NLL from one encoder pass. Each back end computes its input features as its own transcription
+does: openai-whisper and faster-whisper zero-pad the log-mel of the clip to 3000 frames, transformers pads the audio
+to 30 s (what models fine-tuned with it saw), so the same weights give the same NLL through the first two and a close
+one through the third.
+
+NLL: the reference text (raw, with a leading space as Whisper writes it, except in languages without spaces) is
+teacher-forced through the decoder after the prefix <|startoftranscript|>[<|lang|><|transcribe|>]<|notimestamps|>.
+Each text token's probability is renormalised over the text vocabulary (ids below <|endoftext|>) and EOT is not
+scored: this is what CTranslate2's `align` returns and cannot be changed, so all three back ends compute it that way
+and agree on the same weights. A reference longer than the decoder's context is cut to fit.
+"""
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from llasa.device import dtype_name, resolve_device, resolve_dtype
+from llasa.text import NO_SPACE_LANGUAGES
+
+logger = logging.getLogger(__name__)
+
+WHISPER_SAMPLE_RATE = 16000  # every Whisper reads 16 kHz mono
+WHISPER_WINDOW_SECONDS = 30  # Whisper pads or cuts its input to 30 s
+WHISPER_WINDOW_SAMPLES = WHISPER_SAMPLE_RATE * WHISPER_WINDOW_SECONDS
+WHISPER_HOP = 160  # mel frame hop in samples: 3000 frames per window
+WHISPER_N_FFT = 400  # STFT window: zeros padded beyond it change none of the clip's frames
+WHISPER_FRAMES = WHISPER_WINDOW_SAMPLES // WHISPER_HOP
+WHISPER_TEXT_CONTEXT = 448  # decoder positions of every Whisper model (prefix + text)
+DEFAULT_MAX_NEW_TOKENS = 224  # longest transcript Whisper may write (its own default)
+
+BACKENDS = ("openai-whisper", "transformers", "faster-whisper")
+
+
+def text_prefix(text: str, language: str) -> str:
+    """The reference as Whisper writes a transcript: after a space, except in languages without spaces."""
+    text = text.strip()
+    return text if language in NO_SPACE_LANGUAGES else " " + text
+
+
+def first_window(waveform: np.ndarray) -> np.ndarray:
+    """The first 30 s: all Whisper hears of a longer clip."""
+    return np.ascontiguousarray(waveform[:WHISPER_WINDOW_SAMPLES], dtype=np.float32)
+
+
+def text_nll(logits, targets: list[int], eot: int) -> float:
+    """-mean log p(target) over the text vocabulary (ids below EOT), from the logits that predict each target."""
+
+    log_probs = torch.log_softmax(logits[:, :eot].float(), dim=-1)
+    rows = torch.arange(len(targets), device=logits.device)
+    return -log_probs[rows, torch.tensor(targets, device=logits.device)].mean().item()
+
+
+def check_language(model_name: str, multilingual: bool, language: str) -> None:
+    if not multilingual and language != "en":
+        raise ValueError(
+            f"The Whisper model {model_name!r} is English-only and cannot transcribe {language!r}: set language to "
+            "'en' or use a multilingual model (e.g. large-v3)."
+        )
+
+
+class AsrBackend:
+    """One Whisper model on one device. Subclasses implement `encode`, `transcribe` and `nll`."""
+
+    name: ClassVar[str]
+    prefix: list[int]  # <|startoftranscript|>[<|lang|><|transcribe|>]<|notimestamps|>: what precedes the text
+
+    def __init__(self, model_name: str, *, device: str, dtype: str, language: str, max_new_tokens: int):
+        self.model_name, self.device, self.dtype = model_name, device, dtype
+        self.language, self.max_new_tokens = language, max_new_tokens
+        try:
+            self._load()
+        except Exception as e:
+            raise RuntimeError(f"Could not load the {self.name} model {model_name!r} on {device}: {e}") from e
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def encode(self, waveforms: Sequence[np.ndarray]):
+        """The encoder output for a batch of 16 kHz waveforms (each cut or padded to 30 s)."""
+        raise NotImplementedError
+
+    def transcribe(self, features) -> list[str]:
+        """Greedy transcripts from the encoder output."""
+        raise NotImplementedError
+
+    def nll(self, features, texts: Sequence[str]) -> list[float]:
+        """Teacher-forced NLL of each reference text from the encoder output."""
+        raise NotImplementedError
+
+    def transcribe_and_score(
+        self, waveforms: Sequence[np.ndarray], texts: Sequence[str]
+    ) -> tuple[list[str], list[float]]:
+        """Transcripts and NLLs of a batch, with one encoder pass shared by both."""
+
+        with torch.inference_mode():
+            features = self.encode(waveforms)
+            return self.transcribe(features), self.nll(features, texts)
+
+    def _text_tokens(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each reference's text tokens, cut to fit the decoder's context after the prefix (and CTranslate2's EOT)."""
+        room = WHISPER_TEXT_CONTEXT - len(self.prefix) - 1
+        return [self._encode_text(text_prefix(text, self.language))[:room] for text in texts]
+
+    def _encode_text(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+
+class OpenAIWhisperBackend(AsrBackend):
+    """openai-whisper: `embed_audio` once; `whisper.decode` skips the encoder when given its output."""
+
+    name = "openai-whisper"
+
+    def _load(self) -> None:
+        import whisper
+
+        if self.dtype == "bfloat16":
+            raise ValueError("openai-whisper decodes in float16 or float32 only: set dtype to 'float16' or 'float32'.")
+        self.torch_dtype = getattr(torch, self.dtype)
+        self.model = whisper.load_model(self.model_name, device=self.device).eval()
+        if self.dtype == "float16":
+            # Half-precision weights, but LayerNorm's stay float32: whisper computes LayerNorm in float32 anyway, and
+            # otherwise casts every weight to the input's dtype at every call.
+            self.model.half()
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    module.float()
+        check_language(self.model_name, self.model.is_multilingual, self.language)
+        self.tokenizer = whisper.tokenizer.get_tokenizer(
+            self.model.is_multilingual,
+            num_languages=self.model.num_languages,
+            language=self.language if self.model.is_multilingual else None,
+            task="transcribe",
+        )
+        self.prefix = list(self.tokenizer.sot_sequence_including_notimestamps)
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def encode(self, waveforms):
+        import whisper
+
+        mels = []
+        for wav in waveforms:
+            clip = first_window(wav)
+            # As whisper.transcribe: the log-mel of the clip followed by silence (normalised over it), zero-padded
+            # to 3000 frames. whisper.transcribe appends 30 s of silence; one STFT window of it gives the same frames.
+            mel = whisper.log_mel_spectrogram(
+                torch.from_numpy(clip), self.model.dims.n_mels, padding=WHISPER_N_FFT, device=self.device
+            )
+            mels.append(whisper.pad_or_trim(mel[:, : len(clip) // WHISPER_HOP], WHISPER_FRAMES))
+        return self.model.embed_audio(torch.stack(mels).to(self.torch_dtype))
+
+    def transcribe(self, features) -> list[str]:
+        import whisper
+
+        options = whisper.DecodingOptions(
+            task="transcribe",
+            language=self.language,  # "en" for English-only models; None would ask for language detection
+            without_timestamps=True,
+            sample_len=self.max_new_tokens,
+            fp16=self.dtype == "float16",
+        )
+        results = whisper.decode(self.model, features, options)
+        # Special tokens a model may emit are not text (transformers and faster-whisper drop them too).
+        return [
+            self.tokenizer.decode([t for t in result.tokens if t < self.tokenizer.eot]).strip() for result in results
+        ]
+
+    def nll(self, features, texts) -> list[float]:
+
+        targets = self._text_tokens(texts)
+        width = len(self.prefix) + max(len(tokens) for tokens in targets)
+        # Right padding: the decoder is causal, so padding never changes the logits of the real tokens.
+        rows = [(self.prefix + tokens + [self.tokenizer.eot] * width)[:width] for tokens in targets]
+        logits = self.model.logits(torch.tensor(rows, device=features.device), features)
+        start = len(self.prefix) - 1  # the logits at position i predict token i + 1
+        return [
+            text_nll(logits[row, start : start + len(tokens)], tokens, self.tokenizer.eot)
+            for row, tokens in enumerate(targets)
+        ]
+
+
+class TransformersBackend(AsrBackend):
+    """transformers: the encoder once, then `generate(encoder_outputs=...)` and a decoder forward for the NLL."""
+
+    name = "transformers"
+
+    def _load(self) -> None:
+        from transformers import AutoProcessor, WhisperForConditionalGeneration
+
+        self.torch_dtype = getattr(torch, self.dtype)
+        self.model = WhisperForConditionalGeneration.from_pretrained(self.model_name, dtype=self.torch_dtype)
+        self.model.to(self.device).eval()
+        self.processor = AutoProcessor.from_pretrained(self.model_name)
+        self.tokenizer = self.processor.tokenizer
+        self.multilingual = self.model.config.vocab_size >= 51865  # openai-whisper's own test
+        check_language(self.model_name, self.multilingual, self.language)
+        if self.multilingual:
+            self.tokenizer.set_prefix_tokens(language=self.language, task="transcribe", predict_timestamps=False)
+        else:
+            self.tokenizer.set_prefix_tokens(predict_timestamps=False)
+        self.prefix = list(self.tokenizer.prefix_tokens)
+        self.eot = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        # Greedy; the length is set as max_length (prefix included) since transformers warns at every call when
+        # max_new_tokens and the checkpoint's max_length are both set.
+        self.generation_config = self.model.generation_config
+        self.generation_config.update(max_length=len(self.prefix) + self.max_new_tokens, num_beams=1, do_sample=False)
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode(self, waveforms):
+        extractor = self.processor.feature_extractor
+        # transformers' own convention (what its fine-tuned models were trained on): the audio is padded to 30 s.
+        inputs = extractor(
+            [first_window(wav) for wav in waveforms], sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt"
+        ).input_features
+        return self.model.get_encoder()(input_features=inputs.to(self.device, self.torch_dtype))
+
+    def transcribe(self, features) -> list[str]:
+        language = {"language": self.language, "task": "transcribe"} if self.multilingual else {}
+        sequences = self.model.generate(
+            encoder_outputs=features, generation_config=self.generation_config, return_timestamps=False, **language
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+
+    def nll(self, features, texts) -> list[float]:
+
+        targets = self._text_tokens(texts)
+        width = len(self.prefix) + max(len(tokens) for tokens in targets)
+        # Right padding: the decoder is causal, so padding never changes the logits of the real tokens.
+        rows = [(self.prefix + tokens + [self.eot] * width)[:width] for tokens in targets]
+        logits = self.model(
+            encoder_outputs=features, decoder_input_ids=torch.tensor(rows, device=self.device), use_cache=False
+        ).logits
+        start = len(self.prefix) - 1
+        return [
+            text_nll(logits[row, start : start + len(tokens)], tokens, self.eot) for row, tokens in enumerate(targets)
+        ]
+
+
+class FasterWhisperBackend(AsrBackend):
+    """faster-whisper / CTranslate2: `encode` once; `generate` and `align` both accept the encoder output."""
+
+    name = "faster-whisper"
+
+    def _load(self) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        device, _, index = self.device.partition(":")
+        compute_type = self.dtype  # CTranslate2's names: float16, bfloat16, float32
+        loaded = WhisperModel(self.model_name, device=device, device_index=int(index or 0), compute_type=compute_type)
+        self.model = loaded.model
+        self.feature_extractor = loaded.feature_extractor
+        n_mels = self.feature_extractor.mel_filters.shape[0]
+        if n_mels != self.model.n_mels:
+            raise ValueError(
+                f"The model reads {self.model.n_mels} mel bins but its preprocessor gives {n_mels}: add the model's "
+                "preprocessor_config.json to its folder."
+            )
+        check_language(self.model_name, self.model.is_multilingual, self.language)
+        self.tokenizer = Tokenizer(
+            loaded.hf_tokenizer,
+            self.model.is_multilingual,
+            task="transcribe",
+            language=self.language if self.model.is_multilingual else None,
+        )
+        # `align` appends <|notimestamps|> to the start sequence itself; `generate` needs it in the prompt.
+        self.start_sequence = list(self.tokenizer.sot_sequence)
+        self.prefix = self.start_sequence + [self.tokenizer.no_timestamps]
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def encode(self, waveforms):
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+
+        clips = [first_window(wav) for wav in waveforms]
+        # As faster-whisper's transcribe: the log-mel of the clip, zero-padded to 3000 frames.
+        mels = [pad_or_trim(self.feature_extractor(clip)[:, : len(clip) // WHISPER_HOP]) for clip in clips]
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(mels), dtype=np.float32))
+        return _EncodedAudio(self.model.encode(features), [len(clip) for clip in clips])
+
+    def transcribe(self, features) -> list[str]:
+        results = self.model.generate(
+            features.output,
+            [self.prefix] * len(features.n_samples),
+            beam_size=1,
+            max_length=len(self.prefix) + self.max_new_tokens,
+            suppress_blank=True,
+            suppress_tokens=[-1],  # the non-speech symbols, as openai-whisper's default
+        )
+        return [self.tokenizer.decode(result.sequences_ids[0]).strip() for result in results]
+
+    def nll(self, features, texts) -> list[float]:
+        targets = self._text_tokens(texts)
+        frames = [max(n // WHISPER_HOP, 1) for n in features.n_samples]  # used for the alignment, not the probs
+        results = self.model.align(features.output, self.start_sequence, targets, frames)
+        return [-float(np.mean(np.log(result.text_token_probs))) for result in results]
+
+
+@dataclass(frozen=True)
+class _EncodedAudio:
+    output: Any  # CTranslate2 StorageView on the model's device
+    n_samples: list[int]  # real (unpadded) samples per clip, at most 30 s
+
+
+BACKEND_CLASSES = {
+    backend.name: backend for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend)
+}
+_LOADED_BACKENDS: dict[tuple, AsrBackend] = {}
+_LOADED_CODECS: dict[tuple, Any] = {}
+
+
+def load_backend(
+    backend: str,
+    model: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    language: str = "en",
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+) -> AsrBackend:
+    """The ASR back end, loaded once per process for each (back end, model, device, dtype, language, length)."""
+    if backend not in BACKEND_CLASSES:
+        raise ValueError(f"Unknown ASR back end {backend!r}: use one of {list(BACKEND_CLASSES)}.")
+    model = os.fspath(model)
+    device = str(resolve_device(device))
+    # float16 on a GPU by default: openai-whisper decodes in float16 or float32 only.
+    dtype = dtype_name(resolve_dtype(dtype, device, gpu_default=torch.float16, half_on_cpu=True))
+    key = (backend, model, device, dtype, language, max_new_tokens)
+    if key not in _LOADED_BACKENDS:
+        logger.info("Loading the %s model %s on %s (%s).", backend, model, device, dtype)
+        _LOADED_BACKENDS[key] = BACKEND_CLASSES[backend](
+            model, device=device, dtype=dtype, language=language, max_new_tokens=max_new_tokens
+        )
+    return _LOADED_BACKENDS[key]

@@ -1,0 +1,186 @@
+"""Where datasets come from: a hub id, a `save_to_disk` folder, a folder of audio files with transcripts, or a
+JSON / JSONL / CSV / Parquet file; their audio and text columns; and one audio cell read as 16 kHz mono."""
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llasa.format import CODEC_SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+# Tried in order when --audio_column / --text_column are not given (an Audio-typed column wins for audio).
+AUDIO_COLUMN_CANDIDATES = ("audio", "file_name", "path", "audio_path", "audio_filepath", "file", "filename", "wav")
+# Normalised transcripts (numbers and abbreviations spelled out) first: they say what is actually spoken.
+TEXT_COLUMN_CANDIDATES = (
+    "normalized_text",
+    "text_normalized",
+    "text",
+    "transcript",
+    "transcription",
+    "sentence",
+    "raw_text",
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    dataset: object  # datasets.Dataset
+    base_dir: Path | None  # where relative audio paths live
+
+
+def load_source(dataset: str, split: str = "train", config: str | None = None) -> Source:
+    """The rows to tokenize, from a hub id, a save_to_disk folder, an audio folder or a JSON/JSONL/CSV/Parquet file."""
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        if any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):
+            from datasets import load_from_disk
+
+            return Source(_pick_split(load_from_disk(str(path)), split, dataset), base_dir=None)
+        return Source(_rows_to_dataset(_audio_folder_rows(path), dataset), base_dir=path.resolve())
+    if path.is_file():
+        return Source(_rows_to_dataset(_read_table(path), dataset), base_dir=path.resolve().parent)
+    if path.suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"} or dataset.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--dataset {dataset}: no such file or folder.")
+    from datasets import load_dataset
+
+    return Source(load_dataset(dataset, config, split=split), base_dir=None)
+
+
+def _pick_split(data, split: str, name: str):
+    from datasets import DatasetDict
+
+    if not isinstance(data, DatasetDict):
+        return data
+    if split not in data:
+        raise ValueError(f"{name} has no split {split!r}; its splits are: {', '.join(data)}. Pass one of them.")
+    return data[split]
+
+
+def _rows_to_dataset(rows: list[dict], name: str):
+    from datasets import Dataset
+
+    if not rows:
+        raise ValueError(f"{name} holds no rows.")
+    return Dataset.from_list(rows)
+
+
+def _read_table(path: Path) -> list[dict]:
+    """Rows of a CSV, JSON (a list of objects), JSON Lines or Parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        import pandas
+
+        # Numbers stay numbers (a duration column, say); empty cells become None.
+        table = pandas.read_csv(path, encoding="utf-8")
+        return table.astype(object).where(table.notna(), None).to_dict("records")
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{path} must hold a list of objects (one per clip), or use JSON Lines (.jsonl).")
+        return rows
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        return pyarrow.parquet.read_table(path).to_pylist()
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .json, .jsonl or .parquet.")
+
+
+def _audio_folder_rows(folder: Path) -> list[dict]:
+    """Rows of a folder of audio files: from metadata.csv / metadata.jsonl, else from a .txt beside each file."""
+    for name in METADATA_FILES:
+        if (folder / name).is_file():
+            return _read_table(folder / name)
+    audio_files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not audio_files:
+        raise ValueError(f"{folder} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) and no dataset.")
+    if not any(p.with_suffix(".txt").is_file() for p in audio_files):
+        raise ValueError(
+            f"{folder} has audio files but no transcripts: add {' or '.join(METADATA_FILES)} with columns "
+            "file_name,text, or a .txt file beside each audio file."
+        )
+    # An audio file without its .txt gets an empty text, which is then skipped and counted.
+    untranscribed = sum(not p.with_suffix(".txt").is_file() for p in audio_files)
+    if untranscribed:
+        logger.warning("%d of %d audio files in %s have no .txt transcript", untranscribed, len(audio_files), folder)
+    return [
+        {
+            "file_name": str(p.relative_to(folder)),
+            "text": p.with_suffix(".txt").read_text(encoding="utf-8") if p.with_suffix(".txt").is_file() else "",
+        }
+        for p in audio_files
+    ]
+
+
+def resolve_columns(dataset, audio_column: str | None = None, text_column: str | None = None) -> tuple[str, str]:
+    """The audio and text column names: the ones given (checked), or detected from common names."""
+    from datasets import Audio
+
+    columns = list(dataset.column_names)
+    listed = ", ".join(columns)
+    for flag, given in (("--audio_column", audio_column), ("--text_column", text_column)):
+        if given is not None and given not in columns:
+            raise ValueError(f"Column {given!r} ({flag}) is not in the dataset; its columns are: {listed}.")
+    if audio_column is None:
+        typed = [name for name in columns if isinstance(dataset.features[name], Audio)]
+        audio_column = next(iter(typed + [name for name in AUDIO_COLUMN_CANDIDATES if name in columns]), None)
+    if text_column is None:
+        text_column = next((name for name in TEXT_COLUMN_CANDIDATES if name in columns), None)
+    for flag, found in (("--audio_column", audio_column), ("--text_column", text_column)):
+        if found is None:
+            kind = flag.removeprefix("--").removesuffix("_column")
+            raise ValueError(f"Cannot tell which column holds the {kind}: pass {flag}. The columns are: {listed}.")
+    return audio_column, text_column
+
+
+# Audio cells
+
+
+def load_clip(value, base_dir: Path | None = None) -> np.ndarray:
+    """One audio cell as 16 kHz mono float32: a file path, {"bytes", "path"} (HF Audio) or {"array", "sampling_rate"}."""
+    from llasa.audio import load_audio, resample, to_mono
+
+    if isinstance(value, str):
+        return load_audio(_resolve(value, base_dir), CODEC_SAMPLE_RATE)
+    if isinstance(value, dict) and value.get("array") is not None:
+        array = np.asarray(value["array"], dtype=np.float32)
+        # datasets keeps multi-channel audio channels-first; to_mono wants (frames, channels)
+        return resample(to_mono(array.T if array.ndim == 2 else array), int(value["sampling_rate"]), CODEC_SAMPLE_RATE)
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        try:
+            return load_audio(io.BytesIO(value["bytes"]), CODEC_SAMPLE_RATE)
+        except RuntimeError as e:
+            raise RuntimeError(f"Failed to load audio {audio_name(value)}: {e.__cause__}") from e
+    if isinstance(value, dict) and value.get("path") is not None:
+        return load_audio(_resolve(value["path"], base_dir), CODEC_SAMPLE_RATE)
+    raise RuntimeError(f"Failed to load audio: not a path nor audio data: {str(value)[:80]!r}")
+
+
+def audio_name(value) -> str:
+    """How a warning names an audio cell: its path when it has one."""
+    if isinstance(value, dict):
+        return value.get("path") or "(embedded audio)"
+    return str(value)
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    path = Path(path).expanduser()
+    return base_dir / path if base_dir is not None and not path.is_absolute() else path
+
+
+def undecoded(dataset, audio_column: str):
+    """The dataset with its Audio column left as bytes/paths: we decode it ourselves (no torchcodec needed)."""
+    from datasets import Audio
+
+    if isinstance(dataset.features[audio_column], Audio):
+        return dataset.cast_column(audio_column, Audio(decode=False))
+    return dataset

@@ -1,0 +1,319 @@
+"""Tokenizing a speech dataset into Llasa's rows: clips -> XCodec2 codes -> text, codes, duration and TRL's
+prompt/completion pair, encoded in resumable shards and moved into place only when complete."""
+
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from llasa.codec import DEFAULT_CODEC_ID, load_codec
+from llasa.data import Source, audio_name, load_clip, load_source, resolve_columns, undecoded
+from llasa.format import (
+    CODE_TOKENS_COLUMN,
+    CODEBOOK_SIZE,
+    CODEC_SAMPLE_RATE,
+    CODES_COLUMN,
+    DURATION_COLUMN,
+    MAX_CONTEXT_TOKENS,
+    TEXT_COLUMN,
+    TOKENS_PER_SECOND,
+    chat_template_kwargs,
+    codes_to_tokens,
+    training_pair,
+)
+
+logger = logging.getLogger(__name__)
+
+# Llasa was trained on prompt + speech of at most 2048 tokens. The rendered prompt (chat template with its
+# system block, ~40 tokens, plus the transcript) stays well under 548 tokens for a 30 s utterance, which
+# leaves 1500 tokens, i.e. 30 s of speech at 50 tokens per second, for the completion and its end token.
+PROMPT_TOKEN_ALLOWANCE = 548
+DEFAULT_MAX_DURATION = (MAX_CONTEXT_TOKENS - PROMPT_TOKEN_ALLOWANCE) / TOKENS_PER_SECOND  # 30.0 s
+DEFAULT_MIN_DURATION = 0.5  # seconds; shorter clips are mostly silence or clipped words
+DEFAULT_SHARD_SIZE = 1000  # source rows per resumable shard
+
+OUTPUT_COLUMNS = (
+    TEXT_COLUMN,
+    CODES_COLUMN,
+    CODE_TOKENS_COLUMN,
+    DURATION_COLUMN,
+    "prompt",
+    "completion",
+    "chat_template_kwargs",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    dataset: str  # hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV/Parquet file
+    output_dir: str = "tokenized_dataset"
+    codec_id: str = DEFAULT_CODEC_ID
+    split: str = "train"
+    config: str | None = None  # hub dataset configuration (subset)
+    audio_column: str | None = None  # None: detect
+    text_column: str | None = None  # None: detect
+    min_duration: float = DEFAULT_MIN_DURATION  # seconds
+    max_duration: float = DEFAULT_MAX_DURATION  # seconds
+    batch_size: int = 16  # clips per codec call
+    shard_size: int = DEFAULT_SHARD_SIZE  # source rows per shard written to the work dir
+    device: str = "auto"  # auto, cpu or cuda
+    keep_audio: bool = False  # keep the source's audio data column
+    overwrite: bool = False  # replace an existing --output_dir
+    push_id: str | None = None  # hub repo to push the result to
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int = 0  # source rows read
+    kept: int = 0
+    too_short: int = 0
+    too_long: int = 0
+    failed: int = 0  # unreadable or corrupt audio
+    empty_text: int = 0
+    seconds: float = 0.0  # speech kept
+
+    @property
+    def filtered(self) -> int:
+        return self.too_short + self.too_long
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+    def __add__(self, other: "Summary") -> "Summary":
+        return Summary(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def report(self) -> str:
+        return (
+            f"{self.rows} rows read: {self.kept} kept ({self.hours:.3f} h of speech), "
+            f"{self.filtered} filtered by duration ({self.too_short} too short, {self.too_long} too long), "
+            f"{self.failed} failed (unreadable audio), {self.empty_text} skipped (empty text)"
+        )
+
+
+@dataclass(frozen=True)
+class Clip:
+    index: int  # row in the shard
+    text: str
+    wav: np.ndarray  # 16 kHz mono float32
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / CODEC_SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Encoded:
+    index: int  # row in the shard
+    text: str
+    duration: float  # seconds
+    codes: list[int]
+
+
+def prepare_clips(
+    rows,
+    audio_column: str,
+    text_column: str,
+    base_dir: Path | None,
+    min_duration: float,
+    max_duration: float,
+    counts: dict,
+    progress=None,
+) -> Iterator[Clip]:
+    """The rows' clips that are kept; those that are not are counted in `counts` (failures logged by name)."""
+    for index, row in enumerate(rows.select_columns([audio_column, text_column])):
+        if progress is not None:
+            progress.update(1)
+        text = "" if row[text_column] is None else str(row[text_column]).strip()
+        if not text:
+            counts["empty_text"] += 1
+            continue
+        try:
+            wav = load_clip(row[audio_column], base_dir)
+            if wav.size == 0:
+                raise RuntimeError(f"Failed to load audio {audio_name(row[audio_column])}: it holds no samples")
+        except Exception as e:
+            logger.warning("Skipping a clip: %s", e)
+            counts["failed"] += 1
+            continue
+        clip = Clip(index=index, text=text, wav=wav)
+        if clip.duration < min_duration:
+            counts["too_short"] += 1
+        elif clip.duration > max_duration:
+            counts["too_long"] += 1
+        else:
+            yield clip
+
+
+def encode_clips(codec, clips: Iterable[Clip], batch_size: int) -> Iterator[Encoded]:
+    """The codec's codes for each clip, `batch_size` clips per call; only one batch of audio is held at a time."""
+    batch = []
+    for clip in clips:
+        batch.append(clip)
+        if len(batch) == batch_size:
+            yield from _encode_batch(codec, batch)
+            batch = []
+    if batch:
+        yield from _encode_batch(codec, batch)
+
+
+def _encode_batch(codec, batch: list[Clip]) -> Iterator[Encoded]:
+    for clip, codes in zip(batch, codec.encode([clip.wav for clip in batch]), strict=True):
+        codes = [int(code) for code in codes]
+        if not codes or not all(0 <= code < CODEBOOK_SIZE for code in codes):
+            raise RuntimeError(
+                f"The codec returned {len(codes)} codes, or codes outside [0, {CODEBOOK_SIZE}), for a clip."
+            )
+        yield Encoded(index=clip.index, text=clip.text, duration=clip.duration, codes=codes)
+
+
+def build_shard(rows, encoded: list[Encoded], audio_column: str, keep_audio: bool):
+    """The output rows of one shard: Llasa's columns first, then the source's other columns."""
+    from datasets import List, Value
+
+    shard = rows.select([item.index for item in encoded])
+    # A column of file paths is small and says where each row came from; audio data is dropped unless asked.
+    if not isinstance(rows.features[audio_column], Value) and not keep_audio:
+        shard = shard.remove_columns(audio_column)
+    shard = shard.remove_columns([name for name in OUTPUT_COLUMNS if name in shard.column_names])
+    message = {"role": Value("string"), "content": Value("string")}
+    pairs = [training_pair(item.text, item.codes) for item in encoded]
+    new_columns = {
+        TEXT_COLUMN: ([item.text for item in encoded], Value("string")),
+        CODES_COLUMN: ([item.codes for item in encoded], List(Value("int32"))),
+        CODE_TOKENS_COLUMN: ([codes_to_tokens(item.codes) for item in encoded], Value("string")),
+        DURATION_COLUMN: ([item.duration for item in encoded], Value("float64")),
+        "prompt": ([pair[0] for pair in pairs], List(message)),
+        "completion": ([pair[1] for pair in pairs], List(message)),
+        "chat_template_kwargs": ([chat_template_kwargs()] * len(encoded), {"date_string": Value("string")}),
+    }
+    originals = shard.column_names
+    for name, (values, feature) in new_columns.items():
+        shard = shard.add_column(name, values, feature=feature)
+    return shard.select_columns(list(OUTPUT_COLUMNS) + originals)
+
+
+def encode_shards(source: Source, codec, work_dir: Path, options: Options, audio_column: str, text_column: str):
+    """Encode the source shard by shard into `work_dir`, skipping finished shards; returns (Summary, Dataset or None)."""
+    from datasets import concatenate_datasets, load_from_disk
+    from tqdm.auto import tqdm
+
+    dataset = undecoded(source.dataset, audio_column)
+    shard_dirs = [work_dir / f"shard_{i:05d}" for i in range(-(-len(dataset) // options.shard_size))]
+    total, kept_shards = Summary(), []
+    with tqdm(total=len(dataset), desc="Encoding", unit="clip") as progress:
+        for shard_index, shard_dir in enumerate(shard_dirs):
+            start = shard_index * options.shard_size
+            rows = dataset.select(range(start, min(start + options.shard_size, len(dataset))))
+            if (shard_dir / "summary.json").is_file():
+                progress.update(len(rows))
+            else:
+                _encode_shard(rows, codec, shard_dir, options, audio_column, text_column, source, progress)
+            summary = Summary(**json.loads((shard_dir / "summary.json").read_text()))
+            total = total + summary
+            if summary.kept:
+                kept_shards.append(shard_dir)
+            progress.set_postfix(kept=total.kept, skipped=total.rows - total.kept)
+    if not kept_shards:
+        return total, None
+    return total, concatenate_datasets([load_from_disk(str(shard_dir)) for shard_dir in kept_shards])
+
+
+def _encode_shard(rows, codec, shard_dir: Path, options: Options, audio_column, text_column, source, progress):
+    """Encode one shard and write it (rows only if some are kept); its summary.json is written last, so a
+    half-written shard is redone."""
+    counts = {"too_short": 0, "too_long": 0, "failed": 0, "empty_text": 0}
+    clips = prepare_clips(
+        rows, audio_column, text_column, source.base_dir, options.min_duration, options.max_duration, counts, progress
+    )
+    encoded = list(encode_clips(codec, clips, options.batch_size))
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    if encoded:
+        shard = build_shard(rows, encoded, audio_column, options.keep_audio)
+        if audio_column in shard.column_names:  # give the kept audio back its original (decoding) feature
+            shard = shard.cast_column(audio_column, source.dataset.features[audio_column])
+        shard.save_to_disk(str(shard_dir))
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary(rows=len(rows), kept=len(encoded), seconds=sum(item.duration for item in encoded), **counts)
+    (shard_dir / "summary.json").write_text(json.dumps(asdict(summary)))
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+# What the shards depend on: a work dir made with other values is not resumed.
+RESUME_SETTINGS = ("codec_id", "split", "config", "min_duration", "max_duration", "shard_size", "keep_audio")
+
+
+def work_dir_for(output_dir) -> Path:
+    """Where shards are written while the run lasts: beside --output_dir, so the final move is a rename."""
+    output_dir = Path(output_dir)
+    return output_dir.parent / f"{output_dir.name}.partial"
+
+
+def _check_work_dir(work_dir: Path, settings: dict) -> None:
+    """Resume only a run made with the same settings: other settings would mix two datasets."""
+    settings_file = work_dir / "settings.json"
+    if settings_file.is_file():
+        previous = json.loads(settings_file.read_text())
+        changed = sorted(key for key in settings.keys() | previous.keys() if settings.get(key) != previous.get(key))
+        if changed:
+            raise ValueError(
+                f"{work_dir} holds an unfinished run made with other settings ({', '.join(changed)}). "
+                "Rerun with the same arguments to resume it, or delete that folder to start over."
+            )
+        logger.info("Resuming the unfinished run in %s", work_dir)
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(settings, indent=2))
+
+
+def create_dataset(options: Options, codec=None) -> Summary:
+    """The whole run: load, encode (resumably), save to --output_dir and/or push; returns the counts."""
+    output_dir = Path(options.output_dir)
+    if output_dir.exists() and not options.overwrite:
+        raise FileExistsError(
+            f"{output_dir} already exists: pass --overwrite to replace it, or pick another --output_dir."
+        )
+    source_path = Path(options.dataset).expanduser().resolve()
+    if source_path.exists() and source_path.is_relative_to(output_dir.resolve()):
+        # --overwrite replaces --output_dir: it must never hold the source audio.
+        raise ValueError(f"--output_dir {output_dir} holds the --dataset {options.dataset}: pick another folder.")
+    source = load_source(options.dataset, options.split, options.config)
+    audio_column, text_column = resolve_columns(source.dataset, options.audio_column, options.text_column)
+    logger.info("%d rows; audio from column %r, text from column %r", len(source.dataset), audio_column, text_column)
+    work_dir = work_dir_for(output_dir)
+    local = Path(options.dataset).expanduser()
+    settings = {key: getattr(options, key) for key in RESUME_SETTINGS} | {
+        "dataset": str(local.resolve()) if local.exists() else options.dataset,
+        "audio_column": audio_column,
+        "text_column": text_column,
+        "rows": len(source.dataset),
+    }
+    _check_work_dir(work_dir, settings)
+    if codec is None:
+        codec = load_codec(options.codec_id, device=options.device, batch_size=options.batch_size)
+    summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
+    if dataset is None:
+        raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")
+    # Write the whole dataset beside --output_dir, then rename: a crash never leaves half a dataset there.
+    staging = work_dir / "dataset"
+    if staging.exists():
+        shutil.rmtree(staging)
+    dataset.save_to_disk(str(staging))
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    staging.rename(output_dir)
+    shutil.rmtree(work_dir)
+    logger.info("Saved %d rows to %s", summary.kept, output_dir)
+    if options.push_id is not None:
+        from datasets import load_from_disk
+
+        load_from_disk(str(output_dir)).push_to_hub(options.push_id)
+        logger.info("Pushed to https://huggingface.co/datasets/%s", options.push_id)
+    logger.info("Summary: %s", summary.report())
+    return summary

@@ -1,0 +1,71 @@
+"""Intelligibility, the reward of arXiv 2509.18798: how well Whisper recognises the reference text in the speech.
+
+    R_err = 1 - tanh(alpha_err * ERR)        ERR: WER, or CER for languages written without spaces (zh, ja, ko, th...)
+    R_nll = exp(-NLL / alpha_nll)            NLL: mean per-token negative log-likelihood of the reference text
+
+ERR compares Whisper's greedy transcript with the reference after text normalisation (llasa.text); the NLL is
+teacher-forced through Whisper's decoder (llasa.asr).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
+from llasa.text import error_metric, error_rate
+
+
+def error_reward(err: float, alpha: float) -> float:
+    """R_err = 1 - tanh(alpha * ERR): 1 for a perfect transcript, towards 0 as errors grow (ERR may exceed 1)."""
+    return 1.0 - math.tanh(alpha * err)
+
+
+def nll_reward(nll: float, alpha: float) -> float:
+    """R_nll = exp(-NLL / alpha): 1 when Whisper is certain of every reference token."""
+    return math.exp(-nll / alpha)
+
+
+def _check_alpha(alpha, what: str) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha of the {what} component must be a number > 0, got {alpha!r}.")
+
+
+@register_component("wer")
+@dataclass(frozen=True)
+class ErrorRateComponent(RewardComponent):
+    """R_err = 1 - tanh(alpha * ERR): ERR 0.1 -> 0.71 and ERR 0.3 -> 0.28 with alpha 3. Logs "wer" or "cer"."""
+
+    alpha: float = 3.0  # steepness
+    metric: str = "auto"  # "auto" (CER for zh/ja/ko/th..., WER otherwise), "wer" or "cer"
+    needs_asr: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _check_alpha(self.alpha, "wer")
+        if self.metric not in ("auto", "wer", "cer"):
+            raise ValueError(f"metric of the wer component must be 'auto', 'wer' or 'cer', got {self.metric!r}.")
+
+    def score(self, batch: ScoringBatch) -> ComponentResult:
+        metric = error_metric(self.metric, batch.language)
+        errors = [
+            error_rate(text, transcript, batch.language, metric)
+            for text, transcript in zip(batch.texts, batch.transcripts, strict=True)
+        ]
+        scores = [None if err is None else error_reward(err, self.alpha) for err in errors]
+        return ComponentResult(scores, {metric: errors})
+
+
+@register_component("nll")
+@dataclass(frozen=True)
+class NllComponent(RewardComponent):
+    """R_nll = exp(-NLL / alpha): NLL 0.3 -> 0.90 and NLL 3 -> 0.37 with alpha 3. Logs "nll"."""
+
+    alpha: float = 3.0  # temperature, in nats
+    needs_asr: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _check_alpha(self.alpha, "nll")
+
+    def score(self, batch: ScoringBatch) -> ComponentResult:
+        # An infinite NLL (a reference token of probability 0) scores 0; a NaN one cannot be scored.
+        scores = [None if math.isnan(nll) else nll_reward(nll, self.alpha) for nll in batch.nll]
+        return ComponentResult(scores, {"nll": list(batch.nll)})

@@ -1,0 +1,227 @@
+"""The GRPO trainer for Llasa: TRL's GRPOTrainer continuing Llasa's opened assistant turn, with step profiling,
+a truncation warning and speech samples written during training."""
+
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+from trl.data_utils import is_conversational
+from trl.extras.profiling import ProfilingContext
+
+from llasa.audio import write_wav
+from llasa.codec import decode_speech
+from llasa.format import (
+    CODEC_SAMPLE_RATE,
+    TEXT_COLUMN,
+    TOKENS_PER_SECOND,
+    VOICE_CODES_COLUMN,
+    SpeechVocab,
+    codes_from,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class LlasaGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that continues Llasa's opened assistant turn and logs speech-specific metrics.
+
+    TRL 1.16 renders every conversational prompt with `add_generation_prompt=True`, which would close the assistant
+    turn that holds <|SPEECH_GENERATION_START|> (and the voice prompt's codes) and open an empty one. Llasa must
+    continue that turn, exactly as `llasa.render_prompt` renders it for inference.
+    """
+
+    def __init__(
+        self,
+        *args,
+        codec_loader: Callable | None = None,
+        sample_every_steps: int = 0,
+        num_samples_to_save: int = 0,
+        truncation_warning_ratio: float = 0.2,
+        **kwargs,
+    ):
+        """GRPOTrainer's arguments, plus: every `sample_every_steps` steps, `num_samples_to_save` clips are decoded
+        with the codec `codec_loader()` returns (called once, at the first save); a warning comes when more than
+        `truncation_warning_ratio` of the completions hit max_completion_length."""
+        super().__init__(*args, **kwargs)
+        self.profiling_seconds = defaultdict(float)  # filled by record_profiling() and StepTimer, emptied at each log
+        self.profiled_steps = 0  # optimizer steps timed since the last log
+        self.latest_batch = None  # (texts, voice prompts, completion ids) of the last scored generation batch
+        self.add_callback(StepTimer(self))
+        self.add_callback(TruncationWarningCallback(truncation_warning_ratio))
+        if codec_loader is not None and sample_every_steps > 0 and num_samples_to_save > 0:
+            self.add_callback(SpeechSamplesCallback(self, codec_loader, sample_every_steps, num_samples_to_save))
+
+    def train(self, *args, **kwargs):
+        """GRPOTrainer.train, with TRL's profiling timings also written to the logs (trainer_state.json)."""
+        with record_profiling(self):
+            return super().train(*args, **kwargs)
+
+    def _tokenize_prompts(self, prompts: list):
+        if not (is_conversational({"prompt": prompts[0]}) and prompts[0][-1]["role"] == "assistant"):
+            return super()._tokenize_prompts(prompts)
+        rendered = [
+            self.processing_class.apply_chat_template(
+                prompt, tokenize=False, continue_final_message=True, **self.chat_template_kwargs
+            )
+            for prompt in prompts
+        ]
+        # The template writes <|begin_of_text|> itself.
+        prompt_ids = self.processing_class(text=rendered, add_special_tokens=False)["input_ids"]
+        return prompt_ids, None, {}
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Kept for SpeechSamplesCallback: texts, voice prompts (voice cloning) and the generated ids.
+        self.latest_batch = (
+            [row.get(TEXT_COLUMN) for row in inputs],
+            [row.get(VOICE_CODES_COLUMN) for row in inputs],
+            completion_ids_list,
+        )
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if self.profiled_steps > 0:
+            # Seconds per optimizer step since the last log, under TRL's own names.
+            for name, seconds in self.profiling_seconds.items():
+                logs[f"profiling/Time taken: {name}"] = seconds / self.profiled_steps
+            self.profiling_seconds.clear()
+            self.profiled_steps = 0
+        super().log(logs, start_time)
+
+
+@contextlib.contextmanager
+def record_profiling(trainer: LlasaGRPOTrainer):
+    """Collect TRL's profiling timings (sent only to wandb/mlflow/trackio) into the trainer's logs as well."""
+    original = ProfilingContext._log_metrics
+
+    def log_metrics(context, duration):
+        trainer.profiling_seconds[context.name] += duration
+        original(context, duration)
+
+    ProfilingContext._log_metrics = log_metrics
+    try:
+        yield
+    finally:
+        ProfilingContext._log_metrics = original
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step (generation, reward, update, optimizer), logged with the profiling times."""
+
+    def __init__(self, trainer: LlasaGRPOTrainer):
+        self.trainer = trainer
+        self.started = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.profiling_seconds["step"] += time.perf_counter() - self.started
+        self.trainer.profiled_steps += 1
+        self.started = None
+
+
+class TruncationWarningCallback(TrainerCallback):
+    """Warn when many completions hit max_completion_length: the budget is too short for the speech."""
+
+    def __init__(self, threshold: float, every_steps: int = 100):
+        self.threshold = threshold
+        self.every_steps = every_steps  # repeat at most this often
+        self.last_warned = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        ratio = (logs or {}).get("completions/clipped_ratio")
+        if ratio is None or ratio <= self.threshold or not state.is_world_process_zero:
+            return
+        if self.last_warned is not None and state.global_step - self.last_warned < self.every_steps:
+            return
+        self.last_warned = state.global_step
+        logger.warning(
+            "Step %d: %.0f%% of completions reached max_completion_length (%s tokens = %.1f s) without "
+            "<|SPEECH_GENERATION_END|>. Raise --max_completion_length if the texts need longer speech.",
+            state.global_step,
+            100 * ratio,
+            args.max_completion_length,
+            args.max_completion_length / TOKENS_PER_SECOND,
+        )
+
+
+class SpeechSamplesCallback(TrainerCallback):
+    """Every N steps, decode a few of the latest completions to WAV under output_dir/samples/step-N/ and send
+    them to the trackers in report_to (wandb, tensorboard) when present."""
+
+    def __init__(self, trainer: LlasaGRPOTrainer, codec_loader, every_steps: int, num_samples: int):
+        self.trainer = trainer
+        self.codec_loader = codec_loader  # called once, on the first save
+        self.codec = None
+        self.every_steps = every_steps
+        self.num_samples = num_samples
+        self.vocab = SpeechVocab.from_tokenizer(trainer._tokenizer)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every_steps <= 0 or state.global_step % self.every_steps != 0 or not state.is_world_process_zero:
+            return
+        if self.trainer.latest_batch is None:
+            return
+        texts, voice_prompts, completion_ids = (values[: self.num_samples] for values in self.trainer.latest_batch)
+        folder = Path(args.output_dir) / "samples" / f"step-{state.global_step}"
+        written = write_samples(folder, texts, voice_prompts, completion_ids, self.vocab, self._codec())
+        send_audio_to_trackers(self.trainer, args.report_to, written, state.global_step)
+
+    def _codec(self):
+        if self.codec is None:
+            self.codec = self.codec_loader()
+        return self.codec
+
+
+def write_samples(
+    folder: Path, texts: list, voice_prompts: list, completion_ids: list, vocab: SpeechVocab, codec
+) -> list[dict]:
+    """Decode completions (after their voice prompt's codes, as inference does) to WAV files plus samples.jsonl
+    (text, file, seconds, whether END was generated)."""
+    parsed = [vocab.parse(ids) for ids in completion_ids]
+    decoded = decode_speech(codec, [p.codes for p in parsed], [codes_from(prompt) for prompt in voice_prompts])
+    records = []
+    for index, (text, speech, pair) in enumerate(zip(texts, parsed, decoded, strict=True)):
+        record = {"text": text, "codes": len(speech.codes), "ended": speech.ended, "file": None}
+        if pair is not None:
+            path = write_wav(folder / f"sample-{index}.wav", pair[1], codec.sample_rate)
+            record.update(file=path.name, seconds=len(pair[1]) / codec.sample_rate, waveform=pair[1])
+        records.append(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "samples.jsonl", "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps({k: v for k, v in record.items() if k != "waveform"}) + "\n")
+    return records
+
+
+def send_audio_to_trackers(trainer, report_to: list[str], records: list[dict], step: int) -> None:
+    """Log the clips to wandb (wandb.Audio) and tensorboard (add_audio) when they are active."""
+    clips = [(i, r) for i, r in enumerate(records) if r.get("waveform") is not None]
+    if not clips:
+        return
+    if "wandb" in report_to:
+        import wandb
+
+        if wandb.run is not None:
+            audio = {
+                f"samples/{i}": wandb.Audio(r["waveform"], sample_rate=CODEC_SAMPLE_RATE, caption=r["text"])
+                for i, r in clips
+            }
+            wandb.log({**audio, "train/global_step": step})
+    if "tensorboard" in report_to:
+        import torch
+        from transformers.integrations import TensorBoardCallback
+
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+                for i, r in clips:
+                    callback.tb_writer.add_audio(
+                        f"samples/{i}", torch.from_numpy(r["waveform"])[None], step, CODEC_SAMPLE_RATE
+                    )

@@ -1,0 +1,282 @@
+"""Preparing a GRPO run on Llasa: prompts from a dataset, the policy with Llasa's stop ids, the completion budget,
+the reward, and the codec for voice prompts and samples."""
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from trl import GRPOConfig, ModelConfig
+
+from llasa.codec import encode_voice_prompt, load_codec_once
+from llasa.data import load_source
+from llasa.format import (
+    DURATION_COLUMN,
+    MAX_CONTEXT_TOKENS,
+    TEXT_COLUMN,
+    TOKENS_PER_SECOND,
+    VOICE_CODES_COLUMN,
+    SpeechVocab,
+    build_messages,
+    chat_template_kwargs,
+    codes_from,
+    render_prompt,
+)
+from llasa.rewards import load_reward
+from llasa.scores import DEFAULT_CHARS_PER_SECOND, text_length
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LENGTH_MARGIN = 1.3  # completion budget = longest expected utterance x this
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """A reference voice: its transcript and XCodec2 codes, put before every target text."""
+
+    text: str
+    codes: list[int]
+
+
+@dataclass(frozen=True)
+class PromptSummary:
+    """What building the prompts kept and dropped, and the lengths that size generation."""
+
+    rows: int  # rows read
+    kept: int
+    empty_text: int = 0
+    no_voice_prompt: int = 0  # per-row voice cloning without reference codes or transcript
+    too_long: int = 0  # prompt + expected speech beyond the context
+    max_prompt_tokens: int = 0
+    max_speech_tokens: int = 0  # longest expected utterance, END token included
+
+    @property
+    def dropped(self) -> int:
+        return self.empty_text + self.no_voice_prompt + self.too_long
+
+    def report(self) -> str:
+        return (
+            f"{self.rows} rows read, {self.kept} kept, {self.dropped} dropped ({self.empty_text} empty text, "
+            f"{self.too_long} too long for the {MAX_CONTEXT_TOKENS}-token context, {self.no_voice_prompt} without "
+            f"a voice prompt); longest prompt {self.max_prompt_tokens} tokens, longest expected speech "
+            f"{self.max_speech_tokens} tokens ({self.max_speech_tokens / TOKENS_PER_SECOND:.1f} s)"
+        )
+
+
+def load_training_dataset(dataset: str, split: str = "train", config: str | None = None):
+    """The training rows from a save_to_disk folder, a JSON/JSONL/CSV/Parquet file or a hub id (the loader
+    create_dataset.py reads --dataset with)."""
+    return load_source(dataset, split, config).dataset
+
+
+def load_voice_prompt(prompt_wav: str, prompt_text: str, codec) -> VoicePrompt:
+    """Encode the reference recording once for the whole run."""
+    if not prompt_text.strip():
+        raise ValueError("--prompt_text is empty: give the words spoken in --prompt_wav.")
+    return VoicePrompt(text=prompt_text.strip(), codes=encode_voice_prompt(codec, prompt_wav))
+
+
+def expected_speech_tokens(text: str, duration: float | None, chars_per_second: float) -> int:
+    """Speech tokens the utterance should take, END included: from its duration, else from its letters and digits
+    at `chars_per_second` (the duration reward's speaking-rate rule)."""
+    seconds = duration if duration is not None and duration > 0 else text_length(text) / chars_per_second
+    return math.ceil(seconds * TOKENS_PER_SECOND) + 1
+
+
+def build_prompts(
+    dataset,
+    tokenizer,
+    *,
+    text_column: str = TEXT_COLUMN,
+    duration_column: str | None = DURATION_COLUMN,
+    voice: VoicePrompt | None = None,
+    prompt_codes_column: str | None = None,
+    prompt_text_column: str | None = None,
+    chars_per_second: float = DEFAULT_CHARS_PER_SECOND,
+):
+    """The dataset with Llasa's conversational `prompt`, the target in `text` (and, when cloning a voice, the
+    voice's codes in `prompt_code_ids`), the other columns kept for the reward, and what was dropped.
+
+    Rows with an empty text, without their voice prompt (per-row cloning), or whose prompt leaves no room for the
+    expected speech in the 2048-token context are dropped and counted.
+    """
+    from datasets import Dataset
+
+    columns = list(dataset.column_names)
+    _check_columns(columns, text_column, prompt_codes_column, prompt_text_column)
+    has_duration = duration_column is not None and duration_column in columns
+    counts = defaultdict(int)
+    kept, texts, messages, rendered, speech_tokens, voice_codes = [], [], [], [], [], []
+    for index, row in enumerate(
+        dataset.select_columns(
+            _needed_columns(columns, text_column, duration_column, prompt_codes_column, prompt_text_column)
+        )
+    ):
+        text = "" if row[text_column] is None else str(row[text_column]).strip()
+        if not text:
+            counts["empty_text"] += 1
+            continue
+        row_voice = voice
+        if prompt_codes_column is not None:
+            codes, ref_text = codes_from(row[prompt_codes_column]), row[prompt_text_column]
+            if not codes or ref_text is None or not str(ref_text).strip():
+                counts["no_voice_prompt"] += 1
+                continue
+            row_voice = VoicePrompt(text=str(ref_text).strip(), codes=codes)
+        prompt_text, prompt_codes = (None, None) if row_voice is None else (row_voice.text, row_voice.codes)
+        kept.append(index)
+        texts.append(text)
+        voice_codes.append(prompt_codes)
+        messages.append(build_messages(text, prompt_text, prompt_codes))
+        rendered.append(render_prompt(tokenizer, text, prompt_text, prompt_codes))
+        speech_tokens.append(
+            expected_speech_tokens(text, row[duration_column] if has_duration else None, chars_per_second)
+        )
+    # The rendered prompt already starts with <|begin_of_text|>: no special tokens added.
+    prompt_tokens = (
+        [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]] if rendered else []
+    )
+    fits = [p + s <= MAX_CONTEXT_TOKENS for p, s in zip(prompt_tokens, speech_tokens, strict=True)]
+    counts["too_long"] = fits.count(False)
+    keep = [i for i, ok in enumerate(fits) if ok]
+    summary = PromptSummary(
+        rows=len(dataset),
+        kept=len(keep),
+        empty_text=counts["empty_text"],
+        no_voice_prompt=counts["no_voice_prompt"],
+        too_long=counts["too_long"],
+        max_prompt_tokens=max((prompt_tokens[i] for i in keep), default=0),
+        max_speech_tokens=max((speech_tokens[i] for i in keep), default=0),
+    )
+    built = {TEXT_COLUMN: [texts[i] for i in keep], "prompt": [messages[i] for i in keep]}
+    if voice is not None or prompt_codes_column is not None:
+        # The reward's speaker similarity compares each completion with the voice it was asked to clone.
+        built[VOICE_CODES_COLUMN] = [voice_codes[i] for i in keep]
+    return _with_other_columns(Dataset.from_dict(built), dataset, [kept[i] for i in keep]), summary
+
+
+def _check_columns(columns: list[str], text_column, prompt_codes_column, prompt_text_column) -> None:
+    for flag, name in (
+        ("--text_column", text_column),
+        ("--prompt_codes_column", prompt_codes_column),
+        ("--prompt_text_column", prompt_text_column),
+    ):
+        if name is not None and name not in columns:
+            raise ValueError(
+                f"The dataset has no column {name!r} ({flag}); its columns are: {', '.join(columns)}. "
+                f"Pass {flag} naming one of them."
+            )
+
+
+def _with_other_columns(built, dataset, rows: list[int]):
+    """`built` beside the source's other columns of `rows`, raw audio left out: no reward reads it, and decoding it
+    for every batch would only cost time."""
+    from datasets import Audio, concatenate_datasets
+
+    audio = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
+    others = dataset.remove_columns([name for name in built.column_names if name in dataset.column_names] + audio)
+    if not others.column_names:
+        return built
+    # In memory: the user's dataset folder may be read-only, and needs no cache file of ours.
+    others = others.select(rows).flatten_indices(keep_in_memory=True)
+    return concatenate_datasets([built, others], axis=1)
+
+
+def _needed_columns(columns, *names) -> list[str]:
+    return [name for name in dict.fromkeys(names) if name is not None and name in columns]
+
+
+def size_completion_length(
+    max_speech_tokens: int, max_prompt_tokens: int, margin: float = DEFAULT_LENGTH_MARGIN
+) -> int:
+    """Room for the longest expected utterance plus a margin, within the context left by the longest prompt."""
+    wanted = math.ceil(max_speech_tokens * margin)
+    return max(1, min(wanted, MAX_CONTEXT_TOKENS - max_prompt_tokens))
+
+
+def stop_at_speech_end(model, tokenizer) -> list[int]:
+    """Make <|SPEECH_GENERATION_END|> an eos id of the model's generation config (TRL stops there; checkpoints keep it)."""
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
+    model.generation_config.eos_token_id = vocab.stop_ids(model.generation_config.eos_token_id)
+    return model.generation_config.eos_token_id
+
+
+def load_policy(model_args: ModelConfig, training_args: GRPOConfig):
+    """The model and tokenizer, loaded as TRL would from the path, with Llasa's stop id added."""
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import get_quantization_config
+
+    quantization_config = get_quantization_config(model_args)
+    # A quantized model is placed at load time, one copy per process; others are moved by the Trainer.
+    device_map = {"": PartialState().local_process_index} if quantization_config is not None else None
+    model_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        "quantization_config": quantization_config,
+        "device_map": device_map,
+        **(training_args.model_init_kwargs or {}),  # --model_init_kwargs wins
+    }
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        padding_side="left",
+    )
+    stop_at_speech_end(model, tokenizer)
+    return model, tokenizer
+
+
+def configure_generation(training_args: GRPOConfig, summary: PromptSummary, stop_ids: list[int], margin: float):
+    """Fill in what depends on the data and the tokenizer: the completion budget, the pinned date, vLLM's stop ids."""
+    if training_args.max_completion_length is None:
+        training_args.max_completion_length = size_completion_length(
+            summary.max_speech_tokens, summary.max_prompt_tokens, margin
+        )
+    elif training_args.max_completion_length + summary.max_prompt_tokens > MAX_CONTEXT_TOKENS:
+        logger.warning(
+            "max_completion_length %d + the longest prompt (%d tokens) exceeds Llasa's %d-token context.",
+            training_args.max_completion_length,
+            summary.max_prompt_tokens,
+            MAX_CONTEXT_TOKENS,
+        )
+    # The prompt must render exactly as at inference: the chat template's date is pinned.
+    training_args.chat_template_kwargs = {**(training_args.chat_template_kwargs or {}), **chat_template_kwargs()}
+    if training_args.use_vllm:
+        # vLLM reads the eos of the checkpoint it loaded, not our generation config: pass the stop ids explicitly.
+        generation_kwargs = dict(training_args.generation_kwargs or {})
+        given = generation_kwargs.get("stop_token_ids") or []
+        generation_kwargs["stop_token_ids"] = list(dict.fromkeys([*stop_ids, *given]))
+        training_args.generation_kwargs = generation_kwargs
+        if training_args.vllm_max_model_length is None:
+            # Llama-3.2's config allows 131072 positions; Llasa was trained on 2048, and vLLM's cache needs no more.
+            training_args.vllm_max_model_length = MAX_CONTEXT_TOKENS
+    return training_args
+
+
+def resume_target(value: str | None) -> str | bool | None:
+    """--resume_from_checkpoint: a checkpoint folder, or "true"/"last" for the latest one in output_dir."""
+    if value is not None and value.lower() in ("true", "last"):
+        return True
+    return value
+
+
+def load_reward_funcs(reward_config: str, tokenizer) -> list:
+    """The reward of the JSON config (checked now, its models loaded later), reading TRL's completion ids."""
+    return [load_reward(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))]
+
+
+def load_run_codec(codec_id: str | None, reward_funcs: list, device):
+    """The codec given by --codec_id, else the reward's own (no second copy in memory)."""
+    if codec_id is not None:
+        return load_codec_once(codec_id, device=str(device))
+    for reward in reward_funcs:
+        codec = getattr(reward, "codec", None)
+        if codec is not None:
+            return codec
+    raise ValueError(
+        "No codec to encode the voice prompt or decode samples: pass --codec_id (e.g. HKUSTAudio/xcodec2)."
+    )

