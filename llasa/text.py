@@ -34,7 +34,7 @@ DEFAULT_NORMALIZER = "multilingual"
 # Whisper's transcribe treats a transcript whose zlib compression ratio is above 2.4 as a repetition loop.
 REPETITION_THRESHOLD = 2.4
 # Up to this many combinations of number readings are all scored; beyond it each number's reading is chosen in turn.
-MAX_READING_COMBINATIONS = 64
+MAX_READING_COMBINATIONS = 16
 
 # Chinese is compared in simplified characters (as Seed-TTS-eval does with zhconv).
 CHINESE_LANGUAGES = frozenset({"zh", "yue"})
@@ -106,13 +106,13 @@ def number_readings(numeral: str, language: str) -> tuple[str, ...]:
     if len(groups) == 1 or (
         len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]) and len(set(separators)) == 1
     ):
-        readings += spoken_numbers(int(digits), language)
+        readings += spoken_numbers(digits, language)
     if len(groups) == 2 and separators[0] in ".,":
-        readings += spoken_numbers(Decimal(f"{groups[0]}.{groups[1]}"), language)
+        readings += spoken_numbers(f"{groups[0]}.{groups[1]}", language)
     if len(groups) > 1:
         readings += _each_read(groups, language)
     if len(groups) == 1 and len(digits) == 4:
-        readings += spoken_numbers(int(digits), language, to="year")
+        readings += spoken_numbers(digits, language, to="year")
     if len(digits) > 1:
         readings += _each_read(digits, language)
     return tuple(dict.fromkeys(readings)) or (numeral,)
@@ -120,17 +120,21 @@ def number_readings(numeral: str, language: str) -> tuple[str, ...]:
 
 def _each_read(numbers: Sequence[str], language: str) -> list[str]:
     """The numbers read one after the other ("1", "2", "3" -> "one two three"), in the language's first spelling."""
-    words = [spoken_numbers(int(number), language)[:1] for number in numbers]
+    words = [spoken_numbers(number, language)[:1] for number in numbers]
     return [" ".join(word for [word] in words)] if all(words) else []
 
 
-def spoken_numbers(value: int | Decimal, language: str, to: str = "cardinal") -> list[str]:
-    """`value` in words (`to`: "cardinal", "ordinal" or "year"), every spelling known for `language`; [] if none.
+@functools.lru_cache(maxsize=4096)
+def spoken_numbers(number: str, language: str, to: str = "cardinal") -> tuple[str, ...]:
+    """`number` ("2024", "3.5") in words (`to`: "cardinal", "ordinal" or "year"), every spelling known for
+    `language`; () if none.
 
     Chinese with cn2an (cardinals and decimals), the other languages with num2words.
     """
+    value = Decimal(number) if "." in number else int(number)
     if language in CHINESE_LANGUAGES:
-        return [_chinese_number(value)] if to == "cardinal" and _chinese_number(value) else []
+        spelled = _chinese_number(value) if to == "cardinal" else None
+        return (spelled,) if spelled else ()
     spellings = []
     for dialect in NUM2WORDS_DIALECTS.get(language, (language,)):
         for options in ({}, {"reading": True}) if language == "ja" else ({},):
@@ -139,7 +143,7 @@ def spoken_numbers(value: int | Decimal, language: str, to: str = "cardinal") ->
                 spellings.append(spelled)
     if language == "en":
         spellings += [spelled.replace(" and ", " ") for spelled in spellings]  # American: "one hundred twenty"
-    return list(dict.fromkeys(spellings))
+    return tuple(dict.fromkeys(spellings))
 
 
 def _num2words(value: int | Decimal, dialect: str, to: str, options: dict) -> str | None:
@@ -181,7 +185,7 @@ def text_readings(text: str, language: str) -> list[tuple[str, ...]]:
     for match in _numeral_pattern(language).finditer(text):
         pieces.append((text[end : match.start()],))
         if match.groupdict().get("ordinal"):
-            readings = tuple(spoken_numbers(int(match["ordinal"]), language, to="ordinal")) or (match.group(),)
+            readings = spoken_numbers(match["ordinal"], language, to="ordinal") or (match.group(),)
         else:
             readings = number_readings(match.group(), language)
         pieces.append(tuple(f" {reading} " for reading in readings))  # "5kg": a number is a word of its own
@@ -262,27 +266,34 @@ def error_rate(
         )
     reference_pieces = text_readings(reference, language)
     hypothesis_pieces = text_readings(hypothesis, language)
-    if not clean_text(_assemble(reference_pieces, []), language, metric):
+
+    @functools.cache
+    def reference_reading(choice: tuple[int, ...]) -> str:
+        return clean_text(_assemble(reference_pieces, choice), language, metric)
+
+    @functools.cache
+    def hypothesis_reading(choice: tuple[int, ...]) -> str:
+        return clean_text(_assemble(hypothesis_pieces, choice), language, metric)
+
+    if not reference_reading((0,) * len(reference_pieces)):
         return None
 
-    def error_of(choice: Sequence[int]) -> float:
+    def error_of(choice: tuple[int, ...]) -> float:
         split = len(reference_pieces)
-        ref = clean_text(_assemble(reference_pieces, choice[:split]), language, metric)
-        hyp = clean_text(_assemble(hypothesis_pieces, choice[split:]), language, metric)
-        return _error(ref, hyp, metric)
+        return _error(reference_reading(choice[:split]), hypothesis_reading(choice[split:]), metric)
 
     return _lowest(error_of, [len(readings) for readings in reference_pieces + hypothesis_pieces])
 
 
-def _lowest(error_of: Callable[[Sequence[int]], float], counts: Sequence[int]) -> float:
+def _lowest(error_of: Callable[[tuple[int, ...]], float], counts: Sequence[int]) -> float:
     """The lowest error over choices of one reading per piece (`counts[i]` readings for piece i)."""
     if math.prod(counts) <= MAX_READING_COMBINATIONS:
         return min(error_of(choice) for choice in itertools.product(*(range(count) for count in counts)))
-    choice = [0] * len(counts)
+    choice = (0,) * len(counts)
     best = error_of(choice)
     for piece, count in enumerate(counts):
         for index in range(1, count):
-            candidate = choice[:piece] + [index] + choice[piece + 1 :]
+            candidate = choice[:piece] + (index,) + choice[piece + 1 :]
             error = error_of(candidate)
             if error < best:
                 best, choice = error, candidate

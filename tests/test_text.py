@@ -166,7 +166,7 @@ class TestDebatableReadings:
         assert error_rate("In 2024, we met.", "in 2025 we met", "en") == pytest.approx(1 / 8)
 
     def test_many_numbers_are_chosen_one_at_a_time(self):
-        # four years have 4 readings each: 256 combinations > 64, so each is chosen in turn, and still all match
+        # four years have 4 readings each: 256 combinations > 16, so each is chosen in turn, and still all match
         counts = [len(readings) for readings in text_readings("2024, 2025, 2026, 2027", "en")]
         assert counts == [1, 4, 1, 4, 1, 4, 1, 4, 1]
         assert math.prod(counts) > MAX_READING_COMBINATIONS
