@@ -253,6 +253,10 @@ SPOKEN = [
     SpokenClip("it_counting", "it", "it", "uno, due, tre, quattro, cinque, sei, sette, otto, nove, dieci.", COMMAS),
     SpokenClip("pt_counting", "pt", "pt", PORTUGUESE, COMMAS),
     SpokenClip("de_counting", "de", "de", "eins, zwei, drei, vier, fünf, sechs, sieben, acht, neun, zehn.", COMMAS),
+    # espeak-ng's "nueve" is heard as "8" or "huele": Spanish counts to eight
+    SpokenClip(
+        "es_counting", "es", "es", "uno, dos, tres, cuatro, cinco, seis, siete, ocho.", ("-s", "120", "-g", "8")
+    ),
     SpokenClip(
         "fr_counting",
         "fr",
@@ -270,15 +274,21 @@ SPOKEN = [
     SpokenClip("zh_counting", "zh", "cmn", "一 二 三 四 五", ("-s", "120")),
     SpokenClip("hi_camel", "hi", "hi", CAMEL, COMMAS),
 ]
-COUNTING_HEARD_AS_DIGITS = ["en_counting", "it_counting", "pt_counting", "de_counting"]
+CLIPS = {clip.name: clip for clip in SPOKEN}
+COUNTING_HEARD_AS_DIGITS = ["en_counting", "it_counting", "pt_counting", "de_counting", "es_counting"]
 MAX_NEW_TOKENS = 224  # the reward's default, as Whisper's transcribe: a loop runs on to it
 
 
+@pytest.fixture(scope="session")
+def whisper_base_dir(tmp_path_factory):
+    """Multilingual Whisper base (CTranslate2 folder for the faster-whisper back end), from its two PyPI packages."""
+    return build_whisper_base(tmp_path_factory.mktemp("whisper_base"))
+
+
 @pytest.fixture(scope="module")
-def heard(tmp_path_factory):
+def heard(whisper_base_dir, tmp_path_factory):
     """Whisper base's transcript of each spoken clip, by name; the figures of both normalisers printed."""
-    model_dir = build_whisper_base(tmp_path_factory.mktemp("whisper_base"))
-    transcripts = transcribe_clips(model_dir, SPOKEN, tmp_path_factory.mktemp("speech"), MAX_NEW_TOKENS)
+    transcripts = transcribe_clips(whisper_base_dir, SPOKEN, tmp_path_factory.mktemp("speech"), MAX_NEW_TOKENS)
     for clip in SPOKEN:
         old, new = (
             error_rate(clip.text, transcripts[clip.name], clip.language, normalizer=n) for n in NORMALIZERS[::-1]
@@ -292,16 +302,16 @@ class TestRealSpeech:
     def test_counting_heard_as_digits(self, heard, name):
         # Whisper writes the spoken numbers as digits: no error with the new rule, the reward's old value with
         # Whisper's (at least one error per word)
-        clip = next(clip for clip in SPOKEN if clip.name == name)
+        clip = CLIPS[name]
         transcript = heard[name]
-        assert sum(character.isdigit() for character in transcript) >= 10
+        assert sum(character.isdigit() for character in transcript) >= 8
         assert error_rate(clip.text, transcript, clip.language) < 0.15
         old = error_rate(clip.text, transcript, clip.language, normalizer="whisper")
         assert old == reward_whisper.error_rate(clip.text, transcript, clip.language) >= 1.0
 
     def test_french_counting_partly_misheard(self, heard):
         # "deux, trois" and "neuf" are misheard, the rest written as digits: only the misheard words still count
-        clip = SPOKEN[5]
+        clip = CLIPS["fr_counting"]
         transcript = heard[clip.name]
         assert any(character.isdigit() for character in transcript)
         new = error_rate(clip.text, transcript, "fr")
@@ -310,13 +320,13 @@ class TestRealSpeech:
 
     def test_phone_number_read_digit_by_digit(self, heard):
         # "five five five, one two three four" heard as one run of digits: read digit by digit, no error
-        clip = SPOKEN[1]
+        clip = CLIPS["en_phone"]
         assert any(character.isdigit() for character in heard[clip.name])
         assert error_rate(clip.text, heard[clip.name], "en") < 0.15
 
     def test_chinese_scored_per_character(self, heard):
         # CER counts characters: one character of five misheard at most, where WER calls the one word wrong
-        clip = next(clip for clip in SPOKEN if clip.language == "zh")
+        clip = CLIPS["zh_counting"]
         assert error_rate(clip.text, heard[clip.name], "zh") <= 0.2
         assert error_rate(clip.text, heard[clip.name], "zh", metric="wer") == 1.0
 
@@ -329,7 +339,7 @@ class TestRealSpeech:
         assert len(normalize(CAMEL, "hi").split()) == len(CAMEL.split()) == 5
 
     def test_loop_detected_on_a_real_transcript(self, heard):
-        # Whisper base loops to its token limit on the slow Spanish counting ("8, 8, 8, ...") and on the Hindi
+        # Whisper base loops to its token limit on the slower Spanish counting ("8, 8, 8, ...") and on the Hindi
         # proverb ("वून्द वून्द ..."): those two are flagged, and none of the transcripts that end by themselves
         assert {name for name, transcript in heard.items() if is_repetition_loop(transcript)} == {
             "es_loop",
