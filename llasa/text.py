@@ -255,6 +255,9 @@ def error_rate(
     two zero two four; "1,000": one thousand or one point zero; "1 2 3": one two three), on either side. Every
     combination of readings of the reference's and the transcript's numbers is scored and the lowest error is
     kept, so a transcript is never penalised for writing as digits what the reference spells out, or the reverse.
+    Where a number is wrong whatever the reading, the lowest error comes with the reference's longest reading (one
+    wrong word among more): "in 2024 we met" against "in 2025 we met" is 1/8, from "in two thousand and twenty four
+    we met", rather than 1/6.
     Beyond `MAX_READING_COMBINATIONS` combinations, each number's reading is chosen in turn (the others held) to
     lower the error: never above the error with every number in its first reading.
     """
