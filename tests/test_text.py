@@ -37,7 +37,7 @@ COUNTING = [
     ("zh", "一二三四五六七八九十", "1、2、3、4、5、6、7、8、9、10。", 1.1),
     ("ja", "一、二、三、四、五、六、七、八、九、十", "1、2、3、4、5、6、7、8、9、10", 1.1),
 ]
-CAMEL = "ऊँट के मुँह में जीरा"  # Hindi proverb: 5 words, 6 combining marks
+CAMEL = "ऊँट के मुँह में जीरा"  # Hindi proverb: 5 words, 8 combining marks
 LOOPING_PORTUGUESE = "um, dois, três, quatro, cinco, seis, sete, oito, " + "oito, " * 30
 PORTUGUESE = "um, dois, três, quatro, cinco, seis, sete, oito, nove, dez."
 
