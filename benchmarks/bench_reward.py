@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import llasa.rewards as rw
+from llasa.cli import add_flag
 from llasa.format import TOKENS_PER_SECOND, SpeechVocab
 
 # Made-up token ids: the reward only needs to know where the speech ids start and which id ends the speech.
@@ -124,12 +125,12 @@ def bench(name: str, reward: rw.WhisperReward, completion_ids, texts, repeats: i
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--completions", type=int, default=16, help="completions per batch")
-    parser.add_argument("--seconds", type=float, default=5.0, help="speech per completion")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per path (the fastest counts)")
-    parser.add_argument("--random_transcript_tokens", type=int, default=20, help="cap on the random Whisper's output")
-    parser.add_argument("--device", default="cpu", help="device of the codec and Whisper: cpu, cuda...")
-    parser.add_argument("--whisper", nargs="+", choices=WHISPER_MODELS, default=["tiny.en", "random"])
+    add_flag(parser, "completions", type=int, default=16, help="completions per batch")
+    add_flag(parser, "seconds", type=float, default=5.0, help="speech per completion")
+    add_flag(parser, "repeats", type=int, default=2, help="timed runs per path (the fastest counts)")
+    add_flag(parser, "random_transcript_tokens", type=int, default=20, help="cap on the random Whisper's output")
+    add_flag(parser, "device", default="cpu", help="device of the codec and Whisper: cpu, cuda...")
+    add_flag(parser, "whisper", nargs="+", choices=WHISPER_MODELS, default=["tiny.en", "random"])
     args = parser.parse_args()
 
     from demo.tiny_models import build_tiny_xcodec2

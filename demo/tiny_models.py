@@ -9,6 +9,7 @@ GRPO, inference) runs on a CPU in minutes. Their speech is noise: they test plum
 import argparse
 from pathlib import Path
 
+from llasa.cli import add_flag
 from llasa.format import (
     CODEBOOK_SIZE,
     SPEECH_GENERATION_END,
@@ -201,7 +202,7 @@ def build_demo_models(output_dir) -> dict[str, Path]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", "--output-dir", default="outputs/demo/models", help="Where to save them.")
+    add_flag(parser, "output_dir", default="outputs/demo/models", help="Where to save them.")
     args = parser.parse_args(argv)
     for name, path in build_demo_models(args.output_dir).items():
         print(f"{name}: {path}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from llasa.cli import add_flag
+
 N_VOCAB_ENGLISH = 51864  # English-only Whisper (tiny.en ... medium.en); multilingual models have 51865 or more
 WIDTH = 64  # model width: as small as the attention heads allow, so the encoder stays cheap on CPU
 N_HEADS = 2
@@ -224,8 +226,8 @@ def build_tiny_whisper(out_dir: str | os.PathLike, *, seed: int = 0) -> TinyWhis
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/tiny_whisper", help="folder to write the three formats to")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    add_flag(parser, "output_dir", default="outputs/tiny_whisper", help="folder to write the three formats to")
+    add_flag(parser, "seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args()
     paths = build_tiny_whisper(args.output_dir, seed=args.seed)
     for backend, path in zip(("openai-whisper", "transformers", "faster-whisper"), vars(paths).values(), strict=True):
