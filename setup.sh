@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # espeak-ng and sox (with its MP3 format) make the real speech the tests and the demo use; ffmpeg decodes the
-# audio formats libsndfile cannot (M4A, AAC).
-packages="espeak-ng sox libsox-fmt-mp3 ffmpeg"
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v ffmpeg >/dev/null; then
+# audio formats libsndfile cannot (M4A, AAC); chromium runs the listening page's browser test (Playwright).
+packages="espeak-ng sox libsox-fmt-mp3 ffmpeg chromium"
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v ffmpeg >/dev/null \
+  || ! command -v chromium >/dev/null; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get install -y -qq $packages || { $sudo apt-get update -qq && $sudo apt-get install -y -qq $packages; }
