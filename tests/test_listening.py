@@ -2,15 +2,14 @@
 labels, export and the learned preference reward (on real espeak-ng speech)."""
 
 import json
-import random
 import sqlite3
 
 import numpy as np
 import pytest
-from listening_data import KINDS, SENTENCES, construction_winner, make_kind_folders, speak
 from starlette.testclient import TestClient
 
 import listen
+from demo.listening_clips import KINDS, SENTENCES, judge_by_construction, make_kind_folders, speak
 from llasa.audio import load_audio, write_wav
 from llasa.listening.clips import Clip, find_clips, pair_clips, parse_system
 from llasa.listening.export import export_records, write_dataset, write_jsonl
@@ -381,19 +380,10 @@ def kind_folders(tmp_path_factory):
 
 
 def _judged_by_construction(tmp_path, folders, seed=0) -> PreferenceStore:
-    """Every pair of kinds on every text, judged as constructed (in a random shown order); equal merits skipped."""
+    """Every pair of kinds on every text, judged as constructed (equal merits left out)."""
     store = PreferenceStore(tmp_path / "construction.sqlite")
     store.register(pair_clips({kind: find_clips(kind, folder) for kind, folder in folders.items()}))
-    rng = random.Random(seed)
-    for pair in store.pairs():
-        winner = construction_winner(pair["system_a"], pair["system_b"])
-        if winner is None:
-            continue
-        shown = [pair["clip_a"], pair["clip_b"]]
-        rng.shuffle(shown)
-        winner_clip = pair["clip_a"] if winner == pair["system_a"] else pair["clip_b"]
-        choice = "a" if shown[0] == winner_clip else "b"
-        store.record("ai:construction", pair["pair_id"], *shown, choice, kind="machine")
+    judge_by_construction(store, seed=seed)
     return store
 
 
@@ -443,6 +433,27 @@ class TestPreferenceModel:
 
         at_24k, _ = preference_scores(model, [resample(clean, SR, 24000)], 24000)
         assert at_24k[0] == pytest.approx(scores[0], abs=0.05)
+
+    def test_preference_component_in_the_reward(self, tmp_path, kind_folders):
+        # The "preference" component as a reward config names it: load_reward builds it from {"weight", "model"},
+        # a clip's reward is then the model's score, and a config without a usable model folder is refused at once.
+        pytest.importorskip("llasa.rewards.components", reason="the reward component framework is not in this tree")
+        from reward_whisper import load_reward
+
+        store = _judged_by_construction(tmp_path, kind_folders)
+        model = train_preference_model(
+            comparisons_from_judgments(store.judgments()),
+            lambda path: load_audio(path, SR),
+            FeatureConfig(embedding="none"),
+        )
+        model.save(tmp_path / "prefs_model")
+        reward = load_reward({"components": {"preference": {"weight": 1.0, "model": str(tmp_path / "prefs_model")}}})
+        clean = load_audio(kind_folders["varied_clean"] / "s01.wav", SR)
+        [clip] = reward.score_audio([clean], ["A rainbow appeared after the summer rain."])
+        assert clip.reward == pytest.approx(model.scores([clean])[0], abs=1e-6)
+        assert clip.metrics["preference_utility"] == pytest.approx(model.utilities([clean])[0], abs=1e-6)
+        with pytest.raises(ValueError, match="preference component's model"):
+            load_reward({"components": {"preference": {"weight": 1.0, "model": str(tmp_path / "missing")}}})
 
     def test_missing_model_folder_is_explained(self, tmp_path):
         # Loading a folder without a model names the command that makes one.

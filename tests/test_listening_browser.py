@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from listening_data import SENTENCES, speak
 
+from demo.listening_clips import SENTENCES, speak
 from llasa.audio import write_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

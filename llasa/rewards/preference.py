@@ -26,8 +26,10 @@ class PreferenceComponent(RewardComponent):
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:
             raise ValueError('The preference component needs "model": the folder listen.py train-reward wrote.')
-        # Checked now, not at the first batch of a long run.
-        _load_model(str(Path(self.model).resolve()))
+        try:  # checked now, not at the first batch of a long run
+            _load_model(str(Path(self.model).resolve()))
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"The preference component's model: {e}") from e
 
     def score(self, batch: ScoringBatch) -> ComponentResult:
         model = _load_model(str(Path(self.model).resolve()))

@@ -1,5 +1,8 @@
-"""Real speech for the listening tests: espeak-ng clips in system folders, varied or flat intonation, clean or noisy."""
+"""Real speech whose listener preference is known by construction, for the listening tests and the preference
+benchmark: espeak-ng clips in one folder per kind (varied or monotone intonation, clean or noisy), and judgments
+that follow the construction."""
 
+import random
 import subprocess
 import tempfile
 from pathlib import Path
@@ -7,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import load_audio, write_wav
+from llasa.listening.store import PreferenceStore
 
 SAMPLE_RATE = 16000
 SENTENCES = (
@@ -81,3 +85,19 @@ def construction_winner(system_a: str, system_b: str) -> str | None:
     if merit[system_a] == merit[system_b]:
         return None
     return system_a if merit[system_a] > merit[system_b] else system_b
+
+
+def judge_by_construction(store: PreferenceStore, rater: str = "ai:construction", seed: int = 0) -> int:
+    """Judge every registered pair of two kinds as constructed, shown in a random order, as machine judgments;
+    pairs of equal merit (varied but noisy against monotone but clean) are left out. Returns how many were judged."""
+    rng = random.Random(seed)
+    judged = 0
+    for pair in store.pairs():
+        winner = construction_winner(pair["system_a"], pair["system_b"])
+        if winner is None:
+            continue
+        shown = [pair["clip_a"], pair["clip_b"]]
+        rng.shuffle(shown)
+        winner_clip = pair["clip_a"] if winner == pair["system_a"] else pair["clip_b"]
+        judged += store.record(rater, pair["pair_id"], *shown, "a" if shown[0] == winner_clip else "b", kind="machine")
+    return judged
