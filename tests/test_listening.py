@@ -131,6 +131,14 @@ class TestStore:
         assert (again.new_clips, again.new_pairs, again.total_pairs) == (0, 0, 3)
         assert store.pairs() == before
 
+    def test_a_file_that_is_not_a_store_is_refused(self, tmp_path):
+        # --db pointing at another kind of file gets a clear error, and the file is left as it was.
+        other = tmp_path / "notes.txt"
+        other.write_text("not a database, but long enough to have a header " * 4)
+        with pytest.raises(ValueError, match="is not a listening-test store"):
+            PreferenceStore(other)
+        assert other.read_text().startswith("not a database")
+
     def test_file_is_in_wal_mode(self, store):
         # WAL lets raters write while others read.
         with sqlite3.connect(store.path) as db:

@@ -94,9 +94,14 @@ class PreferenceStore:
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"{self.path} is not a file: give the path of a .sqlite file for --db.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ValueError(
+                f"{self.path} is not a listening-test store ({e}): give a new or existing .sqlite file."
+            ) from e
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
