@@ -395,6 +395,18 @@ def _judged_by_construction(tmp_path, folders, seed=0) -> PreferenceStore:
     return store
 
 
+@pytest.fixture(scope="module")
+def acoustic_model_dir(tmp_path_factory, kind_folders):
+    """A model trained by `listen.py train-reward` on acoustic measures alone, 3 of 12 texts held out."""
+    folder = tmp_path_factory.mktemp("acoustic")
+    store = _judged_by_construction(folder, kind_folders, seed=1)
+    listen.main(
+        ["train-reward", "--db", str(store.path), "--output_dir", str(folder / "m"), "--embedding", "none"]
+        + ["--held_out", "0.25", "--seed", "1"]
+    )
+    return folder / "m"
+
+
 @pytest.mark.slow
 class TestPreferenceModel:
     def test_held_out_accuracy_and_round_trip(self, tmp_path, kind_folders):
@@ -422,16 +434,11 @@ class TestPreferenceModel:
         assert scores["varied_clean"] > scores["varied_noisy"] and scores["varied_clean"] > scores["flat_clean"]
         assert all(0 < score < 1 for score in scores.values())
 
-    def test_train_reward_command_and_component_scoring(self, tmp_path, kind_folders):
+    def test_train_reward_command_and_component_scoring(self, acoustic_model_dir, kind_folders):
         # listen.py train-reward (acoustic measures only) writes a folder PreferenceModel.load reads; what the
         # "preference" reward component returns from it: scores in [0, 1] with their utilities, the same at 24 kHz
         # as at 16 kHz (resampled), and None for a clip too short or silent to measure.
-        store = _judged_by_construction(tmp_path, kind_folders, seed=1)
-        listen.main(
-            ["train-reward", "--db", str(store.path), "--output_dir", str(tmp_path / "m"), "--embedding", "none"]
-            + ["--held_out", "0.25", "--seed", "1"]
-        )
-        model = PreferenceModel.load(tmp_path / "m")
+        model = PreferenceModel.load(acoustic_model_dir)
         assert model.metrics["held_out_accuracy"] >= 0.9
         clean, noisy = (load_audio(kind_folders[kind] / "s00.wav", SR) for kind in ("varied_clean", "varied_noisy"))
         scores, utilities = preference_scores(model, [clean, noisy, clean[: SR // 10], np.zeros(SR)], SR)
@@ -442,20 +449,14 @@ class TestPreferenceModel:
         at_24k, _ = preference_scores(model, [resample(clean, SR, 24000)], 24000)
         assert at_24k[0] == pytest.approx(scores[0], abs=0.05)
 
-    def test_preference_component_in_the_reward(self, tmp_path, kind_folders):
+    def test_preference_component_in_the_reward(self, tmp_path, acoustic_model_dir, kind_folders):
         # The "preference" component as a reward config names it: load_reward builds it from {"weight", "model"},
         # a clip's reward is then the model's score, and a config without a usable model folder is refused at once.
         pytest.importorskip("llasa.rewards.components", reason="the reward component framework is not in this tree")
         from reward_whisper import load_reward
 
-        store = _judged_by_construction(tmp_path, kind_folders)
-        model = train_preference_model(
-            comparisons_from_judgments(store.judgments()),
-            lambda path: load_audio(path, SR),
-            FeatureConfig(embedding="none"),
-        )
-        model.save(tmp_path / "prefs_model")
-        reward = load_reward({"components": {"preference": {"weight": 1.0, "model": str(tmp_path / "prefs_model")}}})
+        model = PreferenceModel.load(acoustic_model_dir)
+        reward = load_reward({"components": {"preference": {"weight": 1.0, "model": str(acoustic_model_dir)}}})
         clean = load_audio(kind_folders["varied_clean"] / "s01.wav", SR)
         [clip] = reward.score_audio([clean], ["A rainbow appeared after the summer rain."])
         assert clip.reward == pytest.approx(model.scores([clean])[0], abs=1e-6)
