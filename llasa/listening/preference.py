@@ -5,7 +5,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -364,7 +364,7 @@ def pairwise_accuracy(utilities: dict[str, float], comparisons: Sequence[Compari
 
 def train_preference_model(
     comparisons: Sequence[Comparison],
-    load: callable,
+    load: Callable[[str], np.ndarray],
     features: FeatureConfig = FeatureConfig(),
     options: TrainingOptions = TrainingOptions(),
 ) -> PreferenceModel:

@@ -1,4 +1,4 @@
-"""The listening page's web app (Starlette): the A/B page, the next pair for a rater, judgments in, registered clips out."""
+"""The listening page's web app (Starlette): the A/B page, each rater's next pair, judgments in, clips out."""
 
 import secrets
 from pathlib import Path

@@ -80,7 +80,7 @@ def check_rater(rater: str, kind: str = "human") -> str:
         return rater
     if not (isinstance(rater, str) and HUMAN_RATER.fullmatch(rater.strip())):
         raise ValueError(
-            f"A rater name is 1-64 letters, digits, spaces or . @ + - _ (no colon, kept for ai: raters), got {rater!r}."
+            f"A rater name is 1-64 letters, digits, spaces or . @ + - _ (no colon: ai: names machines), got {rater!r}."
         )
     return rater.strip()
 
