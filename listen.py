@@ -85,7 +85,7 @@ def command_serve(args) -> None:
 def command_results(args) -> None:
     from llasa.listening.results import markdown_report, plot_results, summarize
 
-    store = PreferenceStore(args.db)
+    store = PreferenceStore(args.db, create=False)
     kinds = KINDS if args.include_machine else ("human",)
     summary = summarize(store.judgments(kinds), samples=args.bootstrap, seed=args.seed)
     output_dir = Path(args.output_dir)
@@ -101,7 +101,7 @@ def command_results(args) -> None:
 def command_export(args) -> None:
     from llasa.listening.export import export_records, write_dataset, write_jsonl
 
-    records = export_records(PreferenceStore(args.db).judgments(tuple(args.kinds)))
+    records = export_records(PreferenceStore(args.db, create=False).judgments(tuple(args.kinds)))
     if args.output:
         logger.info("Wrote %d judgments to %s", len(records), write_jsonl(records, args.output))
     if args.dataset_dir:
@@ -142,7 +142,7 @@ def command_train_reward(args) -> None:
         train_preference_model,
     )
 
-    judgments = PreferenceStore(args.db).judgments(tuple(args.kinds))
+    judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
     options = TrainingOptions(hidden=args.hidden, steps=args.steps, held_out=args.held_out, seed=args.seed)
     model = train_preference_model(
         comparisons_from_judgments(judgments),

@@ -139,6 +139,12 @@ class TestStore:
             PreferenceStore(other)
         assert other.read_text().startswith("not a database")
 
+    def test_reading_commands_do_not_create_a_store(self, tmp_path):
+        # results on a mistyped --db says so instead of creating an empty store.
+        with pytest.raises(SystemExit, match="No store at"):
+            listen.main(["results", "--db", str(tmp_path / "typo.sqlite"), "--output_dir", str(tmp_path / "out")])
+        assert not (tmp_path / "typo.sqlite").exists()
+
     def test_file_is_in_wal_mode(self, store):
         # WAL lets raters write while others read.
         with sqlite3.connect(store.path) as db:

@@ -89,10 +89,12 @@ class PreferenceStore:
     """The SQLite file behind a listening test. Every call opens its own connection, so threads, processes and
     several raters can share one file; a judgment is committed (WAL, synchronous=FULL) before `record` returns."""
 
-    def __init__(self, path):
+    def __init__(self, path, create: bool = True):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"{self.path} is not a file: give the path of a .sqlite file for --db.")
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"No store at {self.path}: pairs are registered by `listen.py pairs` or `serve`.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as db:
