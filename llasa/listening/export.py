@@ -1,0 +1,58 @@
+"""The preference store as files others read: JSONL (one judgment a line) and a Hugging Face `datasets` dataset."""
+
+import json
+from pathlib import Path
+
+EXPORT_FIELDS = (
+    "judgment_id",
+    "rater",
+    "kind",
+    "pair_id",
+    "text",
+    "system_a",
+    "system_b",
+    "audio_a",
+    "audio_b",
+    "shown_first",
+    "choice",
+    "winner",
+    "tags",
+    "detail",
+    "created_at",
+)
+
+
+def export_records(judgments: list[dict]) -> list[dict]:
+    """One flat record per judgment: the pair's systems and audio paths, the system shown first (as A), the choice
+    as shown, the winning system (None for "same"), tags, machine scores (detail, JSON text) and time."""
+    records = []
+    for judgment in judgments:
+        record = {**judgment, "audio_a": judgment["path_a"], "audio_b": judgment["path_b"]}
+        record["detail"] = None if judgment["detail"] is None else json.dumps(judgment["detail"])
+        records.append({name: record[name] for name in EXPORT_FIELDS})
+    return records
+
+
+def write_jsonl(records: list[dict], path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return path
+
+
+def write_dataset(records: list[dict], folder) -> Path:
+    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it)."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            **{name: datasets.Value("string") for name in EXPORT_FIELDS},
+            "judgment_id": datasets.Value("int64"),
+            "pair_id": datasets.Value("int64"),
+            "tags": datasets.Sequence(datasets.Value("string")),
+        }
+    )
+    dataset = datasets.Dataset.from_list(records, features=features)
+    dataset.save_to_disk(str(folder))
+    return Path(folder)
