@@ -35,16 +35,21 @@ def make_codes(clips: int, min_seconds: float, max_seconds: float, seed: int = 0
     return [rng.integers(0, CODEBOOK_SIZE, n).tolist() for n in lengths]
 
 
-def timed_decode(codec, codes, batching: str, repeats: int) -> tuple[float, list[np.ndarray]]:
-    """The fastest of `repeats` decodes in `batching` mode (after a warm-up), and its audio."""
-    codec.batching = batching
-    audio = codec.decode(codes)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        audio = codec.decode(codes)
-        times.append(time.perf_counter() - start)  # decode returns NumPy arrays: the GPU has finished
-    return min(times), audio
+def timed_decodes(codec, codes, modes: tuple[str, ...], repeats: int) -> dict[str, tuple[float, list[np.ndarray]]]:
+    """For each batching mode, the fastest of `repeats` decodes and its audio, after a warm-up decode.
+
+    The modes take turns, run after run, so that other work on the machine slows them alike.
+    """
+    times = {mode: [] for mode in modes}
+    audio = {}
+    for run in range(repeats + 1):
+        for mode in modes:
+            codec.batching = mode
+            start = time.perf_counter()
+            audio[mode] = codec.decode(codes)
+            if run:  # the first run warms up
+                times[mode].append(time.perf_counter() - start)  # decode returns NumPy arrays: the GPU is done
+    return {mode: (min(times[mode]), audio[mode]) for mode in modes}
 
 
 @torch.inference_mode()
@@ -106,7 +111,8 @@ def main():
     add_flag(parser, "min_seconds", type=float, default=2.0, help="shortest completion")
     add_flag(parser, "max_seconds", type=float, default=10.0, help="longest completion")
     add_flag(parser, "batch_size", type=positive_int, default=16, help="clips per decoder call")
-    add_flag(parser, "repeats", type=positive_int, default=2, help="timed runs per mode (the fastest counts)")
+    add_flag(parser, "repeats", type=positive_int, default=3, help="timed runs per mode (the fastest counts)")
+    add_flag(parser, "threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     add_flag(parser, "device", default="cpu", help="cpu, cuda...")
     add_flag(parser, "dtype", default=None, help="float16 or bfloat16 on a GPU; float32 by default")
     add_flag(parser, "real_size", action="store_true", help="a random codec of the real checkpoint's sizes")
@@ -122,8 +128,10 @@ def main():
     codec = load_codec(codec_dir, decode_only=True, **options)
     codes = make_codes(args.clips, args.min_seconds, args.max_seconds)
 
-    exact_s, exact = timed_decode(codec, codes, "exact", args.repeats)
-    masked_s, masked = timed_decode(codec, codes, "masked", args.repeats)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    timings = timed_decodes(codec, codes, ("exact", "masked"), args.repeats)
+    (exact_s, exact), (masked_s, masked) = timings["exact"], timings["masked"]
     masked_diff, masked_relative = largest_difference(masked, exact)
     unmasked_diff, unmasked_relative = largest_difference(unmasked_padded_decode(codec, codes), exact)
 

@@ -49,6 +49,8 @@ BATCHING_MODES = ("masked", "exact")
 # Masked batches decode clips of different lengths together; their audio differs from one-at-a-time decoding by
 # float rounding only (benchmarks/bench_codec.py prints the figures).
 DEFAULT_BATCHING = "masked"
+# At most this share of a masked batch's frames is padding (wasted work): neighbours in length share a batch.
+MAX_PADDING = 0.25
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 # What decoding never uses: the w2v-BERT semantic model and its adapter, the acoustic encoder, the encoder's fusion
 # layer (transformers' names, then the `xcodec2` package's).
@@ -434,20 +436,17 @@ def _masked_group_norm(norm: torch.nn.GroupNorm, hidden: torch.Tensor, lengths: 
 def _masked_istft(head, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """`Xcodec2ISTFTHead.forward` with the frames `valid` (batch, frames) marks as padding left out."""
     magnitude, phase = head.linear(hidden).chunk(2, dim=-1)
-    spectrum = torch.polar(torch.exp(magnitude.float()).clamp(max=1e2), phase.float())
-    window = head.window.float()[None, :, None]  # (1, n_fft, 1)
-    keep = valid[:, None, :].float()  # (batch, 1, frames)
-    frames = torch.fft.irfft(spectrum, head.n_fft, dim=-1, norm="backward").transpose(1, 2) * window * keep
-    audio = _overlap_add(frames, head)
-    envelope = _overlap_add(window.square() * keep, head)
-    return audio / envelope.clamp(min=1e-11)  # the same floor as the original
-
-
-def _overlap_add(frames: torch.Tensor, head) -> torch.Tensor:
-    """Frames (batch, n_fft, n_frames) added at hop spacing, with the ISTFT's "same" padding cut off both ends."""
+    keep = valid[..., None].float()  # (batch, frames, 1)
+    # A padded frame's spectrum is zeroed, so its waveform is zero and adds nothing to its neighbours.
+    spectrum = torch.polar(torch.exp(magnitude.float()).clamp(max=1e2) * keep, phase.float())
+    window = head.window.float()
+    frames = torch.fft.irfft(spectrum, head.n_fft, dim=-1, norm="backward").transpose(1, 2) * window[None, :, None]
     size = (frames.shape[-1] - 1) * head.hop_length + head.n_fft
-    added = F.fold(frames, output_size=(1, size), kernel_size=(1, head.n_fft), stride=(1, head.hop_length))
-    return added[:, 0, 0, head.padding : -head.padding]
+    audio = F.fold(frames, output_size=(1, size), kernel_size=(1, head.n_fft), stride=(1, head.hop_length))[:, 0, 0]
+    # Each clip's window envelope: the squared window added at its own frames only (the same sums as the head's fold).
+    envelope = F.conv_transpose1d(keep.transpose(1, 2), window.square()[None, None], stride=head.hop_length)[:, 0]
+    cut = slice(head.padding, -head.padding)  # the ISTFT's "same" padding, off both ends
+    return audio[:, cut] / envelope[:, cut].clamp(min=1e-11)  # the same floor as the head
 
 
 def _padded_codes(codes: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -469,10 +468,19 @@ def _same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]
     ]
 
 
-def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted longest first, in chunks of at most `batch_size`: each batch pads its clips the least."""
-    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+def _length_sorted_batches(lengths: list[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices sorted longest first, in batches of at most `batch_size` neighbours whose padding (the share of the
+    batch's frames that are padding) stays within `max_padding`."""
+    batches = []
+    for index in sorted(range(len(lengths)), key=lambda index: -lengths[index]):
+        batch = batches[-1] if batches else []
+        longest = lengths[batch[0]] if batch else 0
+        frames = sum(lengths[i] for i in batch) + lengths[index]
+        if batch and len(batch) < batch_size and 1 - frames / (longest * (len(batch) + 1)) <= max_padding:
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def _check_waveform(wav, index: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from llasa.codec import (
     BATCHING_MODES,
     DEFAULT_BATCHING,
     ENCODER_MODULES,
+    MAX_PADDING,
     XCODEC2_INSTALL_HINT,
     OriginalXcodec2,
     TransformersXcodec2,
@@ -209,15 +210,21 @@ class TestBatching:
             np.testing.assert_allclose(clip_audio, decode_only_codec.decode([clip_codes])[0], rtol=0, atol=MASKED_ATOL)
 
     def test_masked_batches_take_fewer_decoder_calls(self, decode_only_codec):
-        # The point of masking: 8 clips of 8 lengths in batches of 4 take 2 decoder calls; same-length-only
-        # batching ("exact") takes one call per clip.
-        codes = _random_codes(self.LENGTHS)
+        # The point of masking: 8 clips of 8 lengths (40..47 codes) in batches of 4 take 2 decoder calls;
+        # same-length-only batching ("exact") takes one call per clip.
+        codes = _random_codes((44, 40, 47, 41, 45, 43, 46, 42))
         assert _decoder_calls(decode_only_codec, codes) == 2
         decode_only_codec.batching = "exact"
         try:
             assert _decoder_calls(decode_only_codec, codes) == 8
         finally:
             decode_only_codec.batching = "masked"
+
+    def test_masked_batches_bound_their_padding(self, decode_only_codec):
+        # Longest first, a clip joins a batch only while at most MAX_PADDING (25%) of the batch's frames are
+        # padding: 60, 47, 33 (22% padding) | 20, 12 (20%) | 5 (with it, 38%) | 2, 1 (25%).
+        assert MAX_PADDING == 0.25
+        assert _decoder_calls(decode_only_codec, _random_codes(self.LENGTHS)) == 4
 
     def test_exact_mode_is_one_at_a_time_bit_for_bit(self, tiny_codec_dir):
         # batching="exact": clips of different lengths never share a batch, so each is exactly its lone decode.
