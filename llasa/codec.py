@@ -18,12 +18,14 @@ decoding, all of its audio (the decoder's GroupNorm takes statistics over the wh
 attention is not masked). So encode batches only hold clips of the same code length, and decoding has
 two batching modes (`BATCHING_MODES`):
 
-- "masked" (the default): clips of any lengths share a batch, sorted by length so that neighbours pad
-  little; the decoder runs with a padding mask (GroupNorm statistics over each clip's own frames, padding
-  zeroed before every convolution, padded keys masked out of attention, padded frames left out of the
-  ISTFT's overlap-add), so each clip's audio is its one-at-a-time audio up to float rounding (measured by
-  benchmarks/bench_codec.py). Batches of one length run the unmodified decoder.
-- "exact": only clips of the same code length share a batch, through the unmodified decoder.
+- "masked" (the default): clips of different lengths share a batch, neighbours in length, with at most
+  MAX_PADDING of the batch's frames being padding; the decoder runs with a padding mask (GroupNorm on each
+  clip's own frames, padding zeroed before every convolution, padded keys masked out of attention, padded
+  frames left out of the ISTFT's overlap-add), so each clip's audio is its one-at-a-time audio up to float
+  rounding (convolutions round differently on longer inputs). Batches of one length run the unmodified
+  decoder. benchmarks/bench_codec.py measures the difference and the speed-up.
+- "exact": only clips of the same code length share a batch, through the unmodified decoder: each clip's
+  audio is what decoding it alone gives.
 
 On a GPU, kernels chosen per batch shape (and PyTorch's default TF32 convolutions) still flip codes that
 sit on an FSQ rounding boundary: about 1% of codes between a batch of 8 and one clip at a time in float32,
@@ -46,15 +48,16 @@ XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install -
 DEFAULT_CODEC_ID = "HKUSTAudio/xcodec2-hf"
 DEFAULT_BATCH_SIZE = 16  # clips per forward pass (transformers backend)
 BATCHING_MODES = ("masked", "exact")
-# Masked batches decode clips of different lengths together; their audio differs from one-at-a-time decoding by
-# float rounding only (benchmarks/bench_codec.py prints the figures).
+# Masked batches decode clips of different lengths together, in fewer decoder calls; their audio differs from
+# one-at-a-time decoding by float rounding only (benchmarks/bench_codec.py prints both figures).
 DEFAULT_BATCHING = "masked"
 # At most this share of a masked batch's frames is padding (wasted work): neighbours in length share a batch.
 MAX_PADDING = 0.25
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-# What decoding never uses: the w2v-BERT semantic model and its adapter, the acoustic encoder, the encoder's fusion
-# layer (transformers' names, then the `xcodec2` package's).
+# What decoding never uses in transformers' Xcodec2Model: the w2v-BERT semantic model and its adapter, the acoustic
+# encoder, the encoder's fusion layer.
 ENCODER_MODULES = ("semantic_encoder", "semantic_adapter", "acoustic_encoder", "fc_encoder")
+# All that `decode_code` uses in the `xcodec2` package's XCodec2Model.
 ORIGINAL_DECODER_MODULES = ("generator", "fc_post_a")
 
 
@@ -162,7 +165,7 @@ class TransformersXcodec2(Xcodec2Codec):
         padded, lengths = _padded_codes(codes, self.device)
         latents = self.model.quantizer.from_codes(padded[..., None])  # (batch, n_codes, quantization_dim)
         decoder = self.model.acoustic_decoder
-        if lengths.min() == lengths.max():
+        if len({len(clip_codes) for clip_codes in codes}) == 1:
             return decoder(latents)[:, 0]  # what Xcodec2Model.decode runs
         return _masked_decode(decoder, latents, lengths)
 
