@@ -18,14 +18,19 @@ decoding, all of its audio (the decoder's GroupNorm takes statistics over the wh
 attention is not masked). So encode batches only hold clips of the same code length, and decoding has
 two batching modes (`BATCHING_MODES`):
 
-- "masked" (the default): clips of different lengths share a batch, neighbours in length, with at most
-  MAX_PADDING of the batch's frames being padding; the decoder runs with a padding mask (GroupNorm on each
-  clip's own frames, padding zeroed before every convolution, padded keys masked out of attention, padded
-  frames left out of the ISTFT's overlap-add), so each clip's audio is its one-at-a-time audio up to float
-  rounding (convolutions round differently on longer inputs). Batches of one length run the unmodified
-  decoder. benchmarks/bench_codec.py measures the difference and the speed-up.
-- "exact": only clips of the same code length share a batch, through the unmodified decoder: each clip's
-  audio is what decoding it alone gives.
+- "masked" (the default on a GPU): clips of different lengths share a batch, neighbours in length, with
+  at most MAX_PADDING of the batch's frames being padding; the decoder runs with a padding mask (GroupNorm
+  on each clip's own frames, padding zeroed before every convolution, padded keys masked out of attention,
+  padded frames left out of the ISTFT's overlap-add), so each clip's audio is its one-at-a-time audio up to
+  float rounding (convolutions round differently on longer inputs). Batches of one length run the
+  unmodified decoder.
+- "exact" (the default on the CPU): only clips of the same code length share a batch, through the
+  unmodified decoder: each clip's audio is what decoding it alone gives.
+
+benchmarks/bench_codec.py compares them. Masked batching needs a fraction of the decoder calls (8
+completions of 2-6 s: 2 calls instead of 8), which is what a GPU's per-call overhead is paid on; on a CPU,
+decoding is compute-bound and the padding is extra work (real-size codec, one thread: masked runs at 0.81x
+the speed of exact). Hence `default_batching`.
 
 On a GPU, kernels chosen per batch shape (and PyTorch's default TF32 convolutions) still flip codes that
 sit on an FSQ rounding boundary: about 1% of codes between a batch of 8 and one clip at a time in float32,
@@ -48,9 +53,6 @@ XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install -
 DEFAULT_CODEC_ID = "HKUSTAudio/xcodec2-hf"
 DEFAULT_BATCH_SIZE = 16  # clips per forward pass (transformers backend)
 BATCHING_MODES = ("masked", "exact")
-# Masked batches decode clips of different lengths together, in fewer decoder calls; their audio differs from
-# one-at-a-time decoding by float rounding only (benchmarks/bench_codec.py prints both figures).
-DEFAULT_BATCHING = "masked"
 # At most this share of a masked batch's frames is padding (wasted work): neighbours in length share a batch.
 MAX_PADDING = 0.25
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -72,14 +74,14 @@ class Xcodec2Codec:
     sample_rate = CODEC_SAMPLE_RATE
 
     def __init__(
-        self, model, device: torch.device, batch_size: int, *, batching=DEFAULT_BATCHING, decode_only: bool = False
+        self, model, device: torch.device, batch_size: int, *, batching: str | None = None, decode_only: bool = False
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.model = model
         self.device = device
         self.batch_size = batch_size
-        self.batching = batching
+        self.batching = default_batching(device) if batching is None else batching
         self.decode_only = decode_only
 
     @property
@@ -89,9 +91,7 @@ class Xcodec2Codec:
 
     @batching.setter
     def batching(self, mode: str) -> None:
-        if mode not in BATCHING_MODES:
-            raise ValueError(f"batching must be one of {BATCHING_MODES}, got {mode!r}.")
-        self._batching = mode
+        self._batching = _checked_batching(mode)
 
     @torch.inference_mode()
     def encode(self, waveforms: list[np.ndarray]) -> list[list[int]]:
@@ -146,7 +146,7 @@ class TransformersXcodec2(Xcodec2Codec):
         device: torch.device,
         batch_size: int = DEFAULT_BATCH_SIZE,
         *,
-        batching=DEFAULT_BATCHING,
+        batching: str | None = None,
         decode_only: bool = False,
     ):
         super().__init__(model, device, batch_size, batching=batching, decode_only=decode_only)
@@ -186,6 +186,17 @@ class OriginalXcodec2(Xcodec2Codec):
         return self.model.decode_code(padded[:, None, :])[:, 0]
 
 
+def default_batching(device: torch.device) -> str:
+    """The batching mode `decode` uses unless told: "exact" on the CPU, "masked" on a GPU (see the module's docstring)."""
+    return "exact" if device.type == "cpu" else "masked"
+
+
+def _checked_batching(mode: str) -> str:
+    if mode not in BATCHING_MODES:
+        raise ValueError(f"batching must be one of {BATCHING_MODES}, got {mode!r}.")
+    return mode
+
+
 def decode_continuations(
     codec, codes: list[list[int]], prompts: list[list[int] | None]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -208,22 +219,22 @@ def load_codec(
     device="auto",
     dtype=None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    batching: str = DEFAULT_BATCHING,
+    batching: str | None = None,
     decode_only: bool = False,
 ) -> Xcodec2Codec:
     """Load an XCodec2 checkpoint (hub id or local folder) for inference.
 
     device: "auto" (this process's GPU when there is one, else the CPU), or anything `torch.device` accepts.
     dtype: None or float32; float16 / bfloat16 (or their names) for the transformers backend on a GPU.
-    batching: how `decode` batches clips of different lengths, one of BATCHING_MODES (transformers backend; the
-        original release decodes one clip at a time).
+    batching: how `decode` batches clips of different lengths, one of BATCHING_MODES; None for
+        `default_batching(device)` (transformers backend; the original release decodes one clip at a time).
     decode_only: load only what decoding uses (no w2v-BERT semantic model, no acoustic encoder); `encode` then
         raises. For the reward, inference and training samples, which only decode.
     """
     device = resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
-    if batching not in BATCHING_MODES:
-        raise ValueError(f"batching must be one of {BATCHING_MODES}, got {batching!r}.")
+    if batching is not None:
+        _checked_batching(batching)
     config = _read_config(name_or_path)
     if _is_transformers_xcodec2(config):
         return _load_transformers_xcodec2(name_or_path, device, dtype, batch_size, batching, decode_only)
@@ -426,9 +437,8 @@ def _masked_resnet_block(block, hidden: torch.Tensor, keep: torch.Tensor, length
 def _masked_group_norm(norm: torch.nn.GroupNorm, hidden: torch.Tensor, lengths: list[int]) -> torch.Tensor:
     """`norm` on (batch, channels, frames), clip by clip over each clip's own `lengths` frames; padding comes out 0.
 
-    The module itself, not a masked re-derivation of its statistics: its kernel's rounding is what one-at-a-time
-    decoding gets, so the clip's audio stays bit for bit the same (a masked mean and variance differ by ~1e-7,
-    which the decoder's later layers amplify to ~1e-5 of the audio).
+    The module itself rather than a masked mean and variance of the whole batch: it rounds as one-at-a-time decoding
+    does, where masked statistics differ by ~1e-7 and the later layers amplify that (to ~1e-5 on the tiny codec).
     """
     normalized = torch.zeros_like(hidden)
     for row, length in enumerate(lengths):
@@ -454,11 +464,11 @@ def _masked_istft(head, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tens
 
 def _padded_codes(codes: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Code arrays as one (batch, longest) LongTensor padded with code 0, and their lengths."""
-    lengths = torch.tensor([len(clip_codes) for clip_codes in codes], device=device)
-    padded = np.zeros((len(codes), int(lengths.max())), dtype=np.int64)
+    lengths = [len(clip_codes) for clip_codes in codes]
+    padded = np.zeros((len(codes), max(lengths)), dtype=np.int64)
     for row, clip_codes in enumerate(codes):
         padded[row, : len(clip_codes)] = clip_codes
-    return torch.as_tensor(padded, device=device), lengths
+    return torch.as_tensor(padded, device=device), torch.tensor(lengths, device=device)
 
 
 def _same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
