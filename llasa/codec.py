@@ -456,10 +456,20 @@ def _masked_istft(head, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tens
     frames = torch.fft.irfft(spectrum, head.n_fft, dim=-1, norm="backward").transpose(1, 2) * window[None, :, None]
     size = (frames.shape[-1] - 1) * head.hop_length + head.n_fft
     audio = F.fold(frames, output_size=(1, size), kernel_size=(1, head.n_fft), stride=(1, head.hop_length))[:, 0, 0]
-    # Each clip's window envelope: the squared window added at its own frames only (the same sums as the head's fold).
-    envelope = F.conv_transpose1d(keep.transpose(1, 2), window.square()[None, None], stride=head.hop_length)[:, 0]
+    envelope = _window_envelopes(window.square(), valid.float(), head.hop_length)
     cut = slice(head.padding, -head.padding)  # the ISTFT's "same" padding, off both ends
     return audio[:, cut] / envelope[:, cut].clamp(min=1e-11)  # the same floor as the head
+
+
+def _window_envelopes(squared_window: torch.Tensor, keep: torch.Tensor, hop: int) -> torch.Tensor:
+    """Each clip's ISTFT window envelope: `squared_window` added at hop spacing at the frames `keep` (batch, frames)
+    marks, as the head's fold adds it at all of a clip's frames alone (the same sums, bit for bit).
+
+    A window spans `taps` hops, so output hop m sums window piece k at frame m - k, for k < taps: one small matmul.
+    """
+    taps = len(squared_window) // hop
+    frames_behind = F.pad(keep, (taps - 1, taps - 1)).unfold(1, taps, 1).flip(-1)  # [m, k] = keep[m - k]
+    return (frames_behind @ squared_window.reshape(taps, hop)).flatten(1)
 
 
 def _padded_codes(codes: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
