@@ -207,11 +207,12 @@ class TestBatching:
         ]
 
     def test_masked_batches_of_different_lengths_decode_as_one_at_a_time(self, decode_only_codec):
-        # 8 lengths in batches of 4: each clip exactly len(codes) * 320 samples, as decoded alone up to rounding.
+        # 8 lengths in batches of 4 (and an empty list): each clip exactly len(codes) * 320 samples, as decoded
+        # alone up to rounding.
         codes = _random_codes(self.LENGTHS)
-        audio = decode_only_codec.decode(codes)
-        assert [len(clip) for clip in audio] == [n * SAMPLES_PER_TOKEN for n in self.LENGTHS]
-        for clip_codes, clip_audio in zip(codes, audio, strict=True):
+        audio = decode_only_codec.decode(codes + [[]])
+        assert [len(clip) for clip in audio] == [n * SAMPLES_PER_TOKEN for n in self.LENGTHS] + [0]
+        for clip_codes, clip_audio in zip(codes, audio[:-1], strict=True):
             np.testing.assert_allclose(clip_audio, decode_only_codec.decode([clip_codes])[0], rtol=0, atol=MASKED_ATOL)
 
     def test_masked_batches_take_fewer_decoder_calls(self, decode_only_codec):
