@@ -10,7 +10,7 @@
 Both return, for a clip of N samples, N // 320 + 1 codes (the codec pads every clip up to the next
 multiple of 320 and beyond), and decode n codes to exactly n * 320 samples. `decode_only=True` loads
 only the quantizer and the acoustic decoder (no w2v-BERT semantic model, no acoustic encoder), for
-callers that never encode: the reward, inference, training samples.
+callers that never encode: the reward, training samples, inference without voice prompts.
 
 The codec has no padding mask of its own: padding a short clip in a batch changes its last codes (the
 acoustic encoder's convolutions see the padding; their receptive field spans several frames) and, when
@@ -229,7 +229,7 @@ def load_codec(
     batching: how `decode` batches clips of different lengths, one of BATCHING_MODES; None for
         `default_batching(device)` (transformers backend; the original release decodes one clip at a time).
     decode_only: load only what decoding uses (no w2v-BERT semantic model, no acoustic encoder); `encode` then
-        raises. For the reward, inference and training samples, which only decode.
+        raises. For callers that never encode: the reward, training samples, inference without voice prompts.
     """
     device = resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
