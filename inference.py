@@ -113,7 +113,8 @@ def main(argv=None):
         requests = [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")]
         skipped = []
     llasa = load_model(args.model_name_or_path, args.device, args.dtype)
-    codec = load_codec(args.codec_id, device=args.device)
+    # Voice prompts are encoded; without them the codec only decodes, and loads without its encoders.
+    codec = load_codec(args.codec_id, device=args.device, decode_only=not any(r.prompt_wav for r in requests))
     scorer = None if args.reward_config is None else load_scorer(args.reward_config, device=args.device)
     if args.input_file is None:
         [outcome] = synthesize(llasa, codec, requests, args.sampling, num_samples=args.num_samples, scorer=scorer)

@@ -36,6 +36,7 @@ from llasa.training import (
     load_training_dataset,
     load_voice_prompt,
     resume_target,
+    run_codec_id,
 )
 
 logger = logging.getLogger("train")
@@ -218,8 +219,8 @@ def build_trainer(
         reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer)
     voice = None
     if script_args.prompt_wav is not None:
-        codec = load_run_codec(script_args.codec_id, reward_funcs, training_args.device)
-        voice = load_voice_prompt(script_args.prompt_wav, script_args.prompt_text, codec)
+        codec_id = run_codec_id(script_args.codec_id, reward_funcs)
+        voice = load_voice_prompt(script_args.prompt_wav, script_args.prompt_text, codec_id, training_args.device)
     with training_args.main_process_first(desc="building prompts"):
         dataset = load_training_dataset(script_args.dataset, script_args.dataset_split, script_args.dataset_config)
         dataset, summary = build_prompts(

@@ -127,8 +127,7 @@ def build_tiny_xcodec2(output_dir, seed: int = 0) -> Path:
     `hidden_size + semantic_model_config.hidden_size`; `hidden_size` must be a multiple of 32
     (the decoder's GroupNorm groups) and at least 64 so that a single code can be decoded.
     """
-    import torch
-    from transformers import Xcodec2Config, Xcodec2FeatureExtractor, Xcodec2Model
+    from transformers import Xcodec2Config
 
     semantic_config = {
         "model_type": "wav2vec2-bert",
@@ -156,6 +155,26 @@ def build_tiny_xcodec2(output_dir, seed: int = 0) -> Path:
         # Weights drawn wider than the default 0.02, or every frame rounds to the same (middle) code.
         initializer_range=0.3,
     )
+    return _save_random_xcodec2(config, output_dir, seed)
+
+
+def build_real_size_xcodec2(output_dir, seed: int = 0) -> Path:
+    """A random Xcodec2Model of the real checkpoint's sizes (~630M parameters, ~2.5 GB in float32), for timings.
+
+    transformers' Xcodec2Config defaults mirror HKUSTAudio/xcodec2-hf: a 1024-wide, 12-layer decoder
+    transformer and w2v-BERT 2.0's 1024-wide semantic model cut to the 16 layers XCodec2 reads. Random weights:
+    its audio is noise, but every tensor has the real shape, so decoding costs what the real codec costs.
+    """
+    from transformers import Xcodec2Config
+
+    return _save_random_xcodec2(Xcodec2Config(), output_dir, seed)
+
+
+def _save_random_xcodec2(config, output_dir, seed: int) -> Path:
+    """A random Xcodec2Model of `config` and its Xcodec2FeatureExtractor, saved to `output_dir`."""
+    import torch
+    from transformers import Xcodec2FeatureExtractor, Xcodec2Model
+
     torch.manual_seed(seed)
     output_dir = Path(output_dir)
     Xcodec2Model(config).eval().save_pretrained(output_dir)

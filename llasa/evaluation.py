@@ -72,7 +72,8 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
     models = [system for system in systems if system.model is not None]
     if not models:
         return
-    codec = load_codec(args.codec_id, device=args.device)
+    # Voice prompts are encoded; without them the codec only decodes, and loads without its encoders.
+    codec = load_codec(args.codec_id, device=args.device, decode_only=not any(r.prompt_wav for r in requests))
     for system in models:
         logger.info("Synthesising with %s (%s).", system.name, system.model)
         # Clips left from an earlier run would be scored as this run's where this run skips a line.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig, ModelConfig
 
-from llasa.codec import encode_voice_prompt, load_codec_once
+from llasa.codec import encode_voice_prompt, load_codec, load_codec_once
 from llasa.data import load_source
 from llasa.format import (
     DURATION_COLUMN,
@@ -69,11 +69,13 @@ def load_training_dataset(dataset: str, split: str = "train", config: str | None
     return load_source(dataset, split, config).dataset
 
 
-def load_voice_prompt(prompt_wav: str, prompt_text: str, codec) -> VoicePrompt:
-    """Encode the reference recording once for the whole run."""
+def load_voice_prompt(prompt_wav: str, prompt_text: str, codec_id: str, device) -> VoicePrompt:
+    """Encode the reference recording once for the whole run, with a full codec that is freed afterwards (the
+    reward and the samples only decode)."""
     if not prompt_text.strip():
         raise ValueError("--prompt_text is empty: give the words spoken in --prompt_wav.")
-    return VoicePrompt(text=prompt_text.strip(), codes=encode_voice_prompt(codec, prompt_wav))
+    codes = encode_voice_prompt(load_codec(codec_id, device=str(device)), prompt_wav)
+    return VoicePrompt(text=prompt_text.strip(), codes=codes)
 
 
 def expected_speech_tokens(text: str, duration: float | None, chars_per_second: float) -> int:
@@ -269,14 +271,23 @@ def load_reward_funcs(reward_config: str, tokenizer) -> list:
     return [load_reward(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))]
 
 
-def load_run_codec(codec_id: str | None, reward_funcs: list, device):
-    """The codec given by --codec_id, else the reward's own (no second copy in memory)."""
+def run_codec_id(codec_id: str | None, reward_funcs: list) -> str:
+    """The codec of the run: --codec_id, else the reward's."""
     if codec_id is not None:
-        return load_codec_once(codec_id, device=str(device))
+        return codec_id
     for reward in reward_funcs:
-        codec = getattr(reward, "codec", None)
-        if codec is not None:
-            return codec
+        config = getattr(reward, "config", None)
+        if getattr(config, "codec_id", None) is not None:
+            return config.codec_id
     raise ValueError(
         "No codec to encode the voice prompt or decode samples: pass --codec_id (e.g. HKUSTAudio/xcodec2)."
     )
+
+
+def load_run_codec(codec_id: str | None, reward_funcs: list, device):
+    """The decode-only codec for samples: the reward's own when --codec_id does not name another (no second copy)."""
+    if codec_id is None:
+        for reward in reward_funcs:
+            if getattr(reward, "codec", None) is not None:
+                return reward.codec
+    return load_codec_once(run_codec_id(codec_id, reward_funcs), device=str(device))
