@@ -27,7 +27,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from llasa.device import resolve_device, resolve_dtype
+from llasa.device import outside_zero3, resolve_device, resolve_dtype
 from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
@@ -137,6 +137,7 @@ def decode_continuations(
     return [(wav[:cut], wav[cut:]) for wav, cut in zip(waveforms, cuts, strict=True)]
 
 
+@outside_zero3()
 def load_codec(name_or_path, *, device="auto", dtype=None, batch_size: int = DEFAULT_BATCH_SIZE) -> Xcodec2Codec:
     """Load an XCodec2 checkpoint (hub id or local folder) for inference.
 
