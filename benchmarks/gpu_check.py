@@ -140,6 +140,7 @@ def build_policy(output_dir: Path, size: Size, device: torch.device):
     tokenizer."""
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    from llasa.device import release_cached_memory
     from llasa.format import SPEECH_GENERATION_END
 
     tokenizer = AutoTokenizer.from_pretrained(build_tokenizer(output_dir, size.base_vocab))
@@ -160,6 +161,7 @@ def build_policy(output_dir: Path, size: Size, device: torch.device):
     )
     model.to(torch.bfloat16).save_pretrained(output_dir)  # loaded back in float32, as train.py trains
     del model
+    release_cached_memory(device)  # the memory peaks measured later are the run's own
     return tokenizer
 
 

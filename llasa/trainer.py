@@ -86,7 +86,8 @@ class LlasaGRPOTrainer(GRPOTrainer):
         return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        summarize_logged_speech(self._logs)
+        if self.log_completions:
+            summarize_logged_speech(self._logs)
         if self.profiled_steps > 0:
             # Seconds per optimizer step since the last log, under TRL's own names.
             for name, seconds in self.profiling_seconds.items():

@@ -94,3 +94,23 @@ def test_models_loaded_later_stay_outside_zero3(zero3, init_contexts, tiny_codec
     assert init_contexts == [("Xcodec2Model", False)] and is_deepspeed_zero3_enabled()
     assert all(parameter.numel() > 0 for parameter in codec.model.parameters())  # whole, not partitioned
     assert all(parameter.device == torch.device("cpu") for parameter in codec.model.parameters())
+
+
+@pytest.mark.slow
+def test_original_xcodec2_asks_for_w2v_bert_outside_zero3(zero3, tiny_original_codec_dir, monkeypatch):
+    # The original `xcodec2` package loads facebook/w2v-bert-2.0 from its own constructor: that load, too, runs with
+    # ZeRO-3 off (the stand-in records the state when the package asks for it), and ZeRO-3 is on again after.
+    from tiny_original_xcodec2 import _TinyWav2Vec2Bert, offline_original_xcodec2
+
+    seen = []
+    original = _TinyWav2Vec2Bert.from_pretrained
+
+    def recording(name, **kwargs):
+        seen.append(is_deepspeed_zero3_enabled())
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(_TinyWav2Vec2Bert, "from_pretrained", staticmethod(recording))
+    monkeypatch.setattr(llasa.codec, "_LOADED_CODECS", {})
+    with offline_original_xcodec2():
+        llasa.codec.load_codec_once(tiny_original_codec_dir, device="cpu")
+    assert seen == [False] and is_deepspeed_zero3_enabled()
