@@ -53,3 +53,23 @@ def test_tiny_gpu_check_reports_every_field(tmp_path):
     assert planned is not None and float(planned.group(1)) > 0
     # The Llasa-layout tokenizer: Llama-3's specials after the 256 byte tokens, Llasa's markers, the speech tokens.
     assert "tokenizer: 66056 tokens, <|eot_id|> 265, <|SPEECH_GENERATION_END|> 517, <|s_0|> 520" in report
+
+
+@pytest.mark.slow
+def test_full_size_tokenizer_has_llasas_ids(tmp_path):
+    # At full size the tokenizer's ids are the real Llasa tokenizer's: <|eot_id|> 128009, the markers from 128256
+    # (<|SPEECH_GENERATION_START|> 128260, <|SPEECH_GENERATION_END|> 128261), <|s_0|> 128264, 193,800 in all.
+    from transformers import AutoTokenizer
+
+    from benchmarks.gpu_check import LLAMA_3_VOCAB, build_tokenizer
+    from llasa.format import SpeechVocab
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tokenizer(tmp_path, LLAMA_3_VOCAB))
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
+    assert len(tokenizer) == 193800 and tokenizer.bos_token_id == 128000
+    assert (vocab.eot_id, vocab.speech_start_id, vocab.speech_end_id, vocab.first_speech_id) == (
+        128009,
+        128260,
+        128261,
+        128264,
+    )
