@@ -32,6 +32,7 @@ from llasa.training import (
     configure_generation,
     load_policy,
     load_reward_funcs,
+    load_reward_models,
     load_run_codec,
     load_training_dataset,
     load_voice_prompt,
@@ -235,12 +236,7 @@ def build_trainer(
         )
     if summary.kept == 0:
         raise ValueError(f"No usable row in {script_args.dataset}: {summary.report()}.")
-    # A model that cannot load fails now, not at the first step; the main process downloads first, so that
-    # processes never write the same cache file at once.
-    with training_args.main_process_first(local=True, desc="loading the reward models"):
-        for reward in reward_funcs:
-            if hasattr(reward, "load_models"):
-                reward.load_models()
+    load_reward_models(reward_funcs, training_args)
     sized = training_args.max_completion_length is None
     configure_generation(training_args, summary, model.generation_config.eos_token_id, script_args.length_margin)
     trainer = LlasaGRPOTrainer(

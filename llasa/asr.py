@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from llasa.device import dtype_name, resolve_device, resolve_dtype
+from llasa.device import dtype_name, outside_zero3, release_cached_memory, resolve_device, resolve_dtype
 from llasa.text import NO_SPACE_LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ class OpenAIWhisperBackend(AsrBackend):
         if self.dtype == "bfloat16":
             raise ValueError("openai-whisper decodes in float16 or float32 only: set dtype to 'float16' or 'float32'.")
         self.torch_dtype = getattr(torch, self.dtype)
-        self.model = whisper.load_model(self.model_name, device=self.device).eval()
+        # Converted on the CPU, then moved: large-v3 in float32 on the GPU first would take 6 GB for a moment.
+        self.model = whisper.load_model(self.model_name, device="cpu").eval()
         if self.dtype == "float16":
             # Half-precision weights, but LayerNorm's stay float32: whisper computes LayerNorm in float32 anyway, and
             # otherwise casts every weight to the input's dtype at every call.
@@ -132,6 +133,7 @@ class OpenAIWhisperBackend(AsrBackend):
             for module in self.model.modules():
                 if isinstance(module, torch.nn.LayerNorm):
                     module.float()
+        self.model.to(self.device)
         check_language(self.model_name, self.model.is_multilingual, self.language)
         self.tokenizer = whisper.tokenizer.get_tokenizer(
             self.model.is_multilingual,
@@ -197,6 +199,7 @@ class TransformersBackend(AsrBackend):
         from transformers import AutoProcessor, WhisperForConditionalGeneration
 
         self.torch_dtype = getattr(torch, self.dtype)
+        # Loaded on the CPU in the target dtype, then moved: the GPU never holds a float32 copy.
         self.model = WhisperForConditionalGeneration.from_pretrained(self.model_name, dtype=self.torch_dtype)
         self.model.to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(self.model_name)
@@ -341,7 +344,9 @@ def load_backend(
     key = (backend, model, device, dtype, language, max_new_tokens)
     if key not in _LOADED_BACKENDS:
         logger.info("Loading the %s model %s on %s (%s).", backend, model, device, dtype)
-        _LOADED_BACKENDS[key] = BACKEND_CLASSES[backend](
-            model, device=device, dtype=dtype, language=language, max_new_tokens=max_new_tokens
-        )
+        with outside_zero3():
+            _LOADED_BACKENDS[key] = BACKEND_CLASSES[backend](
+                model, device=device, dtype=dtype, language=language, max_new_tokens=max_new_tokens
+            )
+        release_cached_memory(device)
     return _LOADED_BACKENDS[key]

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llasa.device import resolve_device, resolve_dtype
+from llasa.device import outside_zero3, resolve_device, resolve_dtype
 from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
@@ -213,6 +213,7 @@ def decode_continuations(
     return [(wav[:cut], wav[cut:]) for wav, cut in zip(waveforms, cuts, strict=True)]
 
 
+@outside_zero3()
 def load_codec(
     name_or_path,
     *,

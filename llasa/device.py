@@ -1,5 +1,6 @@
 """Which device and dtype a model runs on: one rule for the policy, the codec, the reward and the scorers."""
 
+import contextlib
 import re
 
 import torch
@@ -56,3 +57,33 @@ def resolve_dtype(
 def dtype_name(dtype: torch.dtype) -> str:
     """A torch dtype as the libraries outside torch name it: torch.float16 -> "float16"."""
     return str(dtype).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def outside_zero3():
+    """Load models that are not trained (codec, Whisper, scorers) whole on every process, even under DeepSpeed ZeRO-3.
+
+    Once TrainingArguments holds a stage-3 DeepSpeed config, transformers builds every `from_pretrained` model inside
+    `deepspeed.zero.Init`: partitioned across the processes, with collective calls that hang when one process loads
+    alone. The config is unset while the block runs and set back after it, for the policy and its reference model.
+    Also a decorator.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    # transformers keeps only a weak reference to the config: hold it here while it is unset.
+    reference = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = reference() if reference is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def release_cached_memory(device) -> None:
+    """Hand the blocks freed while loading (full-precision copies, load buffers) back to the GPU, for the policy."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()

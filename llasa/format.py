@@ -245,3 +245,18 @@ def parse_completions(completions, completion_ids, vocab: SpeechVocab | None) ->
             "or the completions' text."
         )
     return [parse_completion_text(completion_content(completion)) for completion in completions]
+
+
+_SPEECH_RUN = re.compile(f"(?:{_SPEECH_TOKEN_PATTERN.pattern})+")
+
+
+def summarize_speech(value):
+    """Text, or chat messages, with each run of speech tokens written as `<N speech codes>`: what logs show instead
+    of 10-15k characters of <|s_N|> per clip."""
+    if isinstance(value, str):
+        return _SPEECH_RUN.sub(lambda run: f"<{run.group(0).count('<|s_')} speech codes>", value)
+    if isinstance(value, list | tuple):
+        return [summarize_speech(item) for item in value]
+    if isinstance(value, dict):
+        return {key: summarize_speech(item) for key, item in value.items()}
+    return value

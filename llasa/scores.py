@@ -35,7 +35,7 @@ import numpy as np
 
 from llasa.audio import load_audio
 from llasa.cli import add_flag
-from llasa.device import check_device_name, resolve_device
+from llasa.device import check_device_name, outside_zero3, resolve_device
 from llasa.format import CODEC_SAMPLE_RATE
 
 SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
@@ -348,6 +348,7 @@ class PitchVariationScorer:
 
 
 @functools.cache
+@outside_zero3()
 def _voice_encoder(device: str):
     from resemblyzer import VoiceEncoder
 

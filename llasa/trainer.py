@@ -23,6 +23,7 @@ from llasa.format import (
     VOICE_CODES_COLUMN,
     SpeechVocab,
     codes_from,
+    summarize_speech,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class LlasaGRPOTrainer(GRPOTrainer):
         return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
+        if self.log_completions:
+            summarize_logged_speech(self._logs)
         if self.profiled_steps > 0:
             # Seconds per optimizer step since the last log, under TRL's own names.
             for name, seconds in self.profiling_seconds.items():
@@ -92,6 +95,16 @@ class LlasaGRPOTrainer(GRPOTrainer):
             self.profiling_seconds.clear()
             self.profiled_steps = 0
         super().log(logs, start_time)
+
+
+def summarize_logged_speech(logged: dict) -> None:
+    """Prompts and completions in TRL's completions table and printout as `<N speech codes>`, not token text; the
+    reward's transcript column says what Whisper heard (the clips themselves: SpeechSamplesCallback)."""
+    for column in ("prompt", "completion"):
+        values = logged[column]
+        summarized = [summarize_speech(value) for value in values]
+        values.clear()
+        values.extend(summarized)
 
 
 @contextlib.contextmanager

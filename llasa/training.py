@@ -10,6 +10,7 @@ from trl import GRPOConfig, ModelConfig
 
 from llasa.codec import encode_voice_prompt, load_codec, load_codec_once
 from llasa.data import load_source
+from llasa.device import outside_zero3, release_cached_memory
 from llasa.format import (
     DURATION_COLUMN,
     MAX_CONTEXT_TOKENS,
@@ -256,6 +257,61 @@ def configure_generation(training_args: GRPOConfig, summary: PromptSummary, stop
         if training_args.vllm_max_model_length is None:
             # Llama-3.2's config allows 131072 positions; Llasa was trained on 2048, and vLLM's cache needs no more.
             training_args.vllm_max_model_length = MAX_CONTEXT_TOKENS
+        match_vllm_sampling(training_args)
+    return training_args
+
+
+# The first-steps metrics of a vLLM run (TRL's names): the ratios near 1 and a small log-prob difference mean vLLM
+# samples what the trainer scores.
+VLLM_WATCH_METRICS = (
+    "sampling/importance_sampling_ratio/mean",
+    "sampling/importance_sampling_ratio/min",
+    "sampling/sampling_logp_difference/mean",
+)
+TOKEN_LEVEL_CORRECTION = "token_truncate"
+
+
+def vocabulary_cuts(training_args: GRPOConfig) -> dict:
+    """The sampling options that leave tokens out of the sampled vocabulary (top_k, top_p below 1, min_p), from the
+    config and from generation_kwargs (which TRL applies last)."""
+    values = {"top_k": training_args.top_k, "top_p": training_args.top_p, "min_p": training_args.min_p}
+    values.update({name: value for name, value in (training_args.generation_kwargs or {}).items() if name in values})
+    off = {"top_k": (None, 0, -1), "top_p": (None, 1, 1.0), "min_p": (None, 0, 0.0)}
+    return {name: value for name, value in values.items() if value not in off[name]}
+
+
+def match_vllm_sampling(training_args: GRPOConfig) -> GRPOConfig:
+    """Keep vLLM's importance-sampling correction meaningful on speech-long completions.
+
+    vLLM returns each token's log-prob after its top-k / top-p / min-p cut, renormalised over the tokens kept; the
+    trainer recomputes it over the whole vocabulary. Their ratio is then the kept mass, below 1, at every token, and
+    a sequence-level correction multiplies 500-1500 of them: the weight underflows and GRPO barely learns. So, with
+    the correction on, the cut is switched off for vLLM (pass --vllm_importance_sampling_correction false to keep
+    it), and a sequence-level correction becomes token-level truncated: each token's ratio is clipped on its own,
+    which also holds where vLLM samples from a restricted set of tokens the trainer does not see.
+    """
+    if not (training_args.use_vllm and training_args.vllm_importance_sampling_correction):
+        return training_args
+    cuts = vocabulary_cuts(training_args)
+    if cuts:
+        logger.warning(
+            "vLLM's log-probs are taken after the sampling cut (%s), the trainer's over the whole vocabulary: their "
+            "ratio would bias the importance-sampling correction. Sampling without the cut (top_k 0, top_p 1.0); "
+            "to keep it, pass --vllm_importance_sampling_correction false.",
+            ", ".join(f"{name} {value}" for name, value in cuts.items()),
+        )
+        training_args.top_k, training_args.top_p, training_args.min_p = 0, 1.0, None
+        kwargs = training_args.generation_kwargs or {}
+        training_args.generation_kwargs = {name: value for name, value in kwargs.items() if name not in cuts}
+    if training_args.vllm_importance_sampling_mode.startswith("sequence"):
+        logger.info(
+            "vllm_importance_sampling_mode %s -> %s: a sequence's ratio multiplies one per speech token (50 per "
+            "second).",
+            training_args.vllm_importance_sampling_mode,
+            TOKEN_LEVEL_CORRECTION,
+        )
+        training_args.vllm_importance_sampling_mode = TOKEN_LEVEL_CORRECTION
+    logger.info("vLLM generation: watch %s in the first steps.", ", ".join(VLLM_WATCH_METRICS))
     return training_args
 
 
@@ -269,6 +325,21 @@ def resume_target(value: str | None) -> str | bool | None:
 def load_reward_funcs(reward_config: str, tokenizer) -> list:
     """The reward of the JSON config (checked now, its models loaded later), reading TRL's completion ids."""
     return [load_reward(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))]
+
+
+def load_reward_models(reward_funcs: list, training_args: GRPOConfig) -> None:
+    """Load the reward's models now, whole on every process, so that a model that cannot load fails before the first
+    step.
+
+    Every process loads the same models in the same order, with DeepSpeed ZeRO-3 kept out (`outside_zero3`): no
+    collective call runs while loading, so the main process can go first (processes never download or write the same
+    cache file at once) while the others wait, without a hang.
+    """
+    with training_args.main_process_first(local=True, desc="loading the reward models"), outside_zero3():
+        for reward in reward_funcs:
+            if hasattr(reward, "load_models"):
+                reward.load_models()
+    release_cached_memory(training_args.device)
 
 
 def run_codec_id(codec_id: str | None, reward_funcs: list) -> str:

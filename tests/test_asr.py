@@ -122,3 +122,26 @@ class TestBackendAgreement:
         assert backend.prefix == [tokenizer.sot, tokenizer.to_language_token("zh"), tokenizer.transcribe, 50363]
         assert backend._text_tokens(["你好"]) == [tokenizer.encode("你好")]
         assert math.isfinite(backend.transcribe_and_score([clips[0][0]], ["你好"])[1][0])
+
+
+@pytest.mark.parametrize("name", ["openai-whisper", "transformers"])
+def test_weights_are_converted_before_they_move(name, tiny_whisper, monkeypatch):
+    # The model reaches its device already in float16 (the GPU never holds the float32 copy, 6 GB for large-v3):
+    # "meta" stands in for the GPU, and every move there is recorded with the weights' dtype at that moment.
+    import llasa.asr
+
+    moves = []
+    original_to = torch.nn.Module.to
+
+    def recording_to(module, *args, **kwargs):
+        target = args[0] if args else kwargs.get("device")
+        if str(target) == "meta":
+            moves.append(next(module.parameters()).dtype)
+        return original_to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", recording_to)
+    monkeypatch.setattr(llasa.asr, "_LOADED_BACKENDS", {})
+    path = str(getattr(tiny_whisper, BACKEND_FORMATS[name]))
+    backend = load_backend(name, path, device="meta", dtype="float16", max_new_tokens=SHORT)
+    assert moves == [torch.float16]
+    assert {p.device.type for p in backend.model.parameters()} == {"meta"}

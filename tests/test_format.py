@@ -192,3 +192,19 @@ class TestCompletionParsing:
         assert parse_completions([completion_text([9])], [VOCAB.codes_to_ids([1, 2]) + [VOCAB.speech_end_id]], None)[
             0
         ].codes == [9]
+
+
+def test_speech_summarized_for_logs():
+    # Each run of speech tokens, in text or in chat messages, becomes its code count; markers and words stay.
+    from llasa.format import summarize_speech
+
+    completion = [{"role": "assistant", "content": codes_to_tokens([1, 2, 3]) + "<|SPEECH_GENERATION_END|>"}]
+    assert summarize_speech(completion) == [
+        {"role": "assistant", "content": "<3 speech codes><|SPEECH_GENERATION_END|>"}
+    ]
+    voice = "<|SPEECH_GENERATION_START|>" + codes_to_tokens(list(range(120)))
+    assert (
+        summarize_speech(voice + " a " + codes_to_tokens([7]))
+        == "<|SPEECH_GENERATION_START|><120 speech codes> a <1 speech codes>"
+    )
+    assert summarize_speech("no speech") == "no speech" and summarize_speech(None) is None

@@ -1,6 +1,7 @@
 """train.py: arguments, recipes, generation settings, and real GRPO runs on tiny models (CPU, offline)."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -250,6 +251,34 @@ def test_vllm_gets_llasa_stop_ids(tiny_tokenizer):
     assert args.generation_kwargs is None
 
 
+def test_vllm_samples_what_the_trainer_scores(tiny_tokenizer, caplog):
+    # With vLLM and its importance-sampling correction (TRL's default), the recipe's top_k 50 and a generation_kwargs
+    # cut are switched off (vLLM's log-probs come after the cut, the trainer's over the whole vocabulary) and the
+    # sequence-level ratio becomes token-level: a product over ~750 speech tokens would underflow.
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    summary = training.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
+    _, args, _ = parse(
+        "--config",
+        str(REPO / "recipes" / "llasa-1b-grpo.yaml"),
+        "--use_vllm",
+        "--generation_kwargs",
+        '{"top_p": 0.9, "seed": 1}',
+    )
+    assert (args.top_k, args.vllm_importance_sampling_mode) == (50, "sequence_mask")  # as parsed
+    with caplog.at_level(logging.INFO, logger="llasa.training"):
+        training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    assert (args.top_k, args.top_p, args.min_p) == (0, 1.0, None)
+    assert args.generation_kwargs == {"seed": 1, "stop_token_ids": [vocab.speech_end_id, vocab.eot_id]}
+    assert args.vllm_importance_sampling_correction and args.vllm_importance_sampling_mode == "token_truncate"
+    assert "sampling cut (top_k 50, top_p 0.9)" in caplog.text
+    assert "sampling/importance_sampling_ratio/mean" in caplog.text
+    # The correction switched off keeps the cut (the user's choice); without vLLM nothing changes.
+    for flags in (["--use_vllm", "--vllm_importance_sampling_correction", "false"], []):
+        _, args, _ = parse("--config", str(REPO / "recipes" / "llasa-1b-grpo.yaml"), *flags)
+        training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+        assert (args.top_k, args.vllm_importance_sampling_mode) == (50, "sequence_mask")
+
+
 def test_lora_flags_build_a_peft_config():
     # ModelConfig's peft flags give the LoraConfig GRPOTrainer wraps the policy with.
     _, _, model_args = parse(
@@ -367,6 +396,8 @@ def test_two_step_run_with_the_whisper_reward(
 
     table = pd.read_parquet(out / "completions" / "completions_00001.parquet")
     assert "transcript" in table.columns and len(table) == 4
+    # The table holds each completion's code count, not its thousands of characters of <|s_N|> text.
+    assert "<|s_" not in str(table["completion"].tolist()) and "speech codes>" in str(table["completion"].tolist())
 
     samples = [json.loads(line) for line in (out / "samples" / "step-1" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and samples[0]["text"] in TEXTS

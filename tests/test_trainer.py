@@ -17,3 +17,21 @@ def test_truncation_warning_is_rate_limited(caplog):
         callback.on_log(args, state, TrainerControl(), logs={"completions/clipped_ratio": ratio})
     warnings = [r.message for r in caplog.records if "max_completion_length" in r.message]
     assert len(warnings) == 2 and warnings[0].startswith("Step 1: 50%") and warnings[1].startswith("Step 11: 30%")
+
+
+def test_logged_completions_show_code_counts():
+    # TRL's completions table and printout (its _logs deques) get "<N speech codes>" in place of the token text;
+    # the other columns (rewards, transcripts) are left as they are.
+    from collections import deque
+
+    from llasa.format import codes_to_tokens
+
+    logged = {
+        "prompt": deque([[{"role": "user", "content": "Hi"}]], maxlen=4),
+        "completion": deque([[{"role": "assistant", "content": codes_to_tokens(list(range(500)))}]], maxlen=4),
+        "extra": {"transcript": deque(["hi"], maxlen=4)},
+    }
+    trainer_module.summarize_logged_speech(logged)
+    assert list(logged["completion"]) == [[{"role": "assistant", "content": "<500 speech codes>"}]]
+    assert list(logged["prompt"]) == [[{"role": "user", "content": "Hi"}]] and logged["completion"].maxlen == 4
+    assert list(logged["extra"]["transcript"]) == ["hi"]
