@@ -22,7 +22,12 @@ def looks_like_path(name: str) -> bool:
 def check_exists(name: str, flag: str) -> None:
     """A path-looking `name` that is not there is reported as such, never looked up on the hub."""
     if not Path(name).expanduser().exists() and looks_like_path(name):
-        raise FileNotFoundError(f"{flag} {name}: no such file or folder.")
+        raise FileNotFoundError(f"{_named(flag, name)}: no such file or folder.")
+
+
+def _named(flag: str, name) -> str:
+    """How a message names a value: `--flag value`, or `--models base=value` for NAME=PATH flags."""
+    return f"{flag}{name}" if flag.endswith("=") else f"{flag} {name}"
 
 
 def check_llasa_model(name: str, flag: str = "--model_name_or_path") -> None:
@@ -33,18 +38,24 @@ def check_llasa_model(name: str, flag: str = "--model_name_or_path") -> None:
     if not path.exists():
         return
     if not path.is_dir():
-        raise ValueError(f"{flag} {name} is a file; expected a Llasa model folder (config.json and a tokenizer).")
+        raise ValueError(
+            f"{_named(flag, name)} is a file; expected a Llasa model folder (config.json and a tokenizer)."
+        )
     config = _read_json(path / "config.json")
     if config.get("model_type") == "xcodec2" or "codec_encoder_hidden_size" in config:
-        raise ValueError(f"{flag} {name} is an XCodec2 codec, not a Llasa model: pass it as --codec_id instead.")
+        raise ValueError(
+            f"{_named(flag, name)} is an XCodec2 codec, not a Llasa model: pass it as --codec_id instead."
+        )
     if not any((path / file).is_file() for file in _TOKENIZER_FILES):
-        raise ValueError(f"{flag} {name} is not a Llasa model: it has no tokenizer ({', '.join(_TOKENIZER_FILES)}).")
+        raise ValueError(
+            f"{_named(flag, name)} is not a Llasa model: it has no tokenizer ({', '.join(_TOKENIZER_FILES)})."
+        )
     if (path / "adapter_config.json").is_file():
         return
     architectures = config.get("architectures") or []
     if not any(marker in arch for arch in architectures for marker in _CAUSAL_LM_MARKERS):
         raise ValueError(
-            f"{flag} {name} is not a Llasa model: its config.json names no causal LM "
+            f"{_named(flag, name)} is not a Llasa model: its config.json names no causal LM "
             f"(architectures={architectures}, model_type={config.get('model_type')!r})."
         )
 
@@ -54,7 +65,7 @@ def check_codec(name: str, flag: str = "--codec_id") -> None:
     check_exists(name, flag)
     path = Path(name).expanduser()
     if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"{flag} {name} is not an XCodec2 checkpoint folder (no config.json).")
+        raise ValueError(f"{_named(flag, name)} is not an XCodec2 checkpoint folder (no config.json).")
 
 
 def check_output_dir(path, flag: str = "--output_dir") -> None:
@@ -83,6 +94,18 @@ def check_input_file(path, flag: str) -> None:
         raise ValueError(f"{flag} {path} is a folder, not a file.")
     if path.stat().st_size == 0:
         raise ValueError(f"{flag} {path} is empty.")
+
+
+def check_voice_prompt(path, flag: str = "--prompt_wav") -> None:
+    """A voice prompt recording: an existing file holding usable speech (decodable, finite, not silent)."""
+    from llasa.audio import check_speech, load_audio
+
+    if not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file.")
+    try:
+        check_speech(load_audio(Path(path).expanduser()), path)
+    except RuntimeError as e:
+        raise ValueError(f"{flag}: {e}.") from e
 
 
 def read_text_file(path) -> str:
