@@ -347,19 +347,19 @@ def check_output_dir(output_dir: Path, dataset: str, overwrite: bool) -> None:
     above it or above the source, a folder holding other files)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"--output_dir {output_dir} is a file, not a folder: pick another --output_dir.")
-    source_path = Path(dataset).expanduser().resolve()
-    resolved = output_dir.resolve()
-    if source_path.exists() and source_path.is_relative_to(resolved):
-        # --overwrite replaces --output_dir: it must never hold the source audio.
-        raise ValueError(f"--output_dir {output_dir} holds the --dataset {dataset}: pick another folder.")
     if not output_dir.exists():
         return
     if not overwrite:
         raise FileExistsError(
             f"{output_dir} already exists: pass --overwrite to replace it, or pick another --output_dir."
         )
+    resolved = output_dir.resolve()
     if Path.cwd().resolve().is_relative_to(resolved):
         raise ValueError(f"--output_dir {output_dir} is the current folder or above it: pick a new folder.")
+    source_path = Path(dataset).expanduser().resolve()
+    if source_path.exists() and source_path.is_relative_to(resolved):
+        # --overwrite replaces --output_dir: it must never hold the source audio.
+        raise ValueError(f"--output_dir {output_dir} holds the --dataset {dataset}: pick another folder.")
     entries = [entry.name for entry in output_dir.iterdir()]
     foreign = sorted(name for name in entries if name != MARKER_FILE and not _SAVED_FILES.fullmatch(name))
     if entries and (MARKER_FILE not in entries or foreign):
