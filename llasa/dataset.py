@@ -422,9 +422,15 @@ def create_dataset(options: Options, codec=None) -> Summary:
         "audio_column": audio_column,
         "text_column": text_column,
     }
+    fresh = not work_dir.exists()
     _check_work_dir(work_dir, settings, options.overwrite)
     if codec is None:
-        codec = load_codec(options.codec_id, device=options.device, batch_size=options.batch_size)
+        try:
+            codec = load_codec(options.codec_id, device=options.device, batch_size=options.batch_size)
+        except BaseException:
+            if fresh:  # a wrong --codec_id leaves no unfinished run behind to block the corrected command
+                shutil.rmtree(work_dir)
+            raise
     summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
     if dataset is None:
         raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")

@@ -215,7 +215,7 @@ def _parse_line(line: str, input_format: str, default_id: str, source: str, fold
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise SynthesisError(f"not valid JSON ({e})") from None
+        raise SynthesisError(f"not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise SynthesisError('expected a JSON object with a "text" string')
     for key in ("prompt_wav", "prompt_text"):

@@ -144,6 +144,17 @@ def test_partial_run_with_other_settings_is_discarded_with_overwrite(tmp_path, t
     assert saved_texts(tmp_path / "out") == [CLIP_TEXT] and not partial.exists()
 
 
+def test_wrong_codec_leaves_no_partial_run(tmp_path, tiny_llasa_dir, tiny_codec_dir):
+    # A --codec_id that is not a codec (the Llasa folder) fails without leaving <out>.partial, so the corrected
+    # command runs without --overwrite.
+    folder = audio_folder(tmp_path / "clips", [(CLIP, CLIP_TEXT)])
+    with pytest.raises(SystemExit, match=f"{tiny_llasa_dir} is not an XCodec2 checkpoint"):
+        make_dataset(tiny_llasa_dir, folder, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"]
+    make_dataset(tiny_codec_dir, folder, tmp_path / "out")
+    assert saved_texts(tmp_path / "out") == [CLIP_TEXT]
+
+
 # ------------------------------------------------------------------------------------------ create_dataset: samples
 
 
@@ -351,6 +362,15 @@ def test_texts_without_words_are_skipped_and_counted(tmp_path):
         "texts.txt line 2: the text '?!...' has no letter or digit: nothing to speak",
         "texts.txt line 3: the text '\U0001f600\U0001f600' has no letter or digit: nothing to speak",
     ]
+
+
+def test_bad_jsonl_line_is_named_by_its_line(tmp_path):
+    # A broken second line of a JSONL list is reported as line 2 (json alone would say line 1), the rest is read.
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"text": "Hello."}\n{"text": oops}\n')
+    requests, skipped = read_input_file(path)
+    assert [r.text for r in requests] == ["Hello."]
+    assert [s.reason for s in skipped] == ["texts.jsonl line 2: not valid JSON (Expecting value at column 10)"]
 
 
 def test_good_text_is_spoken(tmp_path, tiny_llasa_dir, tiny_codec_dir):
