@@ -52,6 +52,14 @@ def audio_folder(folder: Path, rows: list[tuple[str, str]], clips: dict[str, np.
     return folder
 
 
+@pytest.fixture
+def one_codec(codec, monkeypatch):
+    """create_dataset.py's --codec_id (the tiny codec) loaded once for the module, not once per command."""
+    import llasa.dataset
+
+    monkeypatch.setattr(llasa.dataset, "load_codec", lambda *args, **kwargs: codec)
+
+
 def make_dataset(tiny_codec_dir, dataset, output_dir, *extra: str):
     """create_dataset.py on the CPU with the tiny codec."""
     argv = ["--dataset", str(dataset), "--output_dir", str(output_dir), "--codec_id", str(tiny_codec_dir)]
@@ -112,7 +120,7 @@ def test_overwrite_refuses_a_folder_of_foreign_files(tmp_path, tiny_codec_dir):
     assert snapshot(tmp_path) == before
 
 
-def test_overwrite_replaces_its_own_output(tmp_path, tiny_codec_dir):
+def test_overwrite_replaces_its_own_output(tmp_path, tiny_codec_dir, one_codec):
     # Works: a dataset this tool wrote is replaced by --overwrite, and nothing is left beside it.
     folder = audio_folder(tmp_path / "clips", [(CLIP, CLIP_TEXT)])
     make_dataset(tiny_codec_dir, folder, tmp_path / "out")
@@ -132,7 +140,7 @@ def test_overwrite_onto_a_file_is_refused_up_front(tmp_path):
     assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["result.txt"]
 
 
-def test_partial_run_with_other_settings_is_discarded_with_overwrite(tmp_path, tiny_codec_dir):
+def test_partial_run_with_other_settings_is_discarded_with_overwrite(tmp_path, tiny_codec_dir, one_codec):
     # A .partial left by a wrong --codec_id: the refusal points to --overwrite, which then discards it and runs.
     folder = audio_folder(tmp_path / "clips", [(CLIP, CLIP_TEXT)])
     partial = work_dir_for(tmp_path / "out")
@@ -158,7 +166,7 @@ def test_wrong_codec_leaves_no_partial_run(tmp_path, tiny_llasa_dir, tiny_codec_
 # ------------------------------------------------------------------------------------------ create_dataset: samples
 
 
-def test_bad_clips_are_skipped_named_and_counted(tmp_path, tiny_codec_dir, caplog):
+def test_bad_clips_are_skipped_named_and_counted(tmp_path, tiny_codec_dir, caplog, one_codec):
     # NaN samples, a WAV cut off mid-data, an all-zero clip and a transcript of punctuation are skipped with their
     # names; the good clip is kept.
     folder = tmp_path / "clips"
@@ -197,10 +205,14 @@ def test_codec_failure_on_one_clip_is_skipped_and_named(tmp_path, codec, caplog)
 # ------------------------------------------------------------------------------------------ reading transcripts
 
 
-def test_transcripts_are_read_as_written(tmp_path, tiny_codec_dir):
+def test_transcripts_are_read_as_written(tmp_path, tiny_codec_dir, one_codec):
     # 007, 1984 and NA stay exactly that (not 7.0, 1984.0 or an empty cell) all the way into the dataset.
-    names = [CLIP, "fox_en_us.wav", "shells_en_f3.wav"]
-    folder = audio_folder(tmp_path / "clips", list(zip(names, ["007", "1984", "NA"], strict=True)))
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    names = ["a.wav", "b.wav", "c.wav"]
+    for name in names:
+        shutil.copy(DATA_DIR / CLIP, folder / name)
+    audio_folder(folder, list(zip(names, ["007", "1984", "NA"], strict=True)))
     make_dataset(tiny_codec_dir, folder, tmp_path / "out")
     assert saved_texts(tmp_path / "out") == ["007", "1984", "NA"]
 
@@ -228,7 +240,7 @@ def test_csv_numbers_stay_numbers_outside_the_transcript(tmp_path):
     assert dataset["text"] == ["0.5", "Two"] and dataset["duration"] == [1.5, None]
 
 
-def test_resume_reencodes_a_changed_transcript(tmp_path, tiny_codec_dir, codec):
+def test_resume_reencodes_a_changed_transcript(tmp_path, tiny_codec_dir, codec, one_codec):
     # Interrupted after the first shard; that row's transcript is then fixed: the rerun encodes it again.
     class Interrupted:
         calls = 0
