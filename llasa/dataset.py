@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -398,7 +399,8 @@ def _check_work_dir(work_dir: Path, settings: dict, overwrite: bool = False) -> 
 def _replace_output(staging: Path, output_dir: Path) -> None:
     """Move the finished dataset into place; the old one (checked to be this tool's) is removed only then."""
     if output_dir.exists():
-        old = output_dir.parent / f"{output_dir.name}.old"
+        # A fresh empty folder of our own to move the old dataset into: no other folder is ever replaced.
+        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
         output_dir.rename(old)
         staging.rename(output_dir)
         shutil.rmtree(old)
