@@ -22,8 +22,10 @@ Llasa's training sequence (ending <|SPEECH_GENERATION_END|><|eot_id|>). train.py
 `text` (and optional voice-prompt columns) with the shared format module.
 
 Shards are written to `<output_dir>.partial/` as they finish; a run that is interrupted and started again with
-the same arguments resumes from the first unfinished shard. The dataset appears at --output_dir only once
-complete.
+the same arguments resumes from the first unfinished shard whose rows (audio file, size and time; transcript)
+are unchanged. The dataset appears at --output_dir only once complete, with a `llasa_dataset.json` that marks it as
+this tool's: --overwrite replaces only such a folder. Clips with NaN/inf samples, WAV files cut short, silent clips,
+clips the codec fails on and transcripts without a letter or digit are skipped, named in the log and counted.
 """
 
 import argparse
@@ -75,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("shard_size", type=positive_int, default=Options.shard_size, help="Rows per resumable shard.")
     add("device", default=Options.device, help="Where the codec runs: auto, cpu, cuda, cuda:1...")
     add("keep_audio", action="store_true", help="Keep the source's audio column in the output.")
-    add("overwrite", action="store_true", help="Replace an existing --output_dir.")
+    add(
+        "overwrite",
+        action="store_true",
+        help="Replace an --output_dir this tool wrote earlier (never another folder), and discard an unfinished "
+        "run made with other settings.",
+    )
     add("push_id", default=None, help="Also push the result to this hub dataset repo.")
     return parser
 

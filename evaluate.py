@@ -19,7 +19,9 @@ Existing audio (<dir>/<id>.wav, from any system) is scored the same way, alone o
 The output folder gets audio/<model>/<id>.wav, clips.jsonl (one record per system and clip), summary.json and
 summary.md (mean and median of each metric per system, with the difference from the baseline: the first system
 unless --baseline) and comparison.png (per-clip error rate and duration distributions). Means are over each system's
-scored clips; clips a system did not produce are counted as missing.
+scored clips; clips a system did not produce are counted as missing. Every model path is checked before the first
+loads; a model whose synthesis finished earlier with the same settings (audio/<model>/synthesis.json) is kept, not
+synthesised again.
 
 `curves` plots the reward, each reward function's mean and own metrics, the KL and the completion length per step
 (raw and smoothed) from a run's trainer_state.json (the run folder's, else its latest checkpoint-N's):

@@ -36,6 +36,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from llasa.checks import (
+    check_codec,
+    check_input_file,
+    check_llasa_model,
+    check_output_audio,
+    check_output_dir,
+    check_voice_prompt,
+    has_speakable_text,
+)
 from llasa.cli import add_flag, add_model_arguments, positive_int, sampling_options
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
@@ -90,9 +99,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def check_paths(args) -> None:
+    """Every path and model the run needs, checked before any model loads or any audio is made."""
+    check_llasa_model(args.model_name_or_path, "--llasa_id")
+    check_codec(args.codec_id)
+    if args.input_file is not None:
+        check_input_file(args.input_file, "--input_file")
+        check_output_dir(args.output_dir)
+    else:
+        check_output_audio(args.output)
+    if args.prompt_wav is not None:
+        check_voice_prompt(args.prompt_wav)
+    if args.reward_config is not None:
+        check_input_file(args.reward_config, "--reward_config")
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        check_paths(args)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
 
     if args.input_file is not None:
         try:
@@ -110,6 +138,8 @@ def main(argv=None):
         text = args.text.strip()
         if not text:
             sys.exit("error: --text is empty: give the text to speak.")
+        if not has_speakable_text(text):
+            sys.exit(f"error: --text {text!r} has no letter or digit: nothing to speak.")
         requests = [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")]
         skipped = []
     llasa = load_model(args.model_name_or_path, args.device, args.dtype)

@@ -95,11 +95,11 @@ def main(argv=None):
 
     overrides = {key: getattr(args, key) for key in ("asr_backend", "asr_model", "language", "codec_id", "combine")}
     overrides.update(device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-    reward = load_reward(args.reward_config, **overrides)
-    try:
+    try:  # the inputs are read before any model loads
         items, texts, columns, kind = rows_from_args(args, parser)
     except (OSError, ValueError) as e:  # an unreadable list, a bad line
         parser.error(str(e))
+    reward = load_reward(args.reward_config, **overrides)
     if kind == "audio":
         from llasa.audio import load_audio
 

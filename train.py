@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
+from llasa.checks import check_exists, check_input_file, check_llasa_model, check_output_dir, check_voice_prompt
 from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND
 from llasa.scores import DEFAULT_CHARS_PER_SECOND
 from llasa.trainer import LlasaGRPOTrainer
@@ -207,6 +208,17 @@ def startup_summary(
     )
 
 
+def check_paths(script_args, training_args, model_args, check_reward: bool = True) -> None:
+    """Every model, file and folder the run needs, checked before any model loads."""
+    check_llasa_model(model_args.model_name_or_path, "--model_name_or_path")
+    check_output_dir(training_args.output_dir)
+    check_exists(script_args.dataset, "--dataset")
+    if check_reward and script_args.reward_config is not None:
+        check_input_file(script_args.reward_config, "--reward_config")
+    if script_args.prompt_wav is not None:
+        check_voice_prompt(script_args.prompt_wav)
+
+
 def build_trainer(
     script_args: ScriptArguments,
     training_args: LlasaGRPOConfig,
@@ -215,6 +227,7 @@ def build_trainer(
 ) -> LlasaGRPOTrainer:
     """Everything up to a ready trainer: model, reward, voice prompt, data and prompts, generation settings; the
     summary is logged. `reward_funcs` replaces the --reward_config reward (tests)."""
+    check_paths(script_args, training_args, model_args, check_reward=reward_funcs is None)
     model, tokenizer = load_policy(model_args, training_args)
     if reward_funcs is None:
         reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer)
@@ -268,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         script_args, training_args, model_args = parse_args(argv)
         trainer = build_trainer(script_args, training_args, model_args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise SystemExit(f"error: {e}") from e
     train(trainer, resume_target(training_args.resume_from_checkpoint))
     trainer.accelerator.print(f"Model, tokenizer and generation config saved to {training_args.output_dir}")

@@ -4,7 +4,9 @@ Files are decoded with soundfile (WAV, FLAC, OGG, MP3, ...) or, for what libsndf
 ...), with audioread through ffmpeg. Rates are changed only with `resample` (soxr, high quality).
 """
 
+import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +18,86 @@ from llasa.format import CODEC_SAMPLE_RATE
 RESAMPLE_QUALITY = "HQ"  # soxr's high quality: transparent for speech, faster than "VHQ"
 WAV_SUBTYPE = "PCM_16"  # what write_wav stores: 16-bit PCM
 INT16_SCALE = 32768.0  # int16 PCM -> float in [-1, 1)
+# A clip whose RMS is below -60 dBFS is silence or near-silence: nothing to encode, imitate or score.
+SILENCE_RMS = 10 ** (-60 / 20)
+# Streaming writers (espeak-ng to a pipe, sox) put 0 or a size near 4 GiB in the header: the real size is unknown.
+UNSIZED_WAV_DATA = 0x7FFF0000
 
 
-def load_audio(path, sample_rate: int = CODEC_SAMPLE_RATE) -> np.ndarray:
-    """Decode an audio file (a path, or a binary file object) to mono float32 at `sample_rate` (16 kHz default)."""
+class BadAudioError(RuntimeError):
+    """Audio that decodes but must not be used: `kind` is "truncated", "non_finite", "silent" or "empty"."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def load_audio(path, sample_rate: int = CODEC_SAMPLE_RATE, name=None) -> np.ndarray:
+    """Decode an audio file (a path, or a binary file object) to mono float32 at `sample_rate` (16 kHz default).
+
+    A WAV file cut short or samples that are not finite raise BadAudioError; messages name `name` (default: path)."""
+    name = path if name is None else name
     try:
         wav, file_rate = _decode(path)
-        return resample(to_mono(wav), file_rate, sample_rate)
     except Exception as e:
-        raise RuntimeError(f"Failed to load audio {path}: {e}") from e
+        raise RuntimeError(f"Failed to load audio {name}: {e}") from e
+    truncation = wav_truncation(path)
+    if truncation is not None:
+        declared, present = truncation
+        raise BadAudioError(
+            f"Truncated audio {name}: its WAV header says {declared:.2f} s, the file holds {present:.2f} s",
+            "truncated",
+        )
+    if not np.isfinite(wav).all():
+        raise BadAudioError(f"Bad audio {name}: it holds NaN or infinite samples", "non_finite")
+    return resample(to_mono(wav), file_rate, sample_rate)
+
+
+def check_speech(wav: np.ndarray, name) -> np.ndarray:
+    """The waveform, if it can be used as speech: finite samples, not empty, not silent (RMS >= SILENCE_RMS)."""
+    if wav.size == 0:
+        raise BadAudioError(f"Bad audio {name}: it holds no samples", "empty")
+    if not np.isfinite(wav).all():
+        raise BadAudioError(f"Bad audio {name}: it holds NaN or infinite samples", "non_finite")
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    if rms < SILENCE_RMS:
+        raise BadAudioError(f"Silent audio {name}: RMS {rms:.2g} is below {SILENCE_RMS:.2g} (-60 dBFS)", "silent")
+    return wav
+
+
+def wav_truncation(source) -> tuple[float, float] | None:
+    """(seconds the WAV header declares, seconds the file holds) when a WAV file is cut short, else None.
+
+    libsndfile silently reads what is there, so a file cut off mid-data would pass for a shorter clip."""
+    header = _wav_data_chunk(source)
+    if header is None:
+        return None
+    block_align, byte_rate, declared, present = header
+    if declared <= present or declared == 0 or declared >= UNSIZED_WAV_DATA or byte_rate == 0:
+        return None
+    present -= present % max(block_align, 1)
+    return declared / byte_rate, present / byte_rate
+
+
+def _wav_data_chunk(source) -> tuple[int, int, int, int] | None:
+    """(block align, byte rate, declared data bytes, data bytes present) of a RIFF/WAVE file, else None."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return _wav_data_chunk(io.BytesIO(f.read()))
+    if not isinstance(source, io.BytesIO):
+        return None
+    data = source.getvalue()
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, block_align, byte_rate = 12, 0, 0
+    while offset + 8 <= len(data):
+        chunk_id, size = data[offset : offset + 4], struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        if chunk_id == b"fmt " and offset + 20 <= len(data):
+            byte_rate, block_align = struct.unpack("<IH", data[offset + 16 : offset + 22])
+        if chunk_id == b"data":
+            return block_align, byte_rate, size, len(data) - offset - 8
+        offset += 8 + size + size % 2
+    return None
 
 
 def _decode(path) -> tuple[np.ndarray, int]:

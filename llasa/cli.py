@@ -29,14 +29,16 @@ def non_negative_float(text: str) -> float:
 
 def read_jsonl(path) -> list[dict]:
     """The objects of a JSON Lines file (blank lines skipped); a bad line is named by its file and line number."""
+    from llasa.checks import read_text_file
+
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number} is not valid JSON: {e}") from e
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                # json counts lines within the one line it was given: report the file's line and the column.
+                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}).") from e
     return rows
 
 

@@ -555,11 +555,15 @@ def decode_speech(codec, codes: list[list[int]], prompts: list[list[int] | None]
 
 def encode_voice_prompt(codec, path) -> list[int]:
     """The codes of a voice prompt recording (any format, rate and channels); errors name the file and the fix."""
-    from llasa.audio import load_audio
+    from llasa.audio import BadAudioError, check_speech, load_audio
 
     wav = load_audio(path, CODEC_SAMPLE_RATE)
     if wav.size == 0:
         raise ValueError(f"The voice prompt {path} holds no audio.")
+    try:
+        check_speech(wav, f"voice prompt {path}")
+    except BadAudioError as e:
+        raise ValueError(f"{e}: record or pick another voice prompt.") from e
     codes = [int(code) for code in codec.encode([wav])[0]]
     if not codes:
         raise ValueError(f"The voice prompt {path} is too short to hold a single speech code.")

@@ -35,19 +35,27 @@ class Source:
     base_dir: Path | None  # where relative audio paths live
 
 
-def load_source(dataset: str, split: str = "train", config: str | None = None) -> Source:
-    """The rows to tokenize, from a hub id, a save_to_disk folder, an audio folder or a JSON/JSONL/CSV/Parquet file."""
+def load_source(
+    dataset: str, split: str = "train", config: str | None = None, text_column: str | None = None
+) -> Source:
+    """The rows to tokenize, from a hub id, a save_to_disk folder, an audio folder or a JSON/JSONL/CSV/Parquet file.
+
+    Transcripts are read as written (`007`, `NA`); `text_column` names one beyond the usual transcript names."""
+    from llasa.checks import check_exists
+
     path = Path(dataset).expanduser()
+    text_columns = TEXT_COLUMN_CANDIDATES if text_column is None else (text_column, *TEXT_COLUMN_CANDIDATES)
     if path.is_dir():
         if any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):
             from datasets import load_from_disk
 
             return Source(_pick_split(load_from_disk(str(path)), split, dataset), base_dir=None)
-        return Source(_rows_to_dataset(_audio_folder_rows(path), dataset), base_dir=path.resolve())
+        return Source(_rows_to_dataset(_audio_folder_rows(path, text_columns), dataset), base_dir=path.resolve())
     if path.is_file():
-        return Source(_rows_to_dataset(_read_table(path), dataset), base_dir=path.resolve().parent)
-    if path.suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"} or dataset.startswith((".", "/", "~")):
+        return Source(_rows_to_dataset(_read_table(path, text_columns), dataset), base_dir=path.resolve().parent)
+    if path.suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"}:
         raise FileNotFoundError(f"--dataset {dataset}: no such file or folder.")
+    check_exists(dataset, "--dataset")
     from datasets import load_dataset
 
     return Source(load_dataset(dataset, config, split=split), base_dir=None)
@@ -71,35 +79,90 @@ def _rows_to_dataset(rows: list[dict], name: str):
     return Dataset.from_list(rows)
 
 
-def _read_table(path: Path) -> list[dict]:
-    """Rows of a CSV, JSON (a list of objects), JSON Lines or Parquet file."""
+def _read_table(path: Path, text_columns=TEXT_COLUMN_CANDIDATES) -> list[dict]:
+    """Rows of a CSV, JSON (a list of objects), JSON Lines or Parquet file.
+
+    Transcript columns (`text_columns`) are kept exactly as written; a JSON number there is an error naming the
+    file, row and column (its digits as written are lost: 007 would read 7). A column of another name that mixes
+    numbers and strings is read as strings, with a note."""
+    from llasa.checks import read_text_file
+
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        import pandas
+        rows = _read_csv(path, read_text_file(path), text_columns)
+    elif suffix == ".jsonl":
+        from llasa.cli import read_jsonl
 
-        # Numbers stay numbers (a duration column, say); empty cells become None.
-        table = pandas.read_csv(path, encoding="utf-8")
-        return table.astype(object).where(table.notna(), None).to_dict("records")
-    if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = read_jsonl(path)
+    elif suffix == ".json":
+        try:
+            rows = json.loads(read_text_file(path))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {e.lineno}: not valid JSON ({e.msg}).") from e
         if not isinstance(rows, list):
             raise ValueError(f"{path} must hold a list of objects (one per clip), or use JSON Lines (.jsonl).")
-        return rows
-    if suffix == ".parquet":
+    elif suffix == ".parquet":
         import pyarrow.parquet
 
-        return pyarrow.parquet.read_table(path).to_pylist()
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .json, .jsonl or .parquet.")
+        rows = pyarrow.parquet.read_table(path).to_pylist()
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .json, .jsonl or .parquet.")
+    return _checked_rows(path, rows, text_columns)
 
 
-def _audio_folder_rows(folder: Path) -> list[dict]:
+def _read_csv(path: Path, content: str, text_columns) -> list[dict]:
+    """CSV rows with every cell as written; columns other than transcripts whose cells are all numbers (a duration,
+    say) become numbers, and their empty cells None."""
+    import pandas
+
+    if not content.strip():
+        raise ValueError(f"{path} is empty: it needs a header line (file_name,text) and one line per clip.")
+    try:
+        table = pandas.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+    except pandas.errors.ParserError as e:
+        raise ValueError(f"{path}: not a valid CSV file ({e}).") from e
+    for column in table.columns:
+        if column in text_columns:
+            continue
+        cells = table[column]
+        numbers = pandas.to_numeric(cells.where(cells != "", None), errors="coerce")
+        if (numbers.notna() | (cells == "")).all() and (cells != "").any():
+            table[column] = numbers.astype(object).where(numbers.notna(), None)
+        else:
+            table[column] = cells.astype(object).where(cells != "", None)
+    return table.to_dict("records")
+
+
+def _checked_rows(path: Path, rows: list, text_columns) -> list[dict]:
+    """The rows, each an object; transcripts strings; a column mixing numbers and strings read as strings."""
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} row {number}: expected an object with the clip's columns, got {str(row)[:60]}.")
+        for column in text_columns:
+            value = row.get(column)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(
+                    f"{path} row {number}, column {column!r}: the transcript is {value!r}, not a string; "
+                    f'write it in quotes ("{value}") so that it is read exactly as spoken.'
+                )
+    for column in sorted({name for row in rows for name in row}):
+        kinds = {type(row[column]) for row in rows if row.get(column) is not None}
+        if str in kinds and len(kinds) > 1:
+            converted = sum(not isinstance(row.get(column), str | None) for row in rows)
+            logger.warning("%s: column %r mixes strings and other values; %d read as strings", path, column, converted)
+            for row in rows:
+                if row.get(column) is not None:
+                    row[column] = str(row[column])
+    return rows
+
+
+def _audio_folder_rows(folder: Path, text_columns=TEXT_COLUMN_CANDIDATES) -> list[dict]:
     """Rows of a folder of audio files: from metadata.csv / metadata.jsonl, else from a .txt beside each file."""
+    from llasa.checks import read_text_file
+
     for name in METADATA_FILES:
         if (folder / name).is_file():
-            return _read_table(folder / name)
+            return _read_table(folder / name, text_columns)
     audio_files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not audio_files:
         raise ValueError(f"{folder} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) and no dataset.")
@@ -115,7 +178,7 @@ def _audio_folder_rows(folder: Path) -> list[dict]:
     return [
         {
             "file_name": str(p.relative_to(folder)),
-            "text": p.with_suffix(".txt").read_text(encoding="utf-8") if p.with_suffix(".txt").is_file() else "",
+            "text": read_text_file(p.with_suffix(".txt")) if p.with_suffix(".txt").is_file() else "",
         }
         for p in audio_files
     ]
@@ -147,7 +210,7 @@ def resolve_columns(dataset, audio_column: str | None = None, text_column: str |
 
 def load_clip(value, base_dir: Path | None = None) -> np.ndarray:
     """One audio cell as 16 kHz mono float32: a file path, {"bytes", "path"} (HF Audio) or {"array", "sampling_rate"}."""
-    from llasa.audio import load_audio, resample, to_mono
+    from llasa.audio import BadAudioError, load_audio, resample, to_mono
 
     if isinstance(value, str):
         return load_audio(_resolve(value, base_dir), CODEC_SAMPLE_RATE)
@@ -157,7 +220,9 @@ def load_clip(value, base_dir: Path | None = None) -> np.ndarray:
         return resample(to_mono(array.T if array.ndim == 2 else array), int(value["sampling_rate"]), CODEC_SAMPLE_RATE)
     if isinstance(value, dict) and value.get("bytes") is not None:
         try:
-            return load_audio(io.BytesIO(value["bytes"]), CODEC_SAMPLE_RATE)
+            return load_audio(io.BytesIO(value["bytes"]), CODEC_SAMPLE_RATE, name=audio_name(value))
+        except BadAudioError:
+            raise
         except RuntimeError as e:
             raise RuntimeError(f"Failed to load audio {audio_name(value)}: {e.__cause__}") from e
     if isinstance(value, dict) and value.get("path") is not None:

@@ -1,15 +1,20 @@
 """Tokenizing a speech dataset into Llasa's rows: clips -> XCodec2 codes -> text, codes, duration and TRL's
 prompt/completion pair, encoded in resumable shards and moved into place only when complete."""
 
+import hashlib
 import json
 import logging
+import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from llasa.audio import SILENCE_RMS, BadAudioError, check_speech
+from llasa.checks import check_codec, has_speakable_text
 from llasa.codec import DEFAULT_CODEC_ID, load_codec
 from llasa.data import Source, audio_name, load_clip, load_source, resolve_columns, undecoded
 from llasa.format import (
@@ -72,9 +77,13 @@ class Summary:
     kept: int = 0
     too_short: int = 0
     too_long: int = 0
-    failed: int = 0  # unreadable or corrupt audio
+    failed: int = 0  # unreadable or corrupt audio, or audio the codec failed on
     empty_text: int = 0
     seconds: float = 0.0  # speech kept
+    truncated: int = 0  # WAV files cut short of what their header says
+    non_finite: int = 0  # NaN or infinite samples
+    silent: int = 0  # RMS below audio.SILENCE_RMS (-60 dBFS)
+    no_words: int = 0  # transcripts without a letter or digit (punctuation, emoji)
 
     @property
     def filtered(self) -> int:
@@ -91,7 +100,9 @@ class Summary:
         return (
             f"{self.rows} rows read: {self.kept} kept ({self.hours:.3f} h of speech), "
             f"{self.filtered} filtered by duration ({self.too_short} too short, {self.too_long} too long), "
-            f"{self.failed} failed (unreadable audio), {self.empty_text} skipped (empty text)"
+            f"{self.failed} failed (unreadable audio or codec error), {self.truncated} truncated, "
+            f"{self.non_finite} with NaN/inf samples, {self.silent} silent (RMS < {SILENCE_RMS:g}), "
+            f"{self.empty_text} skipped (empty text), {self.no_words} skipped (text without a letter or digit)"
         )
 
 
@@ -100,6 +111,7 @@ class Clip:
     index: int  # row in the shard
     text: str
     wav: np.ndarray  # 16 kHz mono float32
+    name: str = ""  # the audio's path, for messages
 
     @property
     def duration(self) -> float:
@@ -129,18 +141,25 @@ def prepare_clips(
         if progress is not None:
             progress.update(1)
         text = "" if row[text_column] is None else str(row[text_column]).strip()
+        name = audio_name(row[audio_column])
         if not text:
             counts["empty_text"] += 1
             continue
+        if not has_speakable_text(text):
+            logger.warning("Skipping %s: its transcript %r has no letter or digit", name, text)
+            counts["no_words"] += 1
+            continue
         try:
-            wav = load_clip(row[audio_column], base_dir)
-            if wav.size == 0:
-                raise RuntimeError(f"Failed to load audio {audio_name(row[audio_column])}: it holds no samples")
+            wav = check_speech(load_clip(row[audio_column], base_dir), name)
+        except BadAudioError as e:
+            logger.warning("Skipping a clip: %s", e)
+            counts["failed" if e.kind == "empty" else e.kind] += 1
+            continue
         except Exception as e:
             logger.warning("Skipping a clip: %s", e)
             counts["failed"] += 1
             continue
-        clip = Clip(index=index, text=text, wav=wav)
+        clip = Clip(index=index, text=text, wav=wav, name=name)
         if clip.duration < min_duration:
             counts["too_short"] += 1
         elif clip.duration > max_duration:
@@ -149,26 +168,44 @@ def prepare_clips(
             yield clip
 
 
-def encode_clips(codec, clips: Iterable[Clip], batch_size: int) -> Iterator[Encoded]:
-    """The codec's codes for each clip, `batch_size` clips per call; only one batch of audio is held at a time."""
+def encode_clips(codec, clips: Iterable[Clip], batch_size: int, counts: dict | None = None) -> Iterator[Encoded]:
+    """The codec's codes for each clip, `batch_size` clips per call; only one batch of audio is held at a time.
+
+    A clip the codec fails on (an error, or codes outside the codebook) is skipped, named and counted in
+    counts["failed"]; when a batch fails, its clips are retried one by one to find the culprit."""
+    counts = {"failed": 0} if counts is None else counts
     batch = []
     for clip in clips:
         batch.append(clip)
         if len(batch) == batch_size:
-            yield from _encode_batch(codec, batch)
+            yield from _encode_batch(codec, batch, counts)
             batch = []
     if batch:
-        yield from _encode_batch(codec, batch)
+        yield from _encode_batch(codec, batch, counts)
 
 
-def _encode_batch(codec, batch: list[Clip]) -> Iterator[Encoded]:
-    for clip, codes in zip(batch, codec.encode([clip.wav for clip in batch]), strict=True):
-        codes = [int(code) for code in codes]
-        if not codes or not all(0 <= code < CODEBOOK_SIZE for code in codes):
-            raise RuntimeError(
-                f"The codec returned {len(codes)} codes, or codes outside [0, {CODEBOOK_SIZE}), for a clip."
-            )
-        yield Encoded(index=clip.index, text=clip.text, duration=clip.duration, codes=codes)
+def _encode_batch(codec, batch: list[Clip], counts: dict) -> Iterator[Encoded]:
+    try:
+        encoded = [
+            _checked_codes(clip, codes)
+            for clip, codes in zip(batch, codec.encode([c.wav for c in batch]), strict=True)
+        ]
+    except Exception as e:
+        if len(batch) > 1:
+            for clip in batch:
+                yield from _encode_batch(codec, [clip], counts)
+            return
+        logger.warning("Skipping a clip: the codec failed on %s: %s", batch[0].name or batch[0].text, e)
+        counts["failed"] += 1
+        return
+    yield from encoded
+
+
+def _checked_codes(clip: Clip, codes) -> Encoded:
+    codes = [int(code) for code in codes]
+    if not codes or not all(0 <= code < CODEBOOK_SIZE for code in codes):
+        raise RuntimeError(f"it returned {len(codes)} codes, or codes outside [0, {CODEBOOK_SIZE})")
+    return Encoded(index=clip.index, text=clip.text, duration=clip.duration, codes=codes)
 
 
 def build_shard(rows, encoded: list[Encoded], audio_column: str, keep_audio: bool):
@@ -209,11 +246,14 @@ def encode_shards(source: Source, codec, work_dir: Path, options: Options, audio
         for shard_index, shard_dir in enumerate(shard_dirs):
             start = shard_index * options.shard_size
             rows = dataset.select(range(start, min(start + options.shard_size, len(dataset))))
-            if (shard_dir / "summary.json").is_file():
+            fingerprint = shard_fingerprint(rows, audio_column, text_column, source.base_dir)
+            if _finished_shard(shard_dir, fingerprint) is not None:
                 progress.update(len(rows))
             else:
-                _encode_shard(rows, codec, shard_dir, options, audio_column, text_column, source, progress)
-            summary = Summary(**json.loads((shard_dir / "summary.json").read_text()))
+                _encode_shard(
+                    rows, codec, shard_dir, options, audio_column, text_column, source, progress, fingerprint
+                )
+            summary = _finished_shard(shard_dir, fingerprint)
             total = total + summary
             if summary.kept:
                 kept_shards.append(shard_dir)
@@ -223,14 +263,55 @@ def encode_shards(source: Source, codec, work_dir: Path, options: Options, audio
     return total, concatenate_datasets([load_from_disk(str(shard_dir)) for shard_dir in kept_shards])
 
 
-def _encode_shard(rows, codec, shard_dir: Path, options: Options, audio_column, text_column, source, progress):
+def shard_fingerprint(rows, audio_column: str, text_column: str, base_dir: Path | None) -> str:
+    """A hash of what a shard is made from: each row's transcript and audio (a file's path, size and modification
+    time; embedded audio's bytes). A shard is reused only while this is unchanged."""
+    digest = hashlib.sha256()
+    for row in rows.select_columns([audio_column, text_column]):
+        digest.update(json.dumps([row[text_column], _audio_identity(row[audio_column], base_dir)]).encode())
+    return digest.hexdigest()
+
+
+def _audio_identity(value, base_dir: Path | None):
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return hashlib.sha256(value["bytes"]).hexdigest()
+    if isinstance(value, dict) and value.get("array") is not None:
+        return hashlib.sha256(np.asarray(value["array"], dtype=np.float32).tobytes()).hexdigest()
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str):
+        return str(value)[:200]
+    full = Path(path).expanduser()
+    full = base_dir / full if base_dir is not None and not full.is_absolute() else full
+    try:
+        stat = full.stat()
+    except OSError:
+        return [path, None, None]
+    return [path, stat.st_size, stat.st_mtime_ns]
+
+
+def _finished_shard(shard_dir: Path, fingerprint: str) -> Summary | None:
+    """The summary of a shard finished from the same inputs; None when it must be (re)encoded."""
+    summary_file = shard_dir / "summary.json"
+    if not summary_file.is_file():
+        return None
+    record = json.loads(summary_file.read_text())
+    if record.pop("fingerprint", None) != fingerprint:
+        logger.info("%s: its rows' audio or transcripts changed since it was encoded; encoding it again", shard_dir)
+        return None
+    return Summary(**record)
+
+
+def _encode_shard(
+    rows, codec, shard_dir: Path, options: Options, audio_column, text_column, source, progress, fingerprint: str
+):
     """Encode one shard and write it (rows only if some are kept); its summary.json is written last, so a
     half-written shard is redone."""
     counts = {"too_short": 0, "too_long": 0, "failed": 0, "empty_text": 0}
+    counts |= {"truncated": 0, "non_finite": 0, "silent": 0, "no_words": 0}
     clips = prepare_clips(
         rows, audio_column, text_column, source.base_dir, options.min_duration, options.max_duration, counts, progress
     )
-    encoded = list(encode_clips(codec, clips, options.batch_size))
+    encoded = list(encode_clips(codec, clips, options.batch_size, counts))
     if shard_dir.exists():
         shutil.rmtree(shard_dir)
     if encoded:
@@ -240,50 +321,100 @@ def _encode_shard(rows, codec, shard_dir: Path, options: Options, audio_column, 
         shard.save_to_disk(str(shard_dir))
     shard_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary(rows=len(rows), kept=len(encoded), seconds=sum(item.duration for item in encoded), **counts)
-    (shard_dir / "summary.json").write_text(json.dumps(asdict(summary)))
+    (shard_dir / "summary.json").write_text(json.dumps(asdict(summary) | {"fingerprint": fingerprint}))
 
 
 # ---------------------------------------------------------------------------------------------------- the run
 
 # What the shards depend on: a work dir made with other values is not resumed.
 RESUME_SETTINGS = ("codec_id", "split", "config", "min_duration", "max_duration", "shard_size", "keep_audio")
+# Written into every dataset this tool creates: --overwrite replaces only a folder holding it.
+MARKER_FILE = "llasa_dataset.json"
+# What save_to_disk writes into a dataset folder (besides MARKER_FILE); anything else is someone else's file.
+_SAVED_FILES = re.compile(
+    r"(data-\d+-of-\d+\.arrow|cache-.*\.arrow|dataset_info\.json|state\.json|dataset_dict\.json)"
+)
 
 
 def work_dir_for(output_dir) -> Path:
     """Where shards are written while the run lasts: beside --output_dir, so the final move is a rename."""
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).resolve()
     return output_dir.parent / f"{output_dir.name}.partial"
 
 
-def _check_work_dir(work_dir: Path, settings: dict) -> None:
-    """Resume only a run made with the same settings: other settings would mix two datasets."""
+def check_output_dir(output_dir: Path, dataset: str, overwrite: bool) -> None:
+    """Refuse, before anything is loaded, an --output_dir this run must not replace: a file, an existing folder
+    without --overwrite, and with --overwrite anything but a dataset this tool wrote (the current folder, a folder
+    above it or above the source, a folder holding other files)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"--output_dir {output_dir} is a file, not a folder: pick another --output_dir.")
+    if not output_dir.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already exists: pass --overwrite to replace it, or pick another --output_dir."
+        )
+    resolved = output_dir.resolve()
+    if Path.cwd().resolve().is_relative_to(resolved):
+        raise ValueError(f"--output_dir {output_dir} is the current folder or above it: pick a new folder.")
+    source_path = Path(dataset).expanduser().resolve()
+    if source_path.exists() and source_path.is_relative_to(resolved):
+        # --overwrite replaces --output_dir: it must never hold the source audio.
+        raise ValueError(f"--output_dir {output_dir} holds the --dataset {dataset}: pick another folder.")
+    entries = [entry.name for entry in output_dir.iterdir()]
+    foreign = sorted(name for name in entries if name != MARKER_FILE and not _SAVED_FILES.fullmatch(name))
+    if entries and (MARKER_FILE not in entries or foreign):
+        listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ValueError(
+            f"--output_dir {output_dir} is not a dataset written by create_dataset.py (it has "
+            f"{'no ' + MARKER_FILE if MARKER_FILE not in entries else 'other files: ' + listed}): --overwrite only "
+            "replaces this tool's own output. Pick another --output_dir, or move that folder away yourself."
+        )
+
+
+def _check_work_dir(work_dir: Path, settings: dict, overwrite: bool = False) -> None:
+    """Resume only a run made with the same settings: other settings would mix two datasets. With --overwrite, an
+    unfinished run of this tool made with other settings is discarded."""
     settings_file = work_dir / "settings.json"
     if settings_file.is_file():
         previous = json.loads(settings_file.read_text())
         changed = sorted(key for key in settings.keys() | previous.keys() if settings.get(key) != previous.get(key))
-        if changed:
+        if changed and overwrite:
+            logger.warning("Discarding the unfinished run in %s (other settings: %s)", work_dir, ", ".join(changed))
+            shutil.rmtree(work_dir)
+        elif changed:
             raise ValueError(
                 f"{work_dir} holds an unfinished run made with other settings ({', '.join(changed)}). "
-                "Rerun with the same arguments to resume it, or delete that folder to start over."
+                "Rerun with the same arguments to resume it, or pass --overwrite to discard it and start over."
             )
-        logger.info("Resuming the unfinished run in %s", work_dir)
-        return
+        else:
+            logger.info("Resuming the unfinished run in %s", work_dir)
+            return
+    elif work_dir.exists():
+        raise ValueError(f"{work_dir} exists but was not made by create_dataset.py: move it away, then rerun.")
     work_dir.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(settings, indent=2))
+
+
+def _replace_output(staging: Path, output_dir: Path) -> None:
+    """Move the finished dataset into place; the old one (checked to be this tool's) is removed only then."""
+    if output_dir.exists():
+        # A fresh empty folder of our own to move the old dataset into: no other folder is ever replaced.
+        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+        output_dir.rename(old)
+        staging.rename(output_dir)
+        shutil.rmtree(old)
+    else:
+        staging.rename(output_dir)
 
 
 def create_dataset(options: Options, codec=None) -> Summary:
     """The whole run: load, encode (resumably), save to --output_dir and/or push; returns the counts."""
     output_dir = Path(options.output_dir)
-    if output_dir.exists() and not options.overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists: pass --overwrite to replace it, or pick another --output_dir."
-        )
-    source_path = Path(options.dataset).expanduser().resolve()
-    if source_path.exists() and source_path.is_relative_to(output_dir.resolve()):
-        # --overwrite replaces --output_dir: it must never hold the source audio.
-        raise ValueError(f"--output_dir {output_dir} holds the --dataset {options.dataset}: pick another folder.")
-    source = load_source(options.dataset, options.split, options.config)
+    check_output_dir(output_dir, options.dataset, options.overwrite)
+    if codec is None:
+        check_codec(options.codec_id)
+    source = load_source(options.dataset, options.split, options.config, options.text_column)
     audio_column, text_column = resolve_columns(source.dataset, options.audio_column, options.text_column)
     logger.info("%d rows; audio from column %r, text from column %r", len(source.dataset), audio_column, text_column)
     work_dir = work_dir_for(output_dir)
@@ -292,11 +423,16 @@ def create_dataset(options: Options, codec=None) -> Summary:
         "dataset": str(local.resolve()) if local.exists() else options.dataset,
         "audio_column": audio_column,
         "text_column": text_column,
-        "rows": len(source.dataset),
     }
-    _check_work_dir(work_dir, settings)
+    fresh = not work_dir.exists()
+    _check_work_dir(work_dir, settings, options.overwrite)
     if codec is None:
-        codec = load_codec(options.codec_id, device=options.device, batch_size=options.batch_size)
+        try:
+            codec = load_codec(options.codec_id, device=options.device, batch_size=options.batch_size)
+        except BaseException:
+            if fresh:  # a wrong --codec_id leaves no unfinished run behind to block the corrected command
+                shutil.rmtree(work_dir)
+            raise
     summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
     if dataset is None:
         raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")
@@ -305,9 +441,8 @@ def create_dataset(options: Options, codec=None) -> Summary:
     if staging.exists():
         shutil.rmtree(staging)
     dataset.save_to_disk(str(staging))
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    staging.rename(output_dir)
+    (staging / MARKER_FILE).write_text(json.dumps({"settings": settings, "summary": asdict(summary)}, indent=2))
+    _replace_output(staging, output_dir.resolve())
     shutil.rmtree(work_dir)
     logger.info("Saved %d rows to %s", summary.kept, output_dir)
     if options.push_id is not None:

@@ -62,14 +62,48 @@ class System:
 # Synthesis
 
 
+# Written into audio/<system>/ once its synthesis finished: a rerun with the same settings reuses its clips.
+SYNTHESIS_MARKER = "synthesis.json"
+
+
+def synthesis_settings(system: System, requests: list[Request], options, args) -> dict:
+    """What a system's clips depend on: the model, the codec, the sampling settings and the texts."""
+    from dataclasses import asdict
+
+    model = Path(system.model).expanduser()
+    return {
+        "model": str(model.resolve()) if model.exists() else system.model,
+        "codec_id": str(args.codec_id),
+        "dtype": str(args.dtype),
+        "batch_size": args.batch_size,
+        "sampling": asdict(options),
+        "requests": [[r.id, r.text, r.prompt_wav, r.prompt_text] for r in requests],
+    }
+
+
+def _finished(system: System, settings: dict) -> bool:
+    marker = system.audio_dir / SYNTHESIS_MARKER
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")) == settings
+    except (OSError, ValueError):
+        return False
+
+
 def synthesize_models(systems: Sequence[System], requests: list[Request], options, args) -> None:
-    """Speak the test list with each model system into its audio_dir, one model in memory at a time."""
+    """Speak the test list with each model system into its audio_dir, one model in memory at a time.
+
+    A system whose synthesis finished earlier with the same settings (its SYNTHESIS_MARKER) is kept, not redone."""
     import torch
 
     from llasa.codec import load_codec
     from llasa.synthesis import load_model, run
 
+    settings = {system.name: synthesis_settings(system, requests, options, args) for system in systems if system.model}
     models = [system for system in systems if system.model is not None]
+    for system in models:
+        if _finished(system, settings[system.name]):
+            logger.info("Keeping %s's clips: synthesised earlier with the same settings.", system.name)
+    models = [system for system in models if not _finished(system, settings[system.name])]
     if not models:
         return
     # Voice prompts are encoded; without them the codec only decodes, and loads without its encoders.
@@ -77,11 +111,14 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
     for system in models:
         logger.info("Synthesising with %s (%s).", system.name, system.model)
         # Clips left from an earlier run would be scored as this run's where this run skips a line.
+        (system.audio_dir / SYNTHESIS_MARKER).unlink(missing_ok=True)
         for request in requests:
             (system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
         llasa = load_model(system.model, args.device, args.dtype)
         # Every model restarts from the same seed, so differences come from the weights.
         run(llasa, codec, requests, system.audio_dir, options, batch_size=args.batch_size)
+        system.audio_dir.mkdir(parents=True, exist_ok=True)
+        (system.audio_dir / SYNTHESIS_MARKER).write_text(json.dumps(settings[system.name], indent=2) + "\n")
         del llasa
         gc.collect()
         if torch.cuda.is_available():
@@ -310,6 +347,22 @@ def plot_comparison(records: list[dict], systems: list[str], path) -> Path:
     return path
 
 
+def check_inputs(args) -> None:
+    """Every model, folder and file compare needs, checked before any model loads or any clip is synthesised."""
+    from llasa.checks import check_codec, check_input_file, check_llasa_model, check_output_dir
+
+    check_input_file(args.test_list, "--test_list")
+    check_output_dir(args.output_dir)
+    check_output_dir(Path(args.output_dir) / "audio", "--output_dir's audio folder")
+    for name, path in args.models or []:
+        check_llasa_model(path, f"--models {name}=")
+        check_output_dir(Path(args.output_dir) / "audio" / name, f"--models {name}'s audio folder")
+    if args.models:
+        check_codec(args.codec_id)
+    if isinstance(args.reward_config, str | Path):
+        check_input_file(args.reward_config, "--reward_config")
+
+
 def compare(args) -> dict:
     """Synthesise with the models, score every system, write clips.jsonl, summary.json, summary.md and the plot.
 
@@ -319,6 +372,7 @@ def compare(args) -> dict:
     from llasa.rewards import load_reward
 
     output_dir = Path(args.output_dir)
+    check_inputs(args)
     requests, skipped = read_input_file(args.test_list, args.input_format)
     for skip in skipped:
         logger.warning("Skipped %s", skip.reason)

@@ -72,17 +72,27 @@ def codes_from(value, where: str = "a dataset cell") -> list[int]:
     if value is None:
         return []
     if isinstance(value, str):
+        _check_codebook([int(code) for code in _SPEECH_TOKEN_PATTERN.findall(value)], where)
         return parse_completion_text(value).codes
     if isinstance(value, list | tuple) or (hasattr(value, "ndim") and value.ndim == 1):
         codes = list(value)
         if all(_is_int(code) for code in codes):
             codes = [int(code) for code in codes]
-            if all(0 <= code < CODEBOOK_SIZE for code in codes):
-                return codes
-            raise ValueError(f"{where}: codes must lie in XCodec2's codebook [0, {CODEBOOK_SIZE - 1}].")
+            _check_codebook(codes, where)
+            return codes
     raise ValueError(
         f"{where}: codes must be a speech-token string or a list of integer codes, got {str(value)[:80]}."
     )
+
+
+def _check_codebook(codes: list[int], where: str) -> None:
+    """Codes outside the codebook are refused, counted, the same way for token strings and lists."""
+    outside = [code for code in codes if not 0 <= code < CODEBOOK_SIZE]
+    if outside:
+        raise ValueError(
+            f"{where}: {len(outside)} of {len(codes)} codes lie outside XCodec2's codebook [0, {CODEBOOK_SIZE - 1}] "
+            f"(first: {outside[0]})."
+        )
 
 
 def _is_int(value) -> bool:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llasa.audio import resample, write_wav
+from llasa.checks import has_speakable_text
 from llasa.codec import decode_speech, encode_voice_prompt
 from llasa.device import resolve_device, resolve_dtype
 from llasa.format import (
@@ -157,10 +158,16 @@ def read_input_file(path, input_format: str = "auto") -> tuple[list[Request], li
     `prompt_wav`, `prompt_text`; other keys ignored) and Seed-TTS-eval (`id|prompt_text|prompt_wav|text`).
     Blank lines are ignored. Relative prompt_wav paths are taken from the list file's folder.
     """
+    from llasa.checks import read_text_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Input file {path} not found.")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if b"\x00" in path.read_bytes()[:8192]:
+        raise ValueError(f"{path} is a binary file, not a list of texts (plain text, JSONL or Seed-TTS-eval).")
+    lines = read_text_file(path).splitlines()
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"{path} is empty: it needs one text per line (or JSONL / Seed-TTS-eval lines).")
     if input_format == "auto":
         input_format = _detect_format(path, lines)
     if input_format not in INPUT_FORMATS:
@@ -208,7 +215,7 @@ def _parse_line(line: str, input_format: str, default_id: str, source: str, fold
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise SynthesisError(f"not valid JSON ({e})") from None
+        raise SynthesisError(f"not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise SynthesisError('expected a JSON object with a "text" string')
     for key in ("prompt_wav", "prompt_text"):
@@ -224,6 +231,8 @@ def _request(request_id, text, prompt_wav, prompt_text, source, folder: Path) ->
     text = text.strip()
     if not text:
         raise SynthesisError("the text is empty")
+    if not has_speakable_text(text):
+        raise SynthesisError(f"the text {text!r} has no letter or digit: nothing to speak")
     if prompt_wav:
         prompt_wav = str(folder / prompt_wav)  # an absolute prompt_wav stays as it is
     return Request(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig, ModelConfig
 
+from llasa.checks import has_speakable_text
 from llasa.codec import encode_voice_prompt, load_codec, load_codec_once
 from llasa.data import load_source
 from llasa.device import outside_zero3, release_cached_memory
@@ -46,6 +47,7 @@ class PromptSummary:
     rows: int  # rows read
     kept: int
     empty_text: int = 0
+    no_words: int = 0  # texts without a letter or digit (punctuation, emoji): nothing for the WER to score
     no_voice_prompt: int = 0  # per-row voice cloning without reference codes or transcript
     too_long: int = 0  # prompt + expected speech beyond the context
     max_prompt_tokens: int = 0
@@ -53,11 +55,12 @@ class PromptSummary:
 
     @property
     def dropped(self) -> int:
-        return self.empty_text + self.no_voice_prompt + self.too_long
+        return self.empty_text + self.no_words + self.no_voice_prompt + self.too_long
 
     def report(self) -> str:
         return (
             f"{self.rows} rows read, {self.kept} kept, {self.dropped} dropped ({self.empty_text} empty text, "
+            f"{self.no_words} text without a letter or digit, "
             f"{self.too_long} too long for the {MAX_CONTEXT_TOKENS}-token context, {self.no_voice_prompt} without "
             f"a voice prompt); longest prompt {self.max_prompt_tokens} tokens, longest expected speech "
             f"{self.max_speech_tokens} tokens ({self.max_speech_tokens / TOKENS_PER_SECOND:.1f} s)"
@@ -119,6 +122,9 @@ def build_prompts(
         if not text:
             counts["empty_text"] += 1
             continue
+        if not has_speakable_text(text):
+            counts["no_words"] += 1
+            continue
         row_voice = voice
         if prompt_codes_column is not None:
             codes, ref_text = codes_from(row[prompt_codes_column]), row[prompt_text_column]
@@ -146,6 +152,7 @@ def build_prompts(
         rows=len(dataset),
         kept=len(keep),
         empty_text=counts["empty_text"],
+        no_words=counts["no_words"],
         no_voice_prompt=counts["no_voice_prompt"],
         too_long=counts["too_long"],
         max_prompt_tokens=max((prompt_tokens[i] for i in keep), default=0),

@@ -50,7 +50,7 @@ def audio_folder(folder: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 class CountingCodec:
-    """The real codec, counting its encode calls and raising on call number `fail_on_call`."""
+    """The real codec, counting its encode calls and interrupted (as by Ctrl-C) on call number `fail_on_call`."""
 
     def __init__(self, codec, fail_on_call: int | None = None):
         self.codec, self.fail_on_call, self.calls = codec, fail_on_call, 0
@@ -58,7 +58,7 @@ class CountingCodec:
     def encode(self, waveforms):
         self.calls += 1
         if self.calls == self.fail_on_call:
-            raise RuntimeError("simulated crash")
+            raise KeyboardInterrupt("simulated crash")
         return self.codec.encode(waveforms)
 
 
@@ -240,7 +240,7 @@ def test_resume_skips_finished_shards(tmp_path, codec):
     folder = audio_folder(tmp_path / "clips", [(name, transcripts[name]) for name in names])
     options = Options(dataset=str(folder), output_dir=str(tmp_path / "out"), shard_size=2, batch_size=1)
     work_dir = llasa_dataset.work_dir_for(tmp_path / "out")
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(KeyboardInterrupt, match="simulated crash"):
         run(options, CountingCodec(codec, fail_on_call=3))
     assert not (tmp_path / "out").exists()
     assert (work_dir / "shard_00000" / "summary.json").is_file()
@@ -265,11 +265,11 @@ def test_resume_refuses_other_settings(tmp_path):
 def test_duration_filter_counts():
     # Between 2.0 and 2.5 s: rainbow and shells are too short, fox_en_us too long, three clips remain.
     source = llasa_data.load_source(str(DATA_DIR))
-    counts = {"too_short": 0, "too_long": 0, "failed": 0, "empty_text": 0}
+    counts = {"too_short": 0, "too_long": 0, "failed": 0, "empty_text": 0, "no_words": 0}
     clips = llasa_dataset.prepare_clips(source.dataset, "file_name", "text", source.base_dir, 2.0, 2.5, counts)
     kept = [source.dataset[clip.index]["file_name"] for clip in clips]
     assert kept == ["fox_en_f3.wav", "stella_en_us.flac", "birch_en_f3.mp3"]
-    assert counts == {"too_short": 2, "too_long": 1, "failed": 0, "empty_text": 0}
+    assert counts == {"too_short": 2, "too_long": 1, "failed": 0, "empty_text": 0, "no_words": 0}
 
 
 def test_existing_output_dir_is_refused(tmp_path):

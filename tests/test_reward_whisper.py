@@ -89,7 +89,10 @@ class TestCommandLine:
         path.write_text(json.dumps({"codes": [1, 65536], "text": "hello"}) + "\n")
         with pytest.raises(SystemExit):
             run_cli(monkeypatch, capsys, "--codes_file", str(path))
-        assert f"{path}:1: codes must lie in XCodec2's codebook [0, 65535]" in capsys.readouterr().err
+        assert (
+            f"{path}:1: 1 of 2 codes lie outside XCodec2's codebook [0, 65535] (first: 65536)"
+            in capsys.readouterr().err
+        )
 
     def test_text_count_must_match_audio(self, monkeypatch, capsys):
         with pytest.raises(SystemExit):
