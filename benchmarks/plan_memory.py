@@ -58,9 +58,12 @@ def whisper_large_v3_parameters() -> int:
 
 
 def xcodec2_parameters() -> int:
-    from transformers import Xcodec2Config, Xcodec2Model
+    """The reward's XCodec2: decode-only (quantizer and acoustic decoder; no w2v-BERT, no acoustic encoder)."""
+    from transformers import Xcodec2Config
 
-    return count_parameters(lambda: Xcodec2Model(Xcodec2Config()))
+    from llasa.codec import xcodec2_decoder_class
+
+    return count_parameters(lambda: xcodec2_decoder_class()(Xcodec2Config()))
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def plan(setup: Setup, policy: int, whisper: int, codec: int, logits_gb: float, 
         # With LoRA the reference is the same weights with the adapters switched off: no second copy.
         "reference model": policy * FLOAT32 / shard if setup.beta > 0 and setup.lora_fraction is None else 0.0,
         "Whisper-large-v3 (fp16)": whisper * HALF if setup.reward_on_policy_gpu else 0.0,
-        "XCodec2 (fp32)": codec * FLOAT32 if setup.reward_on_policy_gpu else 0.0,
+        "XCodec2 decoder (fp32)": codec * FLOAT32 if setup.reward_on_policy_gpu else 0.0,
     }
     parts = {name: value / GB for name, value in parts.items()}
     parts["logits of one micro-batch (bf16)"] = logits_gb
