@@ -5,49 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_wavlm import XVECTOR_DIM
 
 from llasa.audio import load_audio
 from llasa.rewards import load_reward
 from llasa.scores import SpeakerSimilarityScorer
 
 DATA = Path(__file__).parent / "data"
-XVECTOR_DIM = 16
 CLIPS = ("fox_en_us.wav", "fox_en_f3.wav", "rainbow_en_us.wav")
-
-
-def build_tiny_wavlm_xvector(folder: Path) -> Path:
-    """A tiny random WavLMForXVector with its feature extractor, saved as from_pretrained reads them."""
-    import torch
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
-
-    torch.manual_seed(0)
-    config = WavLMConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(32, 32),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 4),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        num_buckets=16,
-        max_bucket_distance=64,
-        tdnn_dim=(32, 32),
-        tdnn_kernel=(3, 1),
-        tdnn_dilation=(1, 1),
-        xvector_output_dim=XVECTOR_DIM,
-    )
-    WavLMForXVector(config).eval().save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_wavlm(tmp_path_factory) -> str:
-    return str(build_tiny_wavlm_xvector(tmp_path_factory.mktemp("tiny_wavlm")))
 
 
 @pytest.fixture(scope="module")
