@@ -389,15 +389,15 @@ RESYNTHESIS = "resynthesis"  # the system name of the codec's resynthesis of the
 
 def protocol_reward_config(language: str, codec_id: str) -> dict:
     """Seed-TTS-eval's recognition as a reward config: its ASR for the language and the error rate only (CER for
-    Chinese, WER otherwise), both sides normalised by the "multilingual" rule (simplified Chinese, punctuation and
-    case removed; numbers also compared in one form, which Seed-TTS-eval's own script does not do)."""
+    Chinese, WER otherwise), both sides normalised by its own rule ("seed-tts-eval": simplified Chinese, punctuation
+    removed, English lower-cased; numbers compared as written)."""
     backend, model = SEED_TTS_EVAL_ASR.get(language, SEED_TTS_EVAL_WHISPER)
     return {
         "asr_backend": backend,
         "asr_model": model,
         "language": language,
         "codec_id": codec_id,
-        "components": {"wer": {"weight": 1.0, "normalizer": "multilingual"}},
+        "components": {"wer": {"weight": 1.0, "normalizer": "seed-tts-eval"}},
     }
 
 

@@ -4,7 +4,8 @@
     R_nll = exp(-NLL / alpha_nll)            NLL: mean per-token negative log-likelihood of the reference text
 
 ERR compares Whisper's greedy transcript with the reference after text normalisation (llasa.text: "multilingual" by
-default, or "whisper", the paper's exact rule, with the wer component's "normalizer"); the NLL is teacher-forced
+default, "whisper", the paper's exact rule, or "seed-tts-eval", the benchmark's, with the wer component's
+"normalizer"); the NLL is teacher-forced
 through Whisper's decoder (llasa.asr).
 """
 
@@ -40,7 +41,7 @@ class ErrorRateComponent(RewardComponent):
 
     alpha: float = 3.0  # steepness
     metric: str = "auto"  # "auto" (CER for zh/ja/ko/th..., WER otherwise), "wer" or "cer"
-    normalizer: str = DEFAULT_NORMALIZER  # "multilingual", or "whisper" (the paper's rule, for reproduction)
+    normalizer: str = DEFAULT_NORMALIZER  # "multilingual", "whisper" (the paper's rule) or "seed-tts-eval"
     needs_asr: ClassVar[bool] = True
 
     def __post_init__(self):
