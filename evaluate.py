@@ -16,6 +16,14 @@ Existing audio (<dir>/<id>.wav, from any system) is scored the same way, alone o
     python evaluate.py compare --test_list seedtts_eval/en/meta.lst --audio_dir other=outputs/other_tts \
         --models grpo=llasa-grpo-exp1/checkpoint-500 --reward_config reward_models/wer_nll.json --output_dir eval/vs
 
+Seed-TTS-eval's protocol (Whisper-large-v3 for en, Paraformer-zh through FunASR for zh, `pip install funasr
+modelscope`; SIM from a WavLM speaker-verification model), with the codec's resynthesis of the ground-truth
+recordings as a ceiling and the published table layout (mean WER or CER in percent, mean SIM) in summary.md:
+
+    python evaluate.py compare --protocol seed-tts-eval --language en --test_list seedtts_eval/en/meta.lst \
+        --models base=HKUSTAudio/Llasa-1B grpo=llasa-grpo-exp1/checkpoint-500 --resynthesis \
+        --codec_id HKUSTAudio/xcodec2 --speech_scores speaker_similarity --output_dir eval/seed_tts_en
+
 The output folder gets audio/<model>/<id>.wav, clips.jsonl (one record per system and clip), summary.json and
 summary.md (mean and median of each metric per system, with the difference from the baseline: the first system
 unless --baseline) and comparison.png (per-clip error rate and duration distributions). Means are over each system's
@@ -43,6 +51,8 @@ from pathlib import Path
 from llasa.cli import add_flag, add_model_arguments, sampling_options
 from llasa.evaluation import (
     EMA_WEIGHT,
+    PROTOCOLS,
+    RESYNTHESIS,
     SPEECH_SCORES,
     compare,
     plot_curves,
@@ -98,6 +108,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="speech measures to add, by reward component (default: all; none with an empty list)",
     )
     add_flag(comparison, "output_dir", required=True, help="where results and audio go")
+    add_flag(
+        comparison,
+        "protocol",
+        choices=PROTOCOLS,
+        help="score as Seed-TTS-eval does (replaces --reward_config): Whisper-large-v3, or Paraformer-zh for zh; "
+        "SIM from a WavLM speaker-verification model; its table layout in summary.md",
+    )
+    add_flag(comparison, "language", help="language of the test list, with --protocol (en, zh, ...)")
+    add_flag(
+        comparison, "sim_model", help="WavLMForXVector checkpoint of --protocol's SIM (default: wavlm-base-plus-sv)"
+    )
+    add_flag(
+        comparison,
+        "resynthesis",
+        action="store_true",
+        help=f"add a system {RESYNTHESIS!r}: each line's recording (a Seed-TTS-eval 5th field, else the voice "
+        "prompt) encoded and decoded by --codec_id, the codec's ceiling",
+    )
     add_model_arguments(comparison)
     comparison.set_defaults(seed=0)  # every model samples from the same seed
 
@@ -114,8 +142,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.command == "compare":
         args.sampling = sampling_options(args, comparison)
         systems = [name for name, _ in (args.models or []) + (args.audio_dir or [])]
+        systems += [RESYNTHESIS] if args.resynthesis else []
         if not systems:
-            comparison.error("Name at least one system: --models NAME=PATH and/or --audio_dir NAME=DIR.")
+            comparison.error("Name at least one system: --models NAME=PATH, --audio_dir NAME=DIR or --resynthesis.")
+        if args.protocol is not None and args.language is None:
+            comparison.error(f"--protocol {args.protocol} needs --language (en or zh for Seed-TTS-eval's test sets).")
+        if args.protocol is None and (args.language is not None or args.sim_model is not None):
+            comparison.error("--language and --sim_model go with --protocol; the reward config sets the language.")
         duplicates = sorted({name for name in systems if systems.count(name) > 1})
         if duplicates:
             comparison.error(f"System names must differ; repeated: {', '.join(duplicates)}.")

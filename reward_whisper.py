@@ -15,6 +15,11 @@ Score audio files, or replay completions (speech-token strings or code lists) fr
         --reference_audio ref.wav
 
 A JSONL line's other keys are columns: {"audio": "a.wav", "text": "first", "reference_audio": "ref.wav"}.
+
+One JSON object is printed per clip: the reward, the raw measures (the error rate with the normalised reference and
+transcript lengths it was taken over, "ref_words" and "hyp_words" or "ref_chars" and "hyp_chars"; the NLL;
+"asr_fallback", 1 where Whisper's greedy transcript looped and was decoded again), the transcript and each component's
+score.
 """
 
 import argparse

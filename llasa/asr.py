@@ -1,4 +1,5 @@
-"""Whisper as the reward's ear: three back ends (openai-whisper, transformers, faster-whisper) behind one interface.
+"""Whisper as the reward's ear: three back ends (openai-whisper, transformers, faster-whisper) behind one interface,
+and FunASR's Paraformer (transcripts only, for Seed-TTS-eval's Chinese evaluation).
 
 For a batch of 16 kHz waveforms and reference texts, `transcribe_and_score` returns the greedy transcripts and each
 text's teacher-forced NLL from one encoder pass. Each back end computes its input features as its own transcription
@@ -11,9 +12,21 @@ teacher-forced through the decoder after the prefix <|startoftranscript|>[<|lang
 Each text token's probability is renormalised over the text vocabulary (ids below <|endoftext|>) and EOT is not
 scored: this is what CTranslate2's `align` returns and cannot be changed, so all three back ends compute it that way
 and agree on the same weights. A reference longer than the decoder's context is cut to fit.
+
+Loop guard: a greedy transcript that repeats itself to the token limit ("8, 8, 8, ...": zlib compression ratio above
+2.4, `llasa.text.is_repetition_loop`, Whisper's own test) is decoded again, for those clips only, greedily with a
+repetition penalty of 1.3 (`LOOP_REPETITION_PENALTY`) on the tokens already written: deterministic, and the same
+rule in the three back ends (CTranslate2's and transformers' `repetition_penalty`; a logit filter of the same
+arithmetic in openai-whisper, whose DecodingOptions has none). Whisper's own transcribe samples at rising
+temperatures instead, which ends a loop only some of the time and makes the reward random; beam search keeps
+looping. The retry's transcript is kept unless it loops too (then the shorter of the two). The NLL is
+teacher-forced and unaffected. `transcribe` returns `Transcripts`, a list of strings that also says which clips
+fell back.
 """
 
+import copy
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +36,7 @@ import numpy as np
 import torch
 
 from llasa.device import dtype_name, outside_zero3, release_cached_memory, resolve_device, resolve_dtype
-from llasa.text import NO_SPACE_LANGUAGES
+from llasa.text import NO_SPACE_LANGUAGES, is_repetition_loop
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +49,11 @@ WHISPER_FRAMES = WHISPER_WINDOW_SAMPLES // WHISPER_HOP
 WHISPER_TEXT_CONTEXT = 448  # decoder positions of every Whisper model (prefix + text)
 DEFAULT_MAX_NEW_TOKENS = 224  # longest transcript Whisper may write (its own default)
 
-BACKENDS = ("openai-whisper", "transformers", "faster-whisper")
+BACKENDS = ("openai-whisper", "transformers", "faster-whisper", "paraformer")
+PARAFORMER_INSTALL = "pip install funasr modelscope"
+# Penalty on the logits of tokens already written when a greedy transcript looped: ends Whisper base's "8, 8, 8, ..."
+# on a slow Spanish counting, where beam search (5 beams) still loops.
+LOOP_REPETITION_PENALTY = 1.3
 
 
 def text_prefix(text: str, language: str) -> str:
@@ -66,8 +83,27 @@ def check_language(model_name: str, multilingual: bool, language: str) -> None:
         )
 
 
+class Transcripts(list):
+    """Transcripts (a list of str) and, per clip, whether its greedy transcript looped and was decoded again."""
+
+    def __init__(self, texts: Sequence[str], fell_back: Sequence[bool]):
+        super().__init__(texts)
+        self.fell_back = list(fell_back)
+
+    @property
+    def n_fallbacks(self) -> int:
+        return sum(self.fell_back)
+
+
+def kept_transcript(greedy: str, retry: str) -> str:
+    """The retry of a looping transcript, unless it loops too: then the shorter of the two."""
+    if not is_repetition_loop(retry):
+        return retry
+    return min(greedy, retry, key=len)
+
+
 class AsrBackend:
-    """One Whisper model on one device. Subclasses implement `encode`, `transcribe` and `nll`."""
+    """One Whisper model on one device. Subclasses implement `encode`, `decode`, `select` and `nll`."""
 
     name: ClassVar[str]
     prefix: list[int]  # <|startoftranscript|>[<|lang|><|transcribe|>]<|notimestamps|>: what precedes the text
@@ -87,8 +123,26 @@ class AsrBackend:
         """The encoder output for a batch of 16 kHz waveforms (each cut or padded to 30 s)."""
         raise NotImplementedError
 
-    def transcribe(self, features) -> list[str]:
-        """Greedy transcripts from the encoder output."""
+    def transcribe(self, features, *, loop_fallback: bool = True) -> Transcripts:
+        """Greedy transcripts from the encoder output; those that loop are decoded again with a repetition penalty
+        (unless `loop_fallback` is False: Whisper's raw greedy output)."""
+        texts = self.decode(features)
+        loops = [row for row, text in enumerate(texts) if is_repetition_loop(text)] if loop_fallback else []
+        fell_back = [False] * len(texts)
+        if loops:
+            retries = self.decode(self.select(features, loops), repetition_penalty=LOOP_REPETITION_PENALTY)
+            for row, retry in zip(loops, retries, strict=True):
+                texts[row], fell_back[row] = kept_transcript(texts[row], retry), True
+            logger.debug("%d of %d transcripts looped and were decoded again.", len(loops), len(texts))
+        return Transcripts(texts, fell_back)
+
+    def decode(self, features, repetition_penalty: float = 1.0) -> list[str]:
+        """Greedy transcripts from the encoder output, the logits of tokens already written divided by
+        `repetition_penalty` (multiplied where negative)."""
+        raise NotImplementedError
+
+    def select(self, features, rows: list[int]):
+        """The encoder output of some clips of the batch."""
         raise NotImplementedError
 
     def nll(self, features, texts: Sequence[str]) -> list[float]:
@@ -97,8 +151,9 @@ class AsrBackend:
 
     def transcribe_and_score(
         self, waveforms: Sequence[np.ndarray], texts: Sequence[str]
-    ) -> tuple[list[str], list[float]]:
-        """Transcripts and NLLs of a batch, with one encoder pass shared by both."""
+    ) -> tuple[Transcripts, list[float]]:
+        """Transcripts (with the clips that fell back after a loop) and NLLs of a batch, with one encoder pass
+        shared by both."""
 
         with torch.inference_mode():
             features = self.encode(waveforms)
@@ -160,7 +215,10 @@ class OpenAIWhisperBackend(AsrBackend):
             mels.append(whisper.pad_or_trim(mel[:, : len(clip) // WHISPER_HOP], WHISPER_FRAMES))
         return self.model.embed_audio(torch.stack(mels).to(self.torch_dtype))
 
-    def transcribe(self, features) -> list[str]:
+    def select(self, features, rows):
+        return features[rows]
+
+    def decode(self, features, repetition_penalty: float = 1.0) -> list[str]:
         import whisper
 
         options = whisper.DecodingOptions(
@@ -170,7 +228,10 @@ class OpenAIWhisperBackend(AsrBackend):
             sample_len=self.max_new_tokens,
             fp16=self.dtype == "float16",
         )
-        results = whisper.decode(self.model, features, options)
+        task = whisper.decoding.DecodingTask(self.model, options)  # what whisper.decode runs
+        if repetition_penalty != 1.0:
+            task.logit_filters.append(_RepetitionPenalty(repetition_penalty))
+        results = task.run(features)
         # Special tokens a model may emit are not text (transformers and faster-whisper drop them too).
         return [
             self.tokenizer.decode([t for t in result.tokens if t < self.tokenizer.eot]).strip() for result in results
@@ -228,10 +289,19 @@ class TransformersBackend(AsrBackend):
         ).input_features
         return self.model.get_encoder()(input_features=inputs.to(self.device, self.torch_dtype))
 
-    def transcribe(self, features) -> list[str]:
+    def select(self, features, rows):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        return BaseModelOutput(last_hidden_state=features.last_hidden_state[rows])
+
+    def decode(self, features, repetition_penalty: float = 1.0) -> list[str]:
         language = {"language": self.language, "task": "transcribe"} if self.multilingual else {}
+        config = self.generation_config
+        if repetition_penalty != 1.0:  # a copy: transformers warns when generate gets both a config and options
+            config = copy.deepcopy(config)
+            config.repetition_penalty = repetition_penalty
         sequences = self.model.generate(
-            encoder_outputs=features, generation_config=self.generation_config, return_timestamps=False, **language
+            encoder_outputs=features, generation_config=config, return_timestamps=False, **language
         )
         return [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
 
@@ -294,7 +364,17 @@ class FasterWhisperBackend(AsrBackend):
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(mels), dtype=np.float32))
         return _EncodedAudio(self.model.encode(features), [len(clip) for clip in clips])
 
-    def transcribe(self, features) -> list[str]:
+    def select(self, features, rows):
+        import ctranslate2
+
+        output = features.output
+        if output.device == "cuda":
+            chosen = torch.as_tensor(output, device=f"cuda:{output.device_index}")[rows].contiguous()
+        else:
+            chosen = np.ascontiguousarray(np.asarray(output)[rows])
+        return _EncodedAudio(ctranslate2.StorageView.from_array(chosen), [features.n_samples[row] for row in rows])
+
+    def decode(self, features, repetition_penalty: float = 1.0) -> list[str]:
         results = self.model.generate(
             features.output,
             [self.prefix] * len(features.n_samples),
@@ -302,6 +382,7 @@ class FasterWhisperBackend(AsrBackend):
             max_length=len(self.prefix) + self.max_new_tokens,
             suppress_blank=True,
             suppress_tokens=[-1],  # the non-speech symbols, as openai-whisper's default
+            repetition_penalty=repetition_penalty,
         )
         return [self.tokenizer.decode(result.sequences_ids[0]).strip() for result in results]
 
@@ -312,6 +393,53 @@ class FasterWhisperBackend(AsrBackend):
         return [-float(np.mean(np.log(result.text_token_probs))) for result in results]
 
 
+class _RepetitionPenalty:
+    """openai-whisper logit filter: the logit of each token already in the sequence (prefix included) divided by
+    `penalty` where positive, multiplied where negative, as transformers' and CTranslate2's repetition_penalty."""
+
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def apply(self, logits, tokens) -> None:
+        seen = torch.gather(logits, 1, tokens)
+        logits.scatter_(1, tokens, torch.where(seen > 0, seen / self.penalty, seen * self.penalty))
+
+
+class ParaformerBackend(AsrBackend):
+    """FunASR's Paraformer ("paraformer-zh": Seed-TTS-eval's ASR for Chinese), for evaluation: transcripts only.
+
+    Optional (`pip install funasr modelscope`). Paraformer is non-autoregressive: it writes every token at once, so
+    it cannot loop, and it has no decoder to teacher-force, so its NLL is NaN (a reward config refuses the nll
+    component with it). Its Chinese transcripts come with a space between characters, which CER ignores.
+    """
+
+    name = "paraformer"
+
+    def _load(self) -> None:
+        try:
+            from funasr import AutoModel
+        except ImportError as e:
+            raise ImportError(f"the paraformer back end needs FunASR: {PARAFORMER_INSTALL}") from e
+        self.model = AutoModel(model=self.model_name, device=self.device, disable_update=True)
+        self.prefix = []
+
+    def encode(self, waveforms):
+        return [np.ascontiguousarray(wav, dtype=np.float32) for wav in waveforms]  # FunASR reads the waveforms
+
+    def select(self, features, rows):
+        return [features[row] for row in rows]
+
+    def decode(self, features, repetition_penalty: float = 1.0) -> list[str]:
+        results = self.model.generate(input=list(features), batch_size=len(features))
+        return [result["text"].strip() for result in results]
+
+    def transcribe(self, features, *, loop_fallback: bool = True) -> Transcripts:
+        return Transcripts(self.decode(features), [False] * len(features))
+
+    def nll(self, features, texts) -> list[float]:
+        return [math.nan] * len(texts)
+
+
 @dataclass(frozen=True)
 class _EncodedAudio:
     output: Any  # CTranslate2 StorageView on the model's device
@@ -319,7 +447,8 @@ class _EncodedAudio:
 
 
 BACKEND_CLASSES = {
-    backend.name: backend for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend)
+    backend.name: backend
+    for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend, ParaformerBackend)
 }
 _LOADED_BACKENDS: dict[tuple, AsrBackend] = {}
 _LOADED_CODECS: dict[tuple, Any] = {}

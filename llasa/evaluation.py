@@ -8,7 +8,7 @@ import math
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from llasa.asr import WHISPER_SAMPLE_RATE
 from llasa.audio import load_audio
 from llasa.format import CODEC_SAMPLE_RATE, VOICE_AUDIO_COLUMN
 from llasa.scores import (
+    DEFAULT_WAVLM_MODEL,
     DNSMOS_METRICS,
     DnsmosScorer,
     PitchVariationScorer,
@@ -24,6 +25,7 @@ from llasa.scores import (
     text_length,
 )
 from llasa.synthesis import Request, read_input_file
+from llasa.text import CER_LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class System:
     name: str
     audio_dir: Path
     model: str | None = None  # checkpoint to synthesise with; None for an --audio_dir
+    requests: tuple[Request, ...] | None = None  # its own lines (resynthesis: the recordings' texts); None: the list's
+    recordings: dict[str, str] | None = None  # resynthesis: id -> the recording the codec encodes and decodes
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -149,7 +153,12 @@ def _load_or_none(path) -> np.ndarray | None:
 
 
 def score_system(
-    system: System, requests: list[Request], reward, speech_scores: Sequence[str] = (), device: str = "auto"
+    system: System,
+    requests: list[Request],
+    reward,
+    speech_scores: Sequence[str] = (),
+    device: str = "auto",
+    speaker: dict | None = None,
 ) -> list[dict]:
     """One record per request: the reward module's scores of <audio_dir>/<id>.wav plus duration, speaking rate and
     the chosen speech_scores.py measures. A clip that is missing or unreadable gets status "missing"."""
@@ -167,7 +176,9 @@ def score_system(
         clips = reward.score_audio(
             [_at_rate(audio[i], WHISPER_SAMPLE_RATE) for i in present], [chunk[i].text for i in present], voices
         )
-        extra = _speech_scores([audio[i] for i in present], [chunk[i] for i in present], speech_scores, device)
+        extra = _speech_scores(
+            [audio[i] for i in present], [chunk[i] for i in present], speech_scores, device, speaker or {}
+        )
         scored = {i: (clip, measures) for i, clip, measures in zip(present, clips, extra, strict=True)}
         for i, request in enumerate(chunk):
             record = {"system": system.name, "id": request.id, "text": request.text, "audio": _str(paths[i])}
@@ -205,15 +216,18 @@ def _speaking_rate(text: str, duration: float) -> float | None:
     return text_length(text) / duration if duration > 0 else None
 
 
-def _speech_scores(audio: list[np.ndarray], requests: list[Request], names: Sequence[str], device: str) -> list[dict]:
-    """The speech_scores.py measures of each clip: raw values, not the rewards' [0, 1] mappings."""
+def _speech_scores(
+    audio: list[np.ndarray], requests: list[Request], names: Sequence[str], device: str, speaker: dict
+) -> list[dict]:
+    """The speech_scores.py measures of each clip: raw values, not the rewards' [0, 1] mappings. `speaker`: options
+    of the speaker similarity's scorer (backend, model)."""
     measures = [{} for _ in audio]
     if not audio:
         return measures
     if "speaker_similarity" in names:
         # Only voice-cloning lines have a voice to compare with; the others get None.
         references = [_load_or_none(request.prompt_wav) for request in requests]
-        cosines = SpeakerSimilarityScorer(device=device).similarities(audio, references)
+        cosines = SpeakerSimilarityScorer(device=device, **speaker).similarities(audio, references)
         for row, value in zip(measures, cosines, strict=True):
             row["speaker_cosine"] = value
     if "quality" in names:
@@ -380,14 +394,24 @@ def compare(args) -> dict:
         raise ValueError(f"{args.test_list} holds no usable line.")
     systems = [System(name, output_dir / "audio" / name, model=path) for name, path in args.models or []]
     systems += [System(name, Path(path)) for name, path in args.audio_dir or []]
+    if args.resynthesis:
+        systems.append(resynthesis_system(args.test_list, requests, output_dir))
     # The reward config is checked and its models loaded before hours of synthesis, not after.
-    reward = load_reward(args.reward_config, device=None if args.device == "auto" else args.device)
+    reward_config = args.reward_config
+    if args.protocol is not None:
+        reward_config = protocol_reward_config(args.language, args.codec_id)
+    reward = load_reward(reward_config, device=None if args.device == "auto" else args.device)
     reward.load_models(codec=bool(args.models))  # the codec decodes nothing when only audio folders are scored
     synthesize_models(systems, requests, args.sampling, args)
+    if args.resynthesis:
+        resynthesize(systems[-1], args.codec_id, args.device)
+    speaker = protocol_speaker_options(args.sim_model) if args.protocol is not None else {}
     records = [
         record
         for system in systems
-        for record in score_system(system, requests, reward, args.speech_scores, args.device)
+        for record in score_system(
+            system, list(system.requests or requests), reward, args.speech_scores, args.device, speaker
+        )
     ]
     names = [system.name for system in systems]
     summary = summarize(records, names, args.baseline or names[0])
@@ -397,12 +421,113 @@ def compare(args) -> dict:
         f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     title = f"Evaluation on {Path(args.test_list).name} ({len(requests)} texts)"
-    (output_dir / "summary.md").write_text(markdown_table(summary, title), encoding="utf-8")
+    table = markdown_table(summary, title)
+    if args.protocol is not None:
+        table += "\n" + protocol_table(summary, args.language)
+    (output_dir / "summary.md").write_text(table, encoding="utf-8")
     plot_comparison(records, names, output_dir / "comparison.png")
     logger.info(
         "Wrote %s", ", ".join(str(output_dir / name) for name in ("clips.jsonl", "summary.json", "summary.md"))
     )
     return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Seed-TTS-eval's protocol, and the codec's ceiling (resynthesis)
+
+PROTOCOLS = ("seed-tts-eval",)
+# Seed-TTS-eval's ASR: Paraformer-zh (FunASR) for Chinese, Whisper-large-v3 otherwise.
+SEED_TTS_EVAL_ASR = {"zh": ("paraformer", "paraformer-zh")}
+SEED_TTS_EVAL_WHISPER = ("openai-whisper", "large-v3")
+RESYNTHESIS = "resynthesis"  # the system name of the codec's resynthesis of the reference recordings
+
+
+def protocol_reward_config(language: str, codec_id: str) -> dict:
+    """Seed-TTS-eval's recognition as a reward config: its ASR for the language and the error rate only (CER for
+    Chinese, WER otherwise), both sides normalised by its own rule ("seed-tts-eval": simplified Chinese, punctuation
+    removed, English lower-cased; numbers compared as written)."""
+    backend, model = SEED_TTS_EVAL_ASR.get(language, SEED_TTS_EVAL_WHISPER)
+    return {
+        "asr_backend": backend,
+        "asr_model": model,
+        "language": language,
+        "codec_id": codec_id,
+        "components": {"wer": {"weight": 1.0, "normalizer": "seed-tts-eval"}},
+    }
+
+
+def protocol_speaker_options(model: str | None = None) -> dict:
+    """SIM as Seed-TTS-eval measures it: the cosine of WavLM speaker-verification embeddings (a WavLMForXVector
+    checkpoint; Seed-TTS-eval's own is WavLM-large with an ECAPA-TDNN head, which transformers does not load)."""
+    return {"backend": "wavlm", "model": model or DEFAULT_WAVLM_MODEL}
+
+
+def protocol_table(summary: dict, language: str) -> str:
+    """The systems as Seed-TTS-eval's papers tabulate them: mean WER (or CER) in percent, mean SIM."""
+    metric = "cer" if language in CER_LANGUAGES else "wer"
+    lines = [f"| system | {metric.upper()} (%) | SIM |", "|---|---|---|"]
+    for system, entry in summary["systems"].items():
+        error = entry["metrics"].get(metric, {}).get("mean")
+        similarity = entry["metrics"].get("speaker_cosine", {}).get("mean")
+        cells = ["" if error is None else f"{100 * error:.2f}", "" if similarity is None else f"{similarity:.3f}"]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ground_truth_audio(test_list) -> dict[str, str]:
+    """id -> the recording of the line's text: the 5th field of a Seed-TTS-eval line (id|prompt_text|prompt_wav|
+    text|ground_truth_wav), relative paths taken from the list's folder. Lines without one are absent."""
+    path = Path(test_list)
+    recordings = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("|")
+        if len(fields) == 5 and fields[4].strip():
+            recordings[fields[0].strip()] = str(path.parent / fields[4].strip())
+    return recordings
+
+
+def resynthesis_system(test_list, requests: list[Request], output_dir: Path) -> System:
+    """The codec's ceiling as a system: each line's recording encoded and decoded, scored against its text. The
+    recording is the line's ground truth (Seed-TTS-eval's 5th field), else its voice prompt, scored against the
+    prompt's transcript (and, for SIM, against the prompt itself). Lines with neither are counted as missing."""
+    ground_truth = ground_truth_audio(test_list)
+    lines, recordings = [], {}
+    for request in requests:
+        if request.id in ground_truth:
+            lines.append(request)
+            recordings[request.id] = ground_truth[request.id]
+        elif request.prompt_wav is not None and request.prompt_text:
+            lines.append(replace(request, text=request.prompt_text))
+            recordings[request.id] = request.prompt_wav
+        else:
+            lines.append(request)
+    if not recordings:
+        raise ValueError(
+            f"--resynthesis needs recordings: no line of {test_list} has a ground-truth audio (a 5th field) or a "
+            "voice prompt with its transcript."
+        )
+    return System(RESYNTHESIS, output_dir / "audio" / RESYNTHESIS, requests=tuple(lines), recordings=recordings)
+
+
+def resynthesize(system: System, codec_id: str, device: str) -> None:
+    """Encode and decode each recording of the resynthesis system with the codec into <audio_dir>/<id>.wav; an
+    unreadable recording is reported and its clip left missing."""
+    from llasa.audio import write_wav
+    from llasa.codec import load_codec
+
+    codec = load_codec(codec_id, device=device)
+    system.audio_dir.mkdir(parents=True, exist_ok=True)
+    items = list(system.recordings.items())
+    for start in range(0, len(items), SCORE_CHUNK):
+        chunk = items[start : start + SCORE_CHUNK]
+        for clip_id, _ in chunk:
+            (system.audio_dir / f"{clip_id}.wav").unlink(missing_ok=True)
+        audio = [_load_or_none(path) for _, path in chunk]
+        present = [i for i, wav in enumerate(audio) if wav is not None and wav.size]
+        decoded = codec.decode(codec.encode([audio[i] for i in present])) if present else []
+        for i, wav in zip(present, decoded, strict=True):
+            write_wav(system.audio_dir / f"{chunk[i][0]}.wav", wav, CODEC_SAMPLE_RATE)
+    logger.info("Resynthesised %d recordings with %s into %s.", len(items), codec_id, system.audio_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ so scorers are cheap to build and to pickle.
 - `PitchVariationScorer`: the spread of F0 (librosa's pYIN) over voiced frames, as the standard deviation of
   12 * log2(f0 / median f0) in semitones, scored like the duration against the reference's spread or a natural
   range. Monotone speech scores low.
-- `SpeakerSimilarityScorer`: cosine similarity of resemblyzer speaker embeddings of the clip and a reference
-  (the voice prompt), mapped linearly from `floor` (0) to 1 (1).
+- `SpeakerSimilarityScorer`: cosine similarity of speaker embeddings of the clip and a reference (the voice
+  prompt), mapped linearly from `floor` (0) to 1 (1). Embeddings from resemblyzer (`backend="resemblyzer"`, the
+  default) or from a WavLM speaker-verification model through transformers' `WavLMForXVector` (`backend="wavlm"`,
+  `model` a hub id or folder, default microsoft/wavlm-base-plus-sv), the kind of model Seed-TTS-eval's SIM uses.
 - `DnsmosScorer`: DNSMOS P.835 (SIG, BAK, OVRL on the 1-5 MOS scale; the ONNX models shipped by `speechmos`),
   mapped to (MOS - 1) / 4.
 
@@ -48,6 +50,9 @@ PITCH_FRAME_LENGTH = 1024
 # resemblyzer embeds an utterance as the mean of 1.6 s windows; these are its own defaults for embed_utterance.
 PARTIALS_PER_SECOND = 1.3
 PARTIAL_MIN_COVERAGE = 0.75
+
+SPEAKER_BACKENDS = ("resemblyzer", "wavlm")
+DEFAULT_WAVLM_MODEL = "microsoft/wavlm-base-plus-sv"
 
 DNSMOS_SEGMENT_SECONDS = 9.01  # DNSMOS scores 9.01 s windows, one per second of audio
 DNSMOS_METRICS = ("sig", "bak", "ovrl")  # speech signal, background noise, overall quality (ITU-T P.835)
@@ -355,27 +360,54 @@ def _voice_encoder(device: str):
     return VoiceEncoder(device=device, verbose=False)
 
 
+@functools.cache
+def _wavlm_xvector(model: str, device: str):
+    """(feature extractor, WavLMForXVector) of a hub id or folder, loaded once per process and device."""
+    from transformers import AutoFeatureExtractor, WavLMForXVector
+
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(model)
+        network = WavLMForXVector.from_pretrained(model).to(device).eval()
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"Could not load the WavLM speaker-verification model {model!r}: {e}") from e
+    return extractor, network
+
+
 @dataclass(frozen=True)
 class SpeakerSimilarityScorer:
-    """How much each clip sounds like its reference voice (the voice prompt), from resemblyzer's speaker encoder.
+    """How much each clip sounds like its reference voice (the voice prompt), from a speaker encoder.
 
     resemblyzer's embeddings are non-negative and unit-length, so their cosine similarity lies in [0, 1]; unrelated
-    voices still reach 0.5-0.75 (two espeak-ng voices: 0.58, one voice on two sentences: 0.88). The score maps the
-    cosine linearly from `floor` (score 0; below it, 0) to 1 (score 1); floor=0 gives the raw cosine.
+    voices still reach 0.5-0.75 (two espeak-ng voices: 0.58, one voice on two sentences: 0.88). A WavLM x-vector's
+    cosine lies in [-1, 1] (Seed-TTS-eval's SIM: 0.73-0.76 between two recordings of one speaker, with its WavLM-large
+    model), so its `floor` is chosen on its own scale. The score maps the cosine linearly from `floor` (score 0;
+    below it, 0) to 1 (score 1); floor=0 gives the raw cosine where it is positive.
     """
 
     floor: float = 0.5  # cosine similarity that scores 0
-    min_seconds: float = 0.5  # of speech left after resemblyzer's silence trimming
+    min_seconds: float = 0.5  # of speech (resemblyzer: left after its silence trimming; wavlm: of the clip)
     device: str = "auto"  # torch device of the encoder: "auto", "cpu", "cuda", "cuda:1", ...
+    backend: str = "resemblyzer"  # speaker encoder: "resemblyzer" or "wavlm" (transformers' WavLMForXVector)
+    model: str | None = None  # wavlm: hub id or folder (default microsoft/wavlm-base-plus-sv); resemblyzer: None
 
     def __post_init__(self):
         if not (_is_number(self.floor) and 0 <= self.floor < 1):
             raise ValueError(f"floor must be in [0, 1) (the cosine similarity that scores 0), got {self.floor}.")
         _check_positive("min_seconds", self.min_seconds)
         check_device_name(self.device)
+        if self.backend not in SPEAKER_BACKENDS:
+            raise ValueError(f"Unknown speaker backend {self.backend!r}: use one of {list(SPEAKER_BACKENDS)}.")
+        if self.model is not None and (self.backend != "wavlm" or not isinstance(self.model, str) or not self.model):
+            raise ValueError(
+                f"model names a WavLM speaker-verification checkpoint (backend 'wavlm'), got {self.model!r} with "
+                f"backend {self.backend!r}: resemblyzer ships its own weights."
+            )
 
     def embed(self, waveforms: Sequence[Waveform]) -> list[np.ndarray | None]:
-        """Unit-length speaker embeddings, all windows of the batch in one forward pass (None where unusable)."""
+        """Unit-length speaker embeddings (None where unusable); resemblyzer: all windows of the batch in one
+        forward pass."""
+        if self.backend == "wavlm":
+            return self._wavlm_embeddings(waveforms)
         import torch
         from resemblyzer import preprocess_wav
         from resemblyzer.audio import wav_to_mel_spectrogram
@@ -407,8 +439,26 @@ class SpeakerSimilarityScorer:
             embeddings[row] = mean / np.linalg.norm(mean)
         return embeddings
 
+    def _wavlm_embeddings(self, waveforms: Sequence[Waveform]) -> list[np.ndarray | None]:
+        """The x-vector of each clip, one clip per forward pass: the convolutional feature encoder of WavLM base
+        normalises over time (group norm), so zero padding in a batch would change the shorter clips' vectors."""
+        import torch
+
+        extractor, network = _wavlm_xvector(self.model or DEFAULT_WAVLM_MODEL, str(resolve_device(self.device)))
+        embeddings: list[np.ndarray | None] = [None] * len(waveforms)
+        for row, waveform in enumerate(waveforms):
+            wav = usable_waveform(waveform, min_seconds=self.min_seconds)
+            if wav is None:
+                continue
+            inputs = extractor(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt").to(network.device)
+            with torch.no_grad():
+                vector = network(**inputs).embeddings[0].float().cpu().numpy()
+            embeddings[row] = vector / np.linalg.norm(vector)
+        return embeddings
+
     def similarities(self, waveforms: Sequence[Waveform], references: Sequence[Waveform]) -> list[float | None]:
-        """Raw cosine similarity of each clip with its row's reference, in [0, 1]."""
+        """Raw cosine similarity of each clip with its row's reference: in [0, 1] for resemblyzer, [-1, 1] for
+        wavlm."""
         _check_rows("references", references, len(waveforms))
         clip_embeddings = self.embed(waveforms)
         reference_embeddings = _map_distinct(self.embed, references)

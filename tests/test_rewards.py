@@ -206,9 +206,15 @@ class TestRealModel:
         assert match[stella].metrics["nll"] < 1.0
 
     def test_score_fields(self, tiny_en, clips):
-        # a ClipScore carries the error rate under its name, the NLL, the transcript and each component's score
+        # a ClipScore carries the error rate under its name with the word counts it was taken over, whether the
+        # transcript fell back after a loop, the NLL, the transcript and each component's score
         clip = tiny_en_reward(tiny_en).score_audio([clips[4][0]], [clips[4][1]])[0]
-        assert set(clip.to_json()) == {"reward", "wer", "nll", "transcript", "components", "audio_seconds", "status"}
+        assert set(clip.to_json()) == {
+            *("reward", "wer", "ref_words", "hyp_words", "asr_fallback", "nll"),
+            *("transcript", "components", "audio_seconds", "status"),
+        }
+        assert clip.metrics["ref_words"] == len(clips[4][1].split()) == 8 and clip.metrics["asr_fallback"] == 0.0
+        assert clip.metrics["hyp_words"] == len(clip.transcript.split())
         assert set(clip.components) == {"wer", "nll"} and clip.status == "scored"
         # the parts recombine into the reward by the harmonic mean
         parts = clip.components

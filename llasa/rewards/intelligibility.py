@@ -4,7 +4,8 @@
     R_nll = exp(-NLL / alpha_nll)            NLL: mean per-token negative log-likelihood of the reference text
 
 ERR compares Whisper's greedy transcript with the reference after text normalisation (llasa.text: "multilingual" by
-default, or "whisper", the paper's exact rule, with the wer component's "normalizer"); the NLL is teacher-forced
+default, "whisper", the paper's exact rule, or "seed-tts-eval", the benchmark's, with the wer component's
+"normalizer"); the NLL is teacher-forced
 through Whisper's decoder (llasa.asr).
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
-from llasa.text import DEFAULT_NORMALIZER, check_normalizer, error_metric, error_rate
+from llasa.text import DEFAULT_NORMALIZER, check_normalizer, error_metric, error_rate, normalize
 
 
 def error_reward(err: float, alpha: float) -> float:
@@ -34,11 +35,13 @@ def _check_alpha(alpha, what: str) -> None:
 @register_component("wer")
 @dataclass(frozen=True)
 class ErrorRateComponent(RewardComponent):
-    """R_err = 1 - tanh(alpha * ERR): ERR 0.1 -> 0.71 and ERR 0.3 -> 0.28 with alpha 3. Logs "wer" or "cer"."""
+    """R_err = 1 - tanh(alpha * ERR): ERR 0.1 -> 0.71 and ERR 0.3 -> 0.28 with alpha 3. Logs "wer" or "cer", and
+    the length of the normalised reference and transcript ("ref_words" and "hyp_words", or "ref_chars" and
+    "hyp_chars" for CER; numbers in their first reading): what the error was counted over."""
 
     alpha: float = 3.0  # steepness
     metric: str = "auto"  # "auto" (CER for zh/ja/ko/th..., WER otherwise), "wer" or "cer"
-    normalizer: str = DEFAULT_NORMALIZER  # "multilingual", or "whisper" (the paper's rule, for reproduction)
+    normalizer: str = DEFAULT_NORMALIZER  # "multilingual", "whisper" (the paper's rule) or "seed-tts-eval"
     needs_asr: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -54,7 +57,17 @@ class ErrorRateComponent(RewardComponent):
             for text, transcript in zip(batch.texts, batch.transcripts, strict=True)
         ]
         scores = [None if err is None else error_reward(err, self.alpha) for err in errors]
-        return ComponentResult(scores, {metric: errors})
+        unit = "chars" if metric == "cer" else "words"
+        lengths = {
+            f"{side}_{unit}": [self.normalized_length(text, batch.language, metric) for text in texts]
+            for side, texts in (("ref", batch.texts), ("hyp", batch.transcripts))
+        }
+        return ComponentResult(scores, {metric: errors, **lengths})
+
+    def normalized_length(self, text: str, language: str, metric: str) -> int:
+        """Characters (CER) or words (WER) of the text as the error rate compares it."""
+        normalized = normalize(text, language, metric, normalizer=self.normalizer)
+        return len(normalized) if metric == "cer" else len(normalized.split())
 
 
 @register_component("nll")

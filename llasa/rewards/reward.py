@@ -9,7 +9,9 @@ Models load lazily, once per process, on the reward's own `device`.
 Edge cases, none of which raises during training: no speech tokens (or empty audio) scores 0.0 (`no_speech`);
 non-speech tokens before the end marker are dropped and counted (`dropped_tokens`); audio that is not finite scores
 0.0 (`non_finite`); audio longer than Whisper's 30 s window is heard for its first 30 s, and the ERR and NLL against
-the full reference penalise what was cut (`over_30s`); an empty reference text gives None, with a warning.
+the full reference penalise what was cut (`over_30s`); a greedy transcript that loops to Whisper's token limit is
+decoded again with a repetition penalty (`asr_fallback`, llasa.asr); an empty reference text gives None, with a
+warning.
 """
 
 import json
@@ -57,7 +59,7 @@ logger = logging.getLogger(__name__)
 class RewardConfig:
     """A reward_models/*.json file. Unknown keys are refused."""
 
-    asr_backend: str = "openai-whisper"  # openai-whisper | transformers | faster-whisper
+    asr_backend: str = "openai-whisper"  # openai-whisper | transformers | faster-whisper | paraformer (wer only)
     asr_model: str = "large-v3"  # name, Hub id or local path, as the back end loads it
     language: str = "en"  # Whisper language code of the texts
     codec_id: str = DEFAULT_CODEC_ID  # XCodec2 checkpoint that decodes the speech tokens
@@ -94,6 +96,11 @@ class RewardConfig:
         built = [build_component(name, params) for name, params in self.components.items()]
         if sum(weight for _, weight in built) <= 0:
             raise ValueError("At least one component needs a weight above 0.")
+        if self.asr_backend == "paraformer" and "nll" in self.components:
+            raise ValueError(
+                "The paraformer back end gives transcripts only (no decoder to teacher-force): drop the nll component "
+                "or use a Whisper back end."
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> "RewardConfig":
@@ -206,7 +213,10 @@ class WhisperReward:
         return [clip.reward for clip in clips]
 
     def batch_metrics(self, parsed: Sequence[ParsedSpeech], clips: Sequence[ClipScore]) -> dict[str, float]:
-        """Means over the batch: raw measures, component scores, audio length and the share of each problem."""
+        """Means over the batch: raw measures, component scores, audio length and the share of each problem.
+
+        `asr_fallback` is the share of the clips Whisper heard whose greedy transcript looped and was decoded again
+        (llasa.asr's loop guard): a rising share means the policy's speech drives Whisper into loops."""
         n = len(clips)
         metrics = {
             "audio_seconds": _mean(clip.audio_seconds for clip in clips if clip.audio_seconds > 0),
@@ -316,14 +326,18 @@ class WhisperReward:
             language=self.config.language,
             references=references,
         )
+        fell_back = None
         if self.needs_asr:
             transcripts, nll = self.backend.transcribe_and_score(batch.audio, batch.texts)
             batch = replace(batch, transcripts=transcripts, nll=nll)
+            fell_back = transcripts.fell_back
         results = [component.score(batch) for component in self.components]
         clips = []
         for row in range(len(rows)):
             parts = [_clean(result.scores[row]) for result in results]
             metrics = {name: values[row] for result in results for name, values in result.metrics.items()}
+            if fell_back is not None:
+                metrics["asr_fallback"] = float(fell_back[row])  # its greedy transcript looped: decoded again
             for name, result in zip(self.component_names, results, strict=True):
                 if result.missing is not None:
                     metrics[f"{name}/missing"] = float(result.missing[row])

@@ -193,9 +193,10 @@ class PitchComponent(ScorerComponent):
 @register_component("speaker_similarity")
 @dataclass(frozen=True)
 class SpeakerSimilarityComponent(ScorerComponent):
-    """Voice: `SpeakerSimilarityScorer`, the cosine of resemblyzer embeddings of the clip and the row's voice, the
-    first of `voice_columns` with a value: the voice prompt (voice cloning) before the reference audio. A row with
-    none scores None. Logs "speaker_cosine"."""
+    """Voice: `SpeakerSimilarityScorer`, the cosine of speaker embeddings (resemblyzer, or with "backend": "wavlm"
+    and "model" a WavLMForXVector checkpoint) of the clip and the row's voice, the first of `voice_columns` with a
+    value: the voice prompt (voice cloning) before the reference audio. A row with none scores None. Logs
+    "speaker_cosine"."""
 
     scorer: SpeakerSimilarityScorer = field(default_factory=SpeakerSimilarityScorer)
     voice_columns: tuple[str, ...] = VOICE_COLUMNS
