@@ -30,6 +30,7 @@ from llasa.training import (
     PromptSummary,
     build_prompts,
     configure_generation,
+    fall_back_to_fp32_without_gpu,
     load_policy,
     load_reward_funcs,
     load_run_codec,
@@ -128,6 +129,10 @@ class LlasaGRPOConfig(GRPOConfig):
         metadata={"help": "Write the completions table (texts, rewards, transcripts) under output_dir/completions/."},
     )
     num_completions_to_print: int | None = field(default=2, metadata={"help": "Completions printed at each log."})
+
+    def __post_init__(self):
+        fall_back_to_fp32_without_gpu(self)
+        super().__post_init__()
 
 
 def map_flag_aliases(argv: list[str]) -> list[str]:

@@ -257,6 +257,26 @@ def configure_generation(training_args: GRPOConfig, summary: PromptSummary, stop
     return training_args
 
 
+def fall_back_to_fp32_without_gpu(training_args: GRPOConfig) -> bool:
+    """Mixed precision needs a GPU: without one, a bf16 request (TRL's default) or an fp16 one trains in float32
+    instead, with one warning, rather than stopping. Call before GRPOConfig.__post_init__ checks the setup."""
+    import torch
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    bf16 = not training_args.fp16 if training_args.bf16 is None else training_args.bf16
+    no_bf16 = bf16 and not training_args.use_cpu and not (is_torch_bf16_gpu_available() or is_torch_xla_available())
+    no_fp16 = training_args.fp16 and not torch.cuda.is_available()
+    if not (no_bf16 or no_fp16):
+        return False
+    logger.warning(
+        "%s mixed precision needs a GPU and none that supports it was found: training in float32 instead "
+        "(pass --bf16 false to silence this).",
+        "bf16" if no_bf16 else "fp16",
+    )
+    training_args.bf16, training_args.fp16 = False, False
+    return True
+
+
 def resume_target(value: str | None) -> str | bool | None:
     """--resume_from_checkpoint: a checkpoint folder, or "true"/"last" for the latest one in output_dir."""
     if value is not None and value.lower() in ("true", "last"):

@@ -513,6 +513,37 @@ def test_train_py_command_line(tiny_llasa_dir, whisper_reward_config, tmp_path):
     assert (out / "trainer_state.json").is_file()
 
 
+@pytest.mark.slow
+def test_seed_command_trains_in_float32_without_a_gpu(tiny_llasa_dir, whisper_reward_config, tmp_path):
+    # The README's command exactly as written (TRL's bf16 default included), on a machine without a GPU: one
+    # warning, float32 training, a saved model; the tiny dataset keeps the default epochs to 3 steps.
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": "Hi."}])
+    out = tmp_path / "out"
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    command = [accelerate, "launch", str(REPO / "train.py"), "--model_name_or_path", str(tiny_llasa_dir)]
+    command += ["--dataset", str(dataset), "--reward_config", str(whisper_reward_config), "--output_dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Your setup doesn't support bf16" not in result.stderr
+    assert result.stderr.count("bf16 mixed precision needs a GPU") == 1
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    assert (out / "model.safetensors").is_file()
+
+
+def test_bf16_and_fp16_requests_fall_back_to_fp32_without_a_gpu(monkeypatch):
+    # Without a GPU, TRL's bf16 default and an explicit --fp16 both become float32; --use_cpu with bf16 is CPU
+    # autocast, which transformers allows, and is kept.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("transformers.utils.is_torch_bf16_gpu_available", lambda: False)
+    base = ["--model_name_or_path", "m", "--dataset", "d", "--reward_config", "r", "--output_dir", "o"]
+    for flags in ([], ["--bf16", "true"], ["--fp16", "true", "--bf16", "false"]):
+        _, training_args, _ = train.parse_args([*base, *flags])
+        assert (training_args.bf16, training_args.fp16) == (False, False)
+    _, training_args, _ = train.parse_args([*base, "--use_cpu", "--bf16", "true"])
+    assert training_args.bf16 is True
+
+
 def test_command_line_error_is_one_line(tmp_path, tiny_llasa_dir):
     # A dataset without the text column stops train.py with one line naming the columns, no traceback.
     dataset = write_jsonl(tmp_path / "d.jsonl", [{"sentence": "hi"}])
