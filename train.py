@@ -220,7 +220,7 @@ def build_trainer(
     summary is logged. `reward_funcs` replaces the --reward_config reward (tests)."""
     model, tokenizer = load_policy(model_args, training_args)
     if reward_funcs is None:
-        reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer)
+        reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer, training_args)
     voice = None
     if script_args.prompt_wav is not None:
         codec = load_run_codec(script_args.codec_id, reward_funcs, training_args.device)

@@ -22,7 +22,7 @@ from llasa.format import (
     codes_from,
     render_prompt,
 )
-from llasa.rewards import load_reward
+from llasa.rewards import load_reward_functions
 from llasa.scores import DEFAULT_CHARS_PER_SECOND, text_length
 
 logger = logging.getLogger(__name__)
@@ -284,9 +284,30 @@ def resume_target(value: str | None) -> str | bool | None:
     return value
 
 
-def load_reward_funcs(reward_config: str, tokenizer) -> list:
-    """The reward of the JSON config (checked now, its models loaded later), reading TRL's completion ids."""
-    return [load_reward(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))]
+def load_reward_funcs(reward_config: str, tokenizer, training_args: GRPOConfig | None = None) -> list:
+    """The reward of the JSON config (checked now, its models loaded later), reading TRL's completion ids: one
+    function, or one per component ("per_component": true), whose weights go to training_args.reward_weights."""
+    functions, weights = load_reward_functions(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))
+    if training_args is not None and len(functions) > 1:
+        set_reward_weights(training_args, [function.__name__ for function in functions], weights)
+    return functions
+
+
+def set_reward_weights(training_args: GRPOConfig, names: list[str], weights: list[float]) -> None:
+    """The config's component weights as TRL's reward_weights, unless --reward_weights gives one per component."""
+    if training_args.reward_weights is None:
+        training_args.reward_weights = list(weights)
+    elif len(training_args.reward_weights) != len(names):
+        raise ValueError(
+            f"--reward_weights gives {len(training_args.reward_weights)} weights, but the reward config has "
+            f"{len(names)} components ({', '.join(names)}): give one per component, or leave it out to use the "
+            "config's weights."
+        )
+    logger.info(
+        "Per-component rewards: %s (aggregation %s).",
+        ", ".join(f"{n} x {w:g}" for n, w in zip(names, training_args.reward_weights, strict=True)),
+        training_args.multi_objective_aggregation,
+    )
 
 
 def load_run_codec(codec_id: str | None, reward_funcs: list, device):

@@ -176,6 +176,17 @@ def test_recipe_sets_paper_and_model_card_values_and_flags_override_it():
     assert args.max_completion_length is None and args.mask_truncated_completions is True
 
 
+def test_gdpo_recipe_hands_trl_one_reward_per_component(tiny_tokenizer):
+    # The GDPO recipe: normalize_then_sum over the per-component functions of its reward config, their weights in
+    # reward_weights (the aggregation TRL checks against the number of functions).
+    script_args, args, _ = train.parse_args(
+        ["--config", str(REPO / "recipes" / "llasa-1b-grpo-gdpo.yaml"), "--use_cpu"]
+    )
+    assert args.multi_objective_aggregation == "normalize_then_sum"
+    functions = training.load_reward_funcs(str(REPO / script_args.reward_config), tiny_tokenizer, args)
+    assert [f.__name__ for f in functions][:2] == ["wer", "nll"] and len(args.reward_weights) == len(functions) == 6
+
+
 def test_recipe_values_cite_their_source():
     # Each paper / model-card value carries a comment naming where it comes from.
     lines = (REPO / "recipes" / "llasa-1b-grpo.yaml").read_text().splitlines()

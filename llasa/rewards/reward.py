@@ -102,6 +102,11 @@ class RewardConfig:
         self._check_gate()
         if not isinstance(self.per_component, bool):
             raise ValueError(f"per_component must be true or false, got {self.per_component!r}.")
+        if self.per_component and self.combine == "gated":
+            raise ValueError(
+                'per_component hands each component to TRL, which sums them: the "gated" rule cannot apply. Use '
+                '"combine": "harmonic" (unused) with per_component, or drop per_component to keep the gate.'
+            )
 
     def _check_gate(self) -> None:
         if self.combine != "gated":
