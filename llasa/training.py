@@ -23,7 +23,8 @@ from llasa.format import (
     render_prompt,
 )
 from llasa.rewards import load_reward_functions
-from llasa.scores import DEFAULT_CHARS_PER_SECOND, text_length
+from llasa.sampling import SpeechOnly, expected_speech_tokens
+from llasa.scores import DEFAULT_CHARS_PER_SECOND
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,6 @@ def load_voice_prompt(prompt_wav: str, prompt_text: str, codec) -> VoicePrompt:
     if not prompt_text.strip():
         raise ValueError("--prompt_text is empty: give the words spoken in --prompt_wav.")
     return VoicePrompt(text=prompt_text.strip(), codes=encode_voice_prompt(codec, prompt_wav))
-
-
-def expected_speech_tokens(text: str, duration: float | None, chars_per_second: float) -> int:
-    """Speech tokens the utterance should take, END included: from its duration, else from its letters and digits
-    at `chars_per_second` (the duration reward's speaking-rate rule)."""
-    seconds = duration if duration is not None and duration > 0 else text_length(text) / chars_per_second
-    return math.ceil(seconds * TOKENS_PER_SECOND) + 1
 
 
 def build_prompts(
@@ -275,6 +269,21 @@ def fall_back_to_fp32_without_gpu(training_args: GRPOConfig) -> bool:
     )
     training_args.bf16, training_args.fp16 = False, False
     return True
+
+
+def configure_speech_only(training_args: GRPOConfig, speech_only: SpeechOnly | None, dataset, duration_column) -> None:
+    """vLLM's part of speech-only sampling: allowed_token_ids and min_tokens in generation_kwargs (transformers
+    generation gets the trainer's logits processor instead). vLLM's sampling parameters are the same for every prompt,
+    so its min_tokens is the smallest row minimum of the dataset, where transformers applies each row's own."""
+    if speech_only is None or not training_args.use_vllm:
+        return
+    columns = dataset.column_names
+    durations = dataset[duration_column] if duration_column in columns else [None] * len(dataset)
+    minimum = min(speech_only.min_tokens(text, d) for text, d in zip(dataset[TEXT_COLUMN], durations, strict=True))
+    generation_kwargs = dict(training_args.generation_kwargs or {})
+    generation_kwargs.setdefault("allowed_token_ids", speech_only.vocab.allowed_ids())
+    generation_kwargs.setdefault("min_tokens", minimum)
+    training_args.generation_kwargs = generation_kwargs
 
 
 def resume_target(value: str | None) -> str | bool | None:
