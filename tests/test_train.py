@@ -460,6 +460,35 @@ def test_lora_run_trains_only_the_adapter(tiny_llasa_dir, tmp_path):
     assert trainer.state.global_step == 1
 
 
+def test_speech_only_sampling_in_training(tiny_llasa_dir, tiny_tokenizer, tmp_path, monkeypatch, caplog):
+    # By default every completion token is a speech token (or END), and each row's own minimum reaches generate:
+    # "Hi." with a 1.0 s duration: 50 speech tokens expected, half = 25; the fox sentence, 35 letters / 12 per second
+    # = 2.92 s = 146 tokens, half = 73; the start-up summary says so. --speech_only false turns it off.
+    from llasa.sampling import SpeechOnly
+
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": "Hi.", "duration": 1.0}, {"text": TEXTS[0]}])
+    seen_ids, minimums = [], []
+    processor = SpeechOnly.processor
+    monkeypatch.setattr(SpeechOnly, "processor", lambda self, m=0: minimums.append(list(m)) or processor(self, m))
+
+    def record(completion_ids, **kwargs):
+        seen_ids.extend(completion_ids)
+        return [0.0] * len(completion_ids)
+
+    with caplog.at_level("INFO", logger="train"):
+        trainer = build(tiny_llasa_dir, dataset, [record], small_run_flags(tmp_path / "out", steps=2, budget=12))
+    trainer.train()
+    allowed = set(vocab.allowed_ids())
+    assert len(seen_ids) == 8 and all(set(ids) <= allowed for ids in seen_ids)
+    assert sorted(minimums) == [[25] * 4, [73] * 4]
+    assert "sampling:    speech-only (speech tokens and END; END after 50% of the expected length)" in caplog.text
+    off = build(
+        tiny_llasa_dir, dataset, [record], small_run_flags(tmp_path / "off", steps=1), "--speech_only", "false"
+    )
+    assert off.speech_only is None
+
+
 def tilted_llasa(source_dir, output_dir) -> Path:
     """The tiny Llasa with a learnable structure: speech-code logits tilt along one hidden direction by code value.
 

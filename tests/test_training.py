@@ -143,3 +143,25 @@ def test_per_component_reward_weights_go_to_trl(tiny_tokenizer):
     args = SimpleNamespace(reward_weights=None)
     [combined] = training.load_reward_funcs(str(REPO / "reward_models" / "wer_nll.json"), tiny_tokenizer, args)
     assert combined.__name__ == "whisper_reward" and args.reward_weights is None
+
+
+def test_vllm_gets_the_speech_only_vocabulary_and_the_smallest_minimum(tiny_tokenizer):
+    # vLLM's SamplingParams are one per call: allowed_token_ids = END + the 65536 speech ids, and min_tokens = the
+    # smallest row minimum (a 1.0 s row: 25); transformers generation (use_vllm off) gets nothing here.
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from llasa.format import SpeechVocab
+    from llasa.sampling import SpeechOnly
+
+    speech_only = SpeechOnly(SpeechVocab.from_tokenizer(tiny_tokenizer))
+    dataset = Dataset.from_dict({"text": ["Hi.", "A much longer sentence to say."], "duration": [1.0, None]})
+    args = SimpleNamespace(use_vllm=True, generation_kwargs={"stop_token_ids": [1]})
+    training.configure_speech_only(args, speech_only, dataset, "duration")
+    assert args.generation_kwargs["min_tokens"] == 25 and args.generation_kwargs["stop_token_ids"] == [1]
+    assert args.generation_kwargs["allowed_token_ids"] == speech_only.vocab.allowed_ids()
+    assert len(args.generation_kwargs["allowed_token_ids"]) == 65537
+    args = SimpleNamespace(use_vllm=False, generation_kwargs=None)
+    training.configure_speech_only(args, speech_only, dataset, "duration")
+    assert args.generation_kwargs is None
