@@ -232,6 +232,7 @@ def test_missing_or_half_given_options_are_refused(flags, message):
         ("multi_gpu", "MULTI_GPU", None),
         ("zero2", "DEEPSPEED", 2),
         ("zero3", "DEEPSPEED", 3),
+        ("multi_node", "DEEPSPEED", 2),
     ],
 )
 def test_accelerate_configs_parse(name, distributed_type, zero_stage):
@@ -242,6 +243,26 @@ def test_accelerate_configs_parse(name, distributed_type, zero_stage):
     assert config.distributed_type.value == distributed_type
     assert config.mixed_precision == "bf16"
     assert config.deepspeed_config.get("zero_stage") == zero_stage
+
+
+def test_multi_node_config_names_every_machine_setting():
+    # The multi-machine config carries the keys each machine needs, each with a comment; the SLURM script passes the
+    # per-machine ones on the command line.
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = REPO / "recipes" / "accelerate_configs" / "multi_node.yaml"
+    config = load_config_from_file(str(path))
+    assert (config.num_machines, config.num_processes, config.machine_rank, config.main_process_port) == (
+        2,
+        16,
+        0,
+        29500,
+    )
+    commented = {line.split(":")[0] for line in path.read_text().splitlines() if "#" in line.partition(":")[2]}
+    assert {"num_machines", "num_processes", "machine_rank", "main_process_ip", "main_process_port"} <= commented
+    sbatch = (REPO / "recipes" / "slurm" / "train_multinode.sbatch").read_text()
+    for flag in ("--machine_rank", "--main_process_ip", "--main_process_port", "--num_machines", "--num_processes"):
+        assert flag in sbatch
 
 
 def test_vllm_gets_llasa_stop_ids(tiny_tokenizer):
