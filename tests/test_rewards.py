@@ -188,7 +188,7 @@ class TestConfig:
             ({"asr_backend": "whisperx"}, "'openai-whisper', 'transformers', 'faster-whisper'"),
             ({"combine": "product"}, r"\['harmonic', 'sum', 'gated'\]"),
             ({"combine": "gated", "components": {"nll": {"weight": 1.0}}}, "needs the 'wer' component"),
-            ({"gate": {"threshold": 0.3}}, "read only by .combine.: .gated."),
+            ({"gate": {"threshold": -1}}, "threshold must be a number >= 0"),
             ({"combine": "gated", "gate": {"scale": 2}}, r"scale must be in \[0, 1\]"),
             ({"combine": "gated", "gate": {"limit": 2}}, r"Unknown parameter\(s\) \['limit'\] for the gate"),
             ({"per_component": "yes"}, "per_component must be true or false"),

@@ -3,8 +3,10 @@ callable that scores completions with them (`WhisperReward`), built by `load_rew
 
 One pass per batch: completion ids -> codes -> one batched codec decode -> one Whisper encoder pass whose output
 feeds both the greedy transcription and the teacher-forced NLL -> each component's score -> the weighted harmonic
-mean (or the weighted mean, "combine": "sum"). `batch_size` completions go through at a time, which bounds memory.
-Models load lazily, once per process, on the reward's own `device`.
+mean (or the weighted mean, "combine": "sum"; or "gated": intelligibility alone, scaled, above an ERR threshold).
+`load_reward_functions` hands TRL one function per component instead ("per_component": true), sharing that pass.
+`batch_size` completions go through at a time, which bounds memory. Models load lazily, once per process, on the
+reward's own `device`.
 
 Edge cases, none of which raises during training: no speech tokens (or empty audio) scores 0.0 (`no_speech`);
 non-speech tokens before the end marker are dropped and counted (`dropped_tokens`); audio that is not finite scores
@@ -109,13 +111,9 @@ class RewardConfig:
             )
 
     def _check_gate(self) -> None:
+        gate = build_dataclass(Gate, self.gate, "the gate")  # checked under any rule: a --combine override keeps it
         if self.combine != "gated":
-            if self.gate:
-                raise ValueError(
-                    f'"gate" is read only by "combine": "gated" (the config combines by {self.combine!r}).'
-                )
             return
-        gate = self.gate_rule()
         if GATE_COMPONENT not in self.components:
             raise ValueError(f'"combine": "gated" needs the {GATE_COMPONENT!r} component: its ERR opens the gate.')
         if not set(gate.components) & set(self.components):
