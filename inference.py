@@ -28,6 +28,10 @@ scored by the Whisper reward; the best is written, with every candidate's scores
     python inference.py --llasa-id HKUSTAudio/Llasa-1B --codec-id HKUSTAudio/xcodec2 \
         --input_file texts.jsonl --output_dir outputs/best_of_8 \
         --num_samples 8 --reward_config reward_models/wer_nll.json
+
+Only speech tokens and <|SPEECH_GENERATION_END|> are sampled, the end not before half of each text's expected
+length (--min_speech_fraction); --no-speech-only lets the model draw any token, as training with
+--speech_only false does.
 """
 
 import argparse
