@@ -28,6 +28,10 @@ scored by the Whisper reward; the best is written, with every candidate's scores
     python inference.py --llasa-id HKUSTAudio/Llasa-1B --codec-id HKUSTAudio/xcodec2 \
         --input_file texts.jsonl --output_dir outputs/best_of_8 \
         --num_samples 8 --reward_config reward_models/wer_nll.json
+
+Only speech tokens and <|SPEECH_GENERATION_END|> are sampled, the end not before half of each text's expected
+length (--min_speech_fraction); --no-speech-only lets the model draw any token, as training with
+--speech_only false does.
 """
 
 import argparse
@@ -48,6 +52,7 @@ from llasa.checks import (
 from llasa.cli import add_flag, add_model_arguments, positive_int, sampling_options
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.synthesis import (
     INPUT_FORMATS,
     Request,
@@ -85,9 +90,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flag(
         parser, "reward_config", help="reward config (e.g. reward_models/wer_nll.json) that scores the candidates"
     )
+    add_flag(
+        parser,
+        "no_speech_only",
+        action="store_true",
+        help="let the model draw any token (default: only speech tokens and END, END not before "
+        "--min_speech_fraction of the text's expected length)",
+    )
+    add_flag(
+        parser,
+        "min_speech_fraction",
+        type=float,
+        default=DEFAULT_MIN_SPEECH_FRACTION,
+        help=f"share of the expected speech tokens before END may be drawn (default: {DEFAULT_MIN_SPEECH_FRACTION})",
+    )
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    args.sampling = sampling_options(args, parser)
+    if not 0 <= args.min_speech_fraction <= 1:
+        parser.error(f"--min_speech_fraction must be in [0, 1], got {args.min_speech_fraction}.")
+    args.sampling = replace(
+        sampling_options(args, parser),
+        speech_only=not args.no_speech_only,
+        min_speech_fraction=args.min_speech_fraction,
+    )
     if (args.prompt_wav is None) != (args.prompt_text is None):
         parser.error("Voice cloning needs both --prompt_wav and --prompt_text.")
     if args.input_file is not None and args.output_dir is None:
@@ -143,6 +168,10 @@ def main(argv=None):
         requests = [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")]
         skipped = []
     llasa = load_model(args.model_name_or_path, args.device, args.dtype)
+    logger.info(
+        "Sampling: %s.",
+        SpeechOnly(llasa.vocab, args.min_speech_fraction).describe() if args.sampling.speech_only else "any token",
+    )
     # Voice prompts are encoded; without them the codec only decodes, and loads without its encoders.
     codec = load_codec(args.codec_id, device=args.device, decode_only=not any(r.prompt_wav for r in requests))
     scorer = None if args.reward_config is None else load_scorer(args.reward_config, device=args.device)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
 from llasa.checks import check_exists, check_input_file, check_llasa_model, check_output_dir, check_voice_prompt
-from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND
+from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND, SpeechVocab
+from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.scores import DEFAULT_CHARS_PER_SECOND
 from llasa.trainer import LlasaGRPOTrainer
 from llasa.training import (
@@ -31,6 +32,8 @@ from llasa.training import (
     PromptSummary,
     build_prompts,
     configure_generation,
+    configure_speech_only,
+    fall_back_to_fp32_without_gpu,
     load_policy,
     load_reward_funcs,
     load_reward_models,
@@ -100,6 +103,18 @@ class ScriptArguments:
         default=100, metadata={"help": "Write generated clips under output_dir/samples/ every N steps (0: never)."}
     )
     num_samples_to_save: int = field(default=4, metadata={"help": "Clips written each time."})
+    speech_only: bool = field(
+        default=True,
+        metadata={
+            "help": "Sample only speech tokens and <|SPEECH_GENERATION_END|>, the end not before --min_speech_fraction "
+            "of the text's expected length; the trainer's log-probs see the same restriction (--speech_only false: "
+            "any token)."
+        },
+    )
+    min_speech_fraction: float = field(
+        default=DEFAULT_MIN_SPEECH_FRACTION,
+        metadata={"help": "Share of a text's expected speech tokens before the end may be sampled (speech_only)."},
+    )
 
 
 @dataclass
@@ -131,6 +146,10 @@ class LlasaGRPOConfig(GRPOConfig):
         metadata={"help": "Write the completions table (texts, rewards, transcripts) under output_dir/completions/."},
     )
     num_completions_to_print: int | None = field(default=2, metadata={"help": "Completions printed at each log."})
+
+    def __post_init__(self):
+        fall_back_to_fp32_without_gpu(self)
+        super().__post_init__()
 
 
 def map_flag_aliases(argv: list[str]) -> list[str]:
@@ -170,6 +189,8 @@ def check_script_args(script_args: ScriptArguments, model_args: ModelConfig) -> 
         raise ValueError("Pass either --prompt_wav/--prompt_text (one voice) or the per-row prompt columns, not both.")
     if script_args.chars_per_second <= 0 or script_args.length_margin <= 0:
         raise ValueError("--chars_per_second and --length_margin must be positive.")
+    if not 0 <= script_args.min_speech_fraction <= 1:
+        raise ValueError(f"--min_speech_fraction must be in [0, 1], got {script_args.min_speech_fraction}.")
 
 
 def startup_summary(
@@ -202,6 +223,7 @@ def startup_summary(
             f"  completions: up to {budget} tokens ({budget / TOKENS_PER_SECOND:.1f} s), "
             + ("sized from the data" if sized else "as given")
             + f"; temperature {training_args.temperature}, top_p {training_args.top_p}",
+            f"  sampling:    {sampling_summary(script_args)}",
             f"  GRPO:        beta {training_args.beta}, learning rate {training_args.learning_rate}, "
             f"{'vLLM ' + training_args.vllm_mode if training_args.use_vllm else 'transformers'} generation",
         ]
@@ -219,6 +241,21 @@ def check_paths(script_args, training_args, model_args, check_reward: bool = Tru
         check_voice_prompt(script_args.prompt_wav)
 
 
+def sampling_summary(script_args: ScriptArguments) -> str:
+    if not script_args.speech_only:
+        return "any token (--speech_only false)"
+    return (
+        f"speech-only (speech tokens and END; END after {script_args.min_speech_fraction:.0%} of the expected length)"
+    )
+
+
+def load_speech_only(script_args: ScriptArguments, tokenizer) -> SpeechOnly | None:
+    if not script_args.speech_only:
+        return None
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
+    return SpeechOnly(vocab, script_args.min_speech_fraction, script_args.chars_per_second)
+
+
 def build_trainer(
     script_args: ScriptArguments,
     training_args: LlasaGRPOConfig,
@@ -230,7 +267,7 @@ def build_trainer(
     check_paths(script_args, training_args, model_args, check_reward=reward_funcs is None)
     model, tokenizer = load_policy(model_args, training_args)
     if reward_funcs is None:
-        reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer)
+        reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer, training_args)
     voice = None
     if script_args.prompt_wav is not None:
         codec_id = run_codec_id(script_args.codec_id, reward_funcs)
@@ -252,6 +289,8 @@ def build_trainer(
     load_reward_models(reward_funcs, training_args)
     sized = training_args.max_completion_length is None
     configure_generation(training_args, summary, model.generation_config.eos_token_id, script_args.length_margin)
+    speech_only = load_speech_only(script_args, tokenizer)
+    configure_speech_only(training_args, speech_only, dataset, script_args.duration_column)
     trainer = LlasaGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -263,6 +302,8 @@ def build_trainer(
         sample_every_steps=script_args.sample_every_steps,
         num_samples_to_save=script_args.num_samples_to_save,
         truncation_warning_ratio=script_args.truncation_warning_ratio,
+        speech_only=speech_only,
+        duration_column=script_args.duration_column,
     )
     if trainer.accelerator.is_main_process:
         logger.info("%s", startup_summary(script_args, training_args, model_args, summary, sized))

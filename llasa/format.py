@@ -203,6 +203,10 @@ class SpeechVocab:
         configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
         return list(dict.fromkeys([self.speech_end_id, self.eot_id, *configured]))
 
+    def allowed_ids(self) -> list[int]:
+        """What speech-only sampling may draw: <|SPEECH_GENERATION_END|>, then the 65536 speech tokens in order."""
+        return [self.speech_end_id, *range(self.first_speech_id, self.first_speech_id + CODEBOOK_SIZE)]
+
     def is_speech_id(self, token_id: int) -> bool:
         return self.first_speech_id <= token_id < self.first_speech_id + CODEBOOK_SIZE
 

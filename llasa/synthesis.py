@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from llasa.audio import resample, write_wav
 from llasa.checks import has_speakable_text
@@ -35,6 +35,7 @@ from llasa.format import (
     SpeechVocab,
     render_prompt,
 )
+from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class SamplingOptions:
     top_k: int = SAMPLING_TOP_K  # 0: no top-k
     repetition_penalty: float | None = None  # None: the model's generation config (1.0, off)
     seed: int | None = None  # set once per run: the same seed and inputs give the same codes
+    speech_only: bool = True  # only speech tokens and END may be drawn, END not before a share of the expected length
+    min_speech_fraction: float = DEFAULT_MIN_SPEECH_FRACTION  # that share (speech_only only)
 
 
 @dataclass(frozen=True)
@@ -288,14 +291,31 @@ def _sampling_kwargs(options: SamplingOptions) -> dict:
     return kwargs
 
 
+def speech_only_processors(
+    llasa: Llasa, options: SamplingOptions, texts: list[str] | None, num_samples: int
+) -> LogitsProcessorList:
+    """Speech-only sampling for one `generate` call (none when options.speech_only is off): END is allowed after
+    each text's own minimum; without texts, right away."""
+    if not options.speech_only:
+        return LogitsProcessorList()
+    speech_only = SpeechOnly(llasa.vocab, options.min_speech_fraction)
+    minimums = [0] if texts is None else [speech_only.min_tokens(text) for text in texts for _ in range(num_samples)]
+    return LogitsProcessorList([speech_only.processor(minimums)])
+
+
 @torch.inference_mode()
 def generate_speech(
-    llasa: Llasa, prompts: list[list[int]], options: SamplingOptions, num_samples: int = 1
+    llasa: Llasa,
+    prompts: list[list[int]],
+    options: SamplingOptions,
+    num_samples: int = 1,
+    texts: list[str] | None = None,
 ) -> list[list[ParsedSpeech]]:
     """Sample `num_samples` continuations per prompt in one left-padded batch, parsed into speech codes.
 
     Each row may generate max_length - its prompt length tokens, and stops early at
-    <|SPEECH_GENERATION_END|> (or end of turn).
+    <|SPEECH_GENERATION_END|> (or end of turn). With speech-only sampling (the default), only speech tokens and END
+    are drawn, END not before its minimum share of the row's `texts` expected length.
     """
     budgets = [options.max_length - len(ids) for ids in prompts]
     batch = llasa.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(llasa.device)
@@ -308,6 +328,7 @@ def generate_speech(
         eos_token_id=list(llasa.eos_ids),
         pad_token_id=llasa.tokenizer.pad_token_id,
         stopping_criteria=StoppingCriteriaList([_TokenBudget(width, row_budgets)]),
+        logits_processor=speech_only_processors(llasa, options, texts, num_samples),
         **_sampling_kwargs(options),
     )
     rows = [
@@ -338,7 +359,8 @@ def synthesize_batch(
         except (SynthesisError, ValueError) as e:
             outcomes[index] = Skipped(request.id, _describe(request, e))
     if prepared:
-        parsed = generate_speech(llasa, [ids for _, _, ids in prepared], options, num_samples)
+        texts = [requests[index].text for index, _, _ in prepared]
+        parsed = generate_speech(llasa, [ids for _, _, ids in prepared], options, num_samples, texts)
         # Decode every candidate of the batch in one codec call.
         decoded = _decode(
             codec, [(codes, p) for (_, codes, _), samples in zip(prepared, parsed, strict=True) for p in samples]

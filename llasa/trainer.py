@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 from transformers import TrainerCallback
 from trl import GRPOTrainer
@@ -18,6 +19,7 @@ from llasa.audio import write_wav
 from llasa.codec import decode_speech
 from llasa.format import (
     CODEC_SAMPLE_RATE,
+    DURATION_COLUMN,
     TEXT_COLUMN,
     TOKENS_PER_SECOND,
     VOICE_CODES_COLUMN,
@@ -25,8 +27,11 @@ from llasa.format import (
     codes_from,
     summarize_speech,
 )
+from llasa.sampling import SpeechOnly
 
 logger = logging.getLogger(__name__)
+
+MASKED_LOGIT = -1e4  # bias of the tokens speech-only sampling never draws (finite: the entropy's 0 * x stays 0)
 
 
 class LlasaGRPOTrainer(GRPOTrainer):
@@ -44,12 +49,18 @@ class LlasaGRPOTrainer(GRPOTrainer):
         sample_every_steps: int = 0,
         num_samples_to_save: int = 0,
         truncation_warning_ratio: float = 0.2,
+        speech_only: SpeechOnly | None = None,
+        duration_column: str | None = DURATION_COLUMN,
         **kwargs,
     ):
         """GRPOTrainer's arguments, plus: every `sample_every_steps` steps, `num_samples_to_save` clips are decoded
         with the codec `codec_loader()` returns (called once, at the first save); a warning comes when more than
-        `truncation_warning_ratio` of the completions hit max_completion_length."""
+        `truncation_warning_ratio` of the completions hit max_completion_length; `speech_only` samples only speech
+        tokens and END, END not before each row's minimum (from its text, or its `duration_column`)."""
         super().__init__(*args, **kwargs)
+        self.speech_only = speech_only
+        self.duration_column = duration_column
+        self._row_min_tokens = None  # per-row minimum speech tokens of the batch being generated
         self.profiling_seconds = defaultdict(float)  # filled by record_profiling() and StepTimer, emptied at each log
         self.profiled_steps = 0  # optimizer steps timed since the last log
         self.latest_batch = None  # (texts, voice prompts, completion ids) of the last scored generation batch
@@ -75,6 +86,32 @@ class LlasaGRPOTrainer(GRPOTrainer):
         # The template writes <|begin_of_text|> itself.
         prompt_ids = self.processing_class(text=rendered, add_special_tokens=False)["input_ids"]
         return prompt_ids, None, {}
+
+    def _generate_and_score_completions(self, inputs):
+        if self.speech_only is not None:
+            self._row_min_tokens = [
+                self.speech_only.min_tokens(str(row.get(TEXT_COLUMN) or ""), _duration(row, self.duration_column))
+                for row in inputs
+            ]
+        return super()._generate_and_score_completions(inputs)
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        # vLLM gets allowed_token_ids and min_tokens through generation_kwargs (llasa.training.configure_speech_only).
+        if self.speech_only is None or self.use_vllm or self.use_transformers_continuous_batching:
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        minimums = self._row_min_tokens if len(self._row_min_tokens or ()) == len(prompt_ids) else 0
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        with extra_logits_processor(model, self.speech_only.processor(minimums)):
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        if self.speech_only is None:
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        causal_lm = self.accelerator.unwrap_model(model)
+        if hasattr(causal_lm, "get_base_model"):  # PEFT
+            causal_lm = causal_lm.get_base_model()
+        with speech_only_log_probs(causal_lm, self.speech_only.vocab):
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Kept for SpeechSamplesCallback: texts, voice prompts (voice cloning) and the generated ids.
@@ -105,6 +142,70 @@ def summarize_logged_speech(logged: dict) -> None:
         summarized = [summarize_speech(value) for value in values]
         values.clear()
         values.extend(summarized)
+
+
+def _duration(row: dict, column: str | None) -> float | None:
+    value = row.get(column) if column is not None else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@contextlib.contextmanager
+def extra_logits_processor(model, processor):
+    """`model.generate` with `processor` added to its logits processors, for the duration of the block (TRL builds
+    the generate call itself, and a GenerationConfig cannot hold a processor)."""
+    from transformers import LogitsProcessorList
+
+    own = "generate" in vars(model)  # already replaced on the instance (e.g. by a test): put that one back
+    original = model.generate
+
+    def generate(*args, **kwargs):
+        kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), processor])
+        return original(*args, **kwargs)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        if own:
+            model.generate = original
+        else:
+            del model.generate
+
+
+@contextlib.contextmanager
+def speech_only_log_probs(causal_lm, vocab: SpeechVocab):
+    """The trainer's log-probs over the tokens speech-only sampling draws from, for the duration of the block.
+
+    TRL's fused LM head computes log-softmax over the whole vocabulary from the head's weight and bias. A bias of
+    MASKED_LOGIT on every token but the speech tokens and END renormalises it over those alone (exp(-1e4 / T)
+    is 0 in float32), so the policy's log-probs, entropies, KL and vLLM importance ratios are those of the
+    distribution it samples from. The per-row minimum before END is not applied here (it depends on the position).
+    """
+    import torch
+
+    head = causal_lm.get_output_embeddings()
+    size = getattr(head.weight, "ds_shape", head.weight.shape)[0]  # ZeRO-3 partitions the weight
+    bias = torch.full((size,), MASKED_LOGIT, dtype=torch.float32, device=head.weight.device)
+    bias[torch.tensor(vocab.allowed_ids(), device=bias.device)] = 0.0
+    if head.bias is not None:
+        bias = bias + head.bias
+    _mark_available_to_zero3(bias)
+    masked = SimpleNamespace(weight=head.weight, bias=bias)
+    causal_lm.get_output_embeddings = lambda: masked
+    try:
+        yield
+    finally:
+        del causal_lm.get_output_embeddings
+
+
+def _mark_available_to_zero3(tensor) -> None:
+    """TRL gathers the head's bias under ZeRO-3 unless it is marked available: ours is a whole, local tensor."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+        tensor.ds_status = ZeroParamStatus.AVAILABLE
 
 
 @contextlib.contextmanager

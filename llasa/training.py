@@ -24,8 +24,9 @@ from llasa.format import (
     codes_from,
     render_prompt,
 )
-from llasa.rewards import load_reward
-from llasa.scores import DEFAULT_CHARS_PER_SECOND, text_length
+from llasa.rewards import load_reward_functions
+from llasa.sampling import SpeechOnly, expected_speech_tokens
+from llasa.scores import DEFAULT_CHARS_PER_SECOND
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +81,6 @@ def load_voice_prompt(prompt_wav: str, prompt_text: str, codec_id: str, device) 
         raise ValueError("--prompt_text is empty: give the words spoken in --prompt_wav.")
     codes = encode_voice_prompt(load_codec(codec_id, device=str(device)), prompt_wav)
     return VoicePrompt(text=prompt_text.strip(), codes=codes)
-
-
-def expected_speech_tokens(text: str, duration: float | None, chars_per_second: float) -> int:
-    """Speech tokens the utterance should take, END included: from its duration, else from its letters and digits
-    at `chars_per_second` (the duration reward's speaking-rate rule)."""
-    seconds = duration if duration is not None and duration > 0 else text_length(text) / chars_per_second
-    return math.ceil(seconds * TOKENS_PER_SECOND) + 1
 
 
 def build_prompts(
@@ -322,6 +316,41 @@ def match_vllm_sampling(training_args: GRPOConfig) -> GRPOConfig:
     return training_args
 
 
+def fall_back_to_fp32_without_gpu(training_args: GRPOConfig) -> bool:
+    """Mixed precision needs a GPU: without one, a bf16 request (TRL's default) or an fp16 one trains in float32
+    instead, with one warning, rather than stopping. Call before GRPOConfig.__post_init__ checks the setup."""
+    import torch
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    bf16 = not training_args.fp16 if training_args.bf16 is None else training_args.bf16
+    no_bf16 = bf16 and not training_args.use_cpu and not (is_torch_bf16_gpu_available() or is_torch_xla_available())
+    no_fp16 = training_args.fp16 and not torch.cuda.is_available()
+    if not (no_bf16 or no_fp16):
+        return False
+    logger.warning(
+        "%s mixed precision needs a GPU and none that supports it was found: training in float32 instead "
+        "(pass --bf16 false to silence this).",
+        "bf16" if no_bf16 else "fp16",
+    )
+    training_args.bf16, training_args.fp16 = False, False
+    return True
+
+
+def configure_speech_only(training_args: GRPOConfig, speech_only: SpeechOnly | None, dataset, duration_column) -> None:
+    """vLLM's part of speech-only sampling: allowed_token_ids and min_tokens in generation_kwargs (transformers
+    generation gets the trainer's logits processor instead). vLLM's sampling parameters are the same for every prompt,
+    so its min_tokens is the smallest row minimum of the dataset, where transformers applies each row's own."""
+    if speech_only is None or not training_args.use_vllm:
+        return
+    columns = dataset.column_names
+    durations = dataset[duration_column] if duration_column in columns else [None] * len(dataset)
+    minimum = min(speech_only.min_tokens(text, d) for text, d in zip(dataset[TEXT_COLUMN], durations, strict=True))
+    generation_kwargs = dict(training_args.generation_kwargs or {})
+    generation_kwargs.setdefault("allowed_token_ids", speech_only.vocab.allowed_ids())
+    generation_kwargs.setdefault("min_tokens", minimum)
+    training_args.generation_kwargs = generation_kwargs
+
+
 def resume_target(value: str | None) -> str | bool | None:
     """--resume_from_checkpoint: a checkpoint folder, or "true"/"last" for the latest one in output_dir."""
     if value is not None and value.lower() in ("true", "last"):
@@ -329,9 +358,30 @@ def resume_target(value: str | None) -> str | bool | None:
     return value
 
 
-def load_reward_funcs(reward_config: str, tokenizer) -> list:
-    """The reward of the JSON config (checked now, its models loaded later), reading TRL's completion ids."""
-    return [load_reward(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))]
+def load_reward_funcs(reward_config: str, tokenizer, training_args: GRPOConfig | None = None) -> list:
+    """The reward of the JSON config (checked now, its models loaded later), reading TRL's completion ids: one
+    function, or one per component ("per_component": true), whose weights go to training_args.reward_weights."""
+    functions, weights = load_reward_functions(reward_config, speech_vocab=SpeechVocab.from_tokenizer(tokenizer))
+    if training_args is not None and len(functions) > 1:
+        set_reward_weights(training_args, [function.__name__ for function in functions], weights)
+    return functions
+
+
+def set_reward_weights(training_args: GRPOConfig, names: list[str], weights: list[float]) -> None:
+    """The config's component weights as TRL's reward_weights, unless --reward_weights gives one per component."""
+    if training_args.reward_weights is None:
+        training_args.reward_weights = list(weights)
+    elif len(training_args.reward_weights) != len(names):
+        raise ValueError(
+            f"--reward_weights gives {len(training_args.reward_weights)} weights, but the reward config has "
+            f"{len(names)} components ({', '.join(names)}): give one per component, or leave it out to use the "
+            "config's weights."
+        )
+    logger.info(
+        "Per-component rewards: %s (aggregation %s).",
+        ", ".join(f"{n} x {w:g}" for n, w in zip(names, training_args.reward_weights, strict=True)),
+        training_args.multi_objective_aggregation,
+    )
 
 
 def load_reward_models(reward_funcs: list, training_args: GRPOConfig) -> None:

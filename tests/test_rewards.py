@@ -19,13 +19,22 @@ import torch
 import llasa.rewards.components as components
 import llasa.rewards.reward as reward_module
 from llasa.format import SpeechVocab, completion_text
-from llasa.rewards import ComponentResult, RewardComponent, RewardConfig, combine_scores, load_reward
+from llasa.rewards import (
+    ComponentResult,
+    Gate,
+    RewardComponent,
+    RewardConfig,
+    combine_scores,
+    load_reward,
+    load_reward_functions,
+)
 from llasa.rewards.intelligibility import error_reward, nll_reward
 from llasa.text import error_rate
 
 REPO = Path(__file__).parent.parent
 DATA_DIR = Path(__file__).parent / "data"
 CONFIG = REPO / "reward_models" / "wer_nll.json"
+PROSODY = REPO / "reward_models" / "prosody_reward.json"
 METADATA = list(csv.DictReader((DATA_DIR / "metadata.csv").open()))
 # Made-up ids for tests that do not need a real tokenizer: <|s_0|> is 1000.
 VOCAB = SpeechVocab(first_speech_id=1000, speech_start_id=900, speech_end_id=901, eot_id=902)
@@ -100,8 +109,22 @@ class TestFormulas:
         assert combine_scores([None, None], [0.6, 0.4], "sum") is None
 
     def test_unknown_rule_is_refused(self):
-        with pytest.raises(ValueError, match=r"\['harmonic', 'sum'\]"):
+        with pytest.raises(ValueError, match=r"\['harmonic', 'sum', 'gated'\]"):
             combine_scores([0.5], [1.0], "mean")
+
+    def test_gated_combination(self):
+        # ERR 0.4 > 0.3 closes the gate: 0.5 x the harmonic mean of wer and nll alone,
+        # 0.5 * 0.7 / (0.4 / 0.2 + 0.3 / 0.5) = 0.5 * 0.7 / 2.6 = 0.1346154 (the perfect pitch earns nothing);
+        # ERR 0.2 (or an unmeasured ERR) keeps it open: the harmonic mean of all, 1.0 / (2.0 + 0.6 + 0.3) = 0.3448276
+        names, scores, weights = ["wer", "nll", "pitch"], [0.2, 0.5, 1.0], [0.4, 0.3, 0.3]
+        gate = Gate(threshold=0.3, scale=0.5)
+        assert combine_scores(scores, weights, "gated", names=names, error=0.4, gate=gate) == pytest.approx(0.1346154)
+        for error in (0.2, 0.3, None):
+            assert combine_scores(scores, weights, "gated", names=names, error=error, gate=gate) == pytest.approx(
+                0.3448276
+            )
+        # the gated reward of a failed clip is at most scale x its harmonic reward (perfect parts only raise a mean)
+        assert 0.1346154 <= 0.5 * 0.3448276
 
     def test_wer_after_whisper_english_normaliser(self):
         # case, punctuation and "Mr." -> "mister" vanish; then one inserted word in three: 1/3
@@ -163,7 +186,12 @@ class TestConfig:
         "values, message",
         [
             ({"asr_backend": "whisperx"}, "'openai-whisper', 'transformers', 'faster-whisper'"),
-            ({"combine": "product"}, r"\['harmonic', 'sum'\]"),
+            ({"combine": "product"}, r"\['harmonic', 'sum', 'gated'\]"),
+            ({"combine": "gated", "components": {"nll": {"weight": 1.0}}}, "needs the 'wer' component"),
+            ({"gate": {"threshold": -1}}, "threshold must be a number >= 0"),
+            ({"combine": "gated", "gate": {"scale": 2}}, r"scale must be in \[0, 1\]"),
+            ({"combine": "gated", "gate": {"limit": 2}}, r"Unknown parameter\(s\) \['limit'\] for the gate"),
+            ({"per_component": "yes"}, "per_component must be true or false"),
             ({"language": "english"}, "Whisper language code"),
             ({"batch_size": 0}, "batch_size must be a positive integer"),
             ({"components": {}}, "at least one component"),
@@ -220,6 +248,75 @@ class TestRealModel:
         parts = clip.components
         assert clip.reward == pytest.approx(1 / (0.6 / parts["wer"] + 0.4 / parts["nll"]))
         assert parts["wer"] == pytest.approx(error_reward(clip.metrics["wer"], 3.0))
+
+    def test_gate_leaves_no_credit_to_a_collapsed_clip(self, tiny_en, clips):
+        # Real wer/nll scores (tiny.en on the espeak clips, each against its own text and with 3 words swapped) and a
+        # perfect 1.0 for prosody_reward.json's other components: above ERR 0.3 the gated reward is at most half the
+        # harmonic one; at or below 0.3 both rules agree; and under the gate every intelligible clip outranks every
+        # collapsed one (benchmarks/combine_rules.py prints the full table)
+        from benchmarks.combine_rules import swapped
+
+        prosody = json.loads(PROSODY.read_text())
+        names = list(prosody["components"])
+        weights = [prosody["components"][name]["weight"] for name in names]
+        gate = Gate(**prosody["gate"])
+        assert prosody["combine"] == "gated" and gate == Gate(threshold=0.3, scale=0.5)
+        texts = [text for _, text in clips] + [swapped(text, 3) for _, text in clips]
+        scored = tiny_en_reward(tiny_en).score_audio([wav for wav, _ in clips] * 2, texts)
+        rows = []
+        for clip in scored:
+            parts = [clip.components.get(name, 1.0) for name in names]
+            error = clip.metrics["wer"]
+            harmonic = combine_scores(parts, weights, "harmonic")
+            gated = combine_scores(parts, weights, "gated", names=names, error=error, gate=gate)
+            rows.append((error, harmonic, gated))
+        collapsed = [row for row in rows if row[0] > 0.3]
+        intelligible = [row for row in rows if row[0] <= 0.3]
+        assert collapsed and intelligible
+        assert all(gated <= 0.5 * harmonic + 1e-9 for _, harmonic, gated in collapsed)
+        assert all(gated == pytest.approx(harmonic) for _, harmonic, gated in intelligible)
+        assert min(gated for *_, gated in intelligible) > max(gated for *_, gated in collapsed)
+
+
+class TestPerComponent:
+    def test_one_function_per_component_with_the_config_weights(self):
+        # "per_component": true gives TRL one named function per component, the weights for reward_weights; without
+        # it, the one combined reward with weight 1.0
+        functions, weights = load_reward_functions({"per_component": True})
+        assert [f.__name__ for f in functions] == ["wer", "nll"] and weights == [0.6, 0.4]
+        functions, weights = load_reward_functions(CONFIG)
+        assert [f.__name__ for f in functions] == ["whisper_reward"] and weights == [1.0]
+
+    def test_one_whisper_pass_per_batch_for_all_component_functions(self, tiny_en, clips, clip_codec, monkeypatch):
+        # TRL calls each function in turn on the same batch: the first decodes and transcribes (one codec call, one
+        # Whisper pass), the second reads the cache; each returns its component's score, no speech scores 0.0; a new
+        # batch is scored again
+        functions, _ = load_reward_functions(
+            CONFIG,
+            speech_vocab=VOCAB,
+            asr_backend="faster-whisper",
+            asr_model=tiny_en,
+            device="cpu",
+            per_component=True,
+        )
+        backend = functions[0].shared.reward.backend
+        passes = []
+        monkeypatch.setattr(
+            backend,
+            "transcribe_and_score",
+            lambda wavs, texts, f=backend.transcribe_and_score: passes.append(len(wavs)) or f(wavs, texts),
+        )
+        texts = [clips[4][1], clips[2][1], clips[4][1]]
+        batch = {"completion_ids": [ids_of([4]), ids_of([2]), ids_of([])], "text": texts}
+        wer, nll = (f(prompts=None, completions=None, **batch) for f in functions)
+        assert passes == [2] and clip_codec.calls == 1
+        combined = load_reward(CONFIG, speech_vocab=VOCAB, asr_backend="faster-whisper", asr_model=tiny_en)
+        clips_scored = combined.score_completions(None, batch["completion_ids"], text=texts)
+        assert wer[:2] == pytest.approx([clip.components["wer"] for clip in clips_scored[:2]])
+        assert nll[:2] == pytest.approx([clip.components["nll"] for clip in clips_scored[:2]])
+        assert wer[2] == 0.0 and nll[2] == 0.0
+        functions[0](completion_ids=[ids_of([2])], text=[clips[2][1]])
+        assert passes == [2, 2, 1]
 
 
 class TestTrlCall:

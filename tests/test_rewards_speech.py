@@ -291,7 +291,7 @@ class TestProsodyConfig:
         # the file's models are large-v3 and xcodec2-hf; overridden, it builds the six components with their weights
         reward = load_reward(PROSODY, asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir))
         assert reward.component_names == ["wer", "nll", *NEW_COMPONENTS]
-        assert reward.weights == [0.4, 0.3, 0.1, 0.1, 0.05, 0.05] and reward.config.combine == "harmonic"
+        assert reward.weights == [0.4, 0.3, 0.1, 0.1, 0.05, 0.05] and reward.config.combine == "gated"
         assert reward.components[3].scorer.num_workers == 4
         assert pickle.loads(pickle.dumps(reward)).components == reward.components  # TRL may pickle reward functions
         shipped = json.loads(PROSODY.read_text())

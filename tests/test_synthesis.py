@@ -6,6 +6,7 @@ Random tiny models almost never say <|SPEECH_GENERATION_END|>, so each test give
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -135,10 +136,12 @@ class TestSynthesize:
         assert rate == 16000 and len(audio) == len(best.codes) * SAMPLES_PER_TOKEN
 
     def test_stops_at_end_marker(self, llasa, codec, monkeypatch):
-        # Once END is the likeliest token (after 3 tokens), generation stops there: 3 codes, ended, no warning.
+        # Once END is the likeliest token (after 3 tokens), generation stops there: 3 codes, ended, no warning
+        # (speech-only sampling, which would hold END back until 21 codes, is off).
         bias_end(monkeypatch, llasa, min_new_tokens=3)
         request = Request("a", "Hello world.")
-        clip = synthesize_one(llasa, codec, request, max_length=room_for(llasa, request, room=50), seed=0)
+        max_length = room_for(llasa, request, room=50)
+        clip = synthesize_one(llasa, codec, request, max_length=max_length, seed=0, speech_only=False)
         assert clip.best.ended and len(clip.best.codes) == 3
         assert len(clip.best.waveform) == 3 * SAMPLES_PER_TOKEN
 
@@ -185,7 +188,7 @@ class TestSynthesize:
         # END as the first token: no speech, so the request is Skipped with a clear reason (no audio to write).
         bias_end(monkeypatch, llasa)
         request = Request("a", "Hello world.", source="--text")
-        outcome = synthesize_one(llasa, codec, request, max_length=room_for(llasa, request), seed=0)
+        outcome = synthesize_one(llasa, codec, request, max_length=room_for(llasa, request), seed=0, speech_only=False)
         assert isinstance(outcome, Skipped)
         assert outcome.reason.startswith("--text: the model generated no speech tokens")
 
@@ -293,11 +296,75 @@ class TestCommandLine:
         assert f"Wrote 2 clips to {output_dir}; skipped 1." in caplog.text
 
     def test_zero_speech_tokens_writes_nothing(self, llasa, codec, tmp_path, monkeypatch):
-        # No speech generated: the command exits with the reason and leaves no wav behind.
+        # No speech generated (END certain, speech-only sampling off with --no-speech-only): the command exits with
+        # the reason and leaves no wav behind.
         bias_end(monkeypatch, llasa)
         monkeypatch.setattr(inference, "load_model", lambda *args, **kwargs: llasa)
         monkeypatch.setattr(inference, "load_codec", lambda *args, **kwargs: codec)
         output = tmp_path / "empty.wav"
+        argv = ["--llasa-id", "tiny", "--text", "Hello.", "--output", str(output), "--max_length", "200"]
         with pytest.raises(SystemExit, match="the model generated no speech tokens"):
-            inference.main(["--llasa-id", "tiny", "--text", "Hello.", "--output", str(output), "--max_length", "200"])
+            inference.main([*argv, "--no-speech-only"])
         assert not output.exists()
+
+
+class TestSpeechOnly:
+    def test_processor_masks_all_but_speech_and_end_and_end_before_each_rows_minimum(self, llasa):
+        # Row 0 must make 3 speech tokens before END, row 1 none: after 2 generated tokens only speech ids stay
+        # finite in row 0, speech ids and END in row 1; at 3 tokens END opens in row 0 too.
+        import torch
+
+        from llasa.sampling import SpeechOnlyLogitsProcessor
+
+        vocab, size = llasa.vocab, len(llasa.tokenizer)
+        processor = SpeechOnlyLogitsProcessor(vocab, [3, 0])
+        processor(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, size))  # the prompt: 5 tokens wide
+        scores = processor(torch.zeros(2, 7, dtype=torch.long), torch.zeros(2, size))
+        speech = set(range(vocab.first_speech_id, vocab.first_speech_id + 65536))
+        assert set(torch.isfinite(scores[0]).nonzero().flatten().tolist()) == speech
+        assert set(torch.isfinite(scores[1]).nonzero().flatten().tolist()) == speech | {vocab.speech_end_id}
+        scores = processor(torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, size))
+        assert (
+            torch.isfinite(scores[:, vocab.speech_end_id]).all() and not torch.isfinite(scores[:, vocab.eot_id]).any()
+        )
+
+    def test_minimum_is_a_share_of_the_expected_length(self, llasa):
+        # "Hello world." has 10 letters: 10 / 12 per second = 0.833 s = ceil(41.7) = 42 tokens; half of it is 21;
+        # a known duration of 2 s gives 100 tokens, half 50
+        from llasa.sampling import SpeechOnly
+
+        speech_only = SpeechOnly(llasa.vocab, 0.5)
+        assert speech_only.min_tokens("Hello world.") == 21
+        assert speech_only.min_tokens("Hello world.", 2.0) == 50
+        assert SpeechOnly(llasa.vocab, 0.0).min_tokens("Hello world.") == 0
+        with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+            SpeechOnly(llasa.vocab, 1.5)
+
+    def test_no_dropped_token_and_no_early_end_with_it_on(self, llasa, monkeypatch):
+        # The random tiny model draws from its whole vocabulary: with speech-only sampling off, most of its tokens
+        # are not speech (dropped) and END, made certain, ends every row at once (no speech); on, every token is a
+        # speech code and END comes right at each row's minimum: 21 for "Hello world.", and 15 letters / 12 per
+        # second = 1.25 s = 63 tokens with END, half of 62 = 31 for the longer text
+        bias_end(monkeypatch, llasa)
+        texts = ["Hello world.", "Hello there, world!!"]
+        requests = [Request(str(i), text) for i, text in enumerate(texts)]
+        prompts = [synthesis.prompt_ids(llasa, request, None, 2048) for request in requests]
+        options = SamplingOptions(max_length=max(map(len, prompts)) + 40, seed=0)
+        on = synthesis.generate_speech(llasa, prompts, options, 2, texts)
+        off = synthesis.generate_speech(llasa, prompts, replace(options, speech_only=False), 2, texts)
+        assert [[len(s.codes) for s in samples] for samples in on] == [[21, 21], [31, 31]]
+        assert all(s.ended and s.n_dropped == 0 for samples in on for s in samples)
+        assert all(s.codes == [] for samples in off for s in samples)
+
+    def test_dropped_and_no_speech_shares_on_and_off(self, tiny_llasa_dir):
+        # The tiny model made to stray (text tokens and early ends likely, benchmarks/speech_only.py): with
+        # speech-only sampling the reward's dropped_tokens and no_speech are 0; without it, text tokens are drawn in
+        # the speech and some completions end before any speech
+        from benchmarks.speech_only import compare, stray
+
+        llasa = synthesis.load_model(str(tiny_llasa_dir), device="cpu")  # its own copy: stray() changes the head
+        stray(llasa, text_offset=3.25, end_offset=6.2)
+        shares = compare(llasa, num_samples=8, room=40, seed=0)
+        assert shares["on"]["dropped_tokens"] == 0.0 and shares["on"]["no_speech"] == 0.0
+        assert shares["off"]["dropped_tokens"] > 1.0 and shares["off"]["no_speech"] > 0.0
+        assert shares["on"]["codes"] > shares["off"]["codes"]

@@ -177,6 +177,17 @@ def test_recipe_sets_paper_and_model_card_values_and_flags_override_it():
     assert args.max_completion_length is None and args.mask_truncated_completions is True
 
 
+def test_gdpo_recipe_hands_trl_one_reward_per_component(tiny_tokenizer):
+    # The GDPO recipe: normalize_then_sum over the per-component functions of its reward config, their weights in
+    # reward_weights (the aggregation TRL checks against the number of functions).
+    script_args, args, _ = train.parse_args(
+        ["--config", str(REPO / "recipes" / "llasa-1b-grpo-gdpo.yaml"), "--use_cpu"]
+    )
+    assert args.multi_objective_aggregation == "normalize_then_sum"
+    functions = training.load_reward_funcs(str(REPO / script_args.reward_config), tiny_tokenizer, args)
+    assert [f.__name__ for f in functions][:2] == ["wer", "nll"] and len(args.reward_weights) == len(functions) == 6
+
+
 def test_recipe_values_cite_their_source():
     # Each paper / model-card value carries a comment naming where it comes from.
     lines = (REPO / "recipes" / "llasa-1b-grpo.yaml").read_text().splitlines()
@@ -222,6 +233,7 @@ def test_missing_or_half_given_options_are_refused(flags, message):
         ("multi_gpu", "MULTI_GPU", None),
         ("zero2", "DEEPSPEED", 2),
         ("zero3", "DEEPSPEED", 3),
+        ("multi_node", "DEEPSPEED", 2),
     ],
 )
 def test_accelerate_configs_parse(name, distributed_type, zero_stage):
@@ -232,6 +244,26 @@ def test_accelerate_configs_parse(name, distributed_type, zero_stage):
     assert config.distributed_type.value == distributed_type
     assert config.mixed_precision == "bf16"
     assert config.deepspeed_config.get("zero_stage") == zero_stage
+
+
+def test_multi_node_config_names_every_machine_setting():
+    # The multi-machine config carries the keys each machine needs, each with a comment; the SLURM script passes the
+    # per-machine ones on the command line.
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = REPO / "recipes" / "accelerate_configs" / "multi_node.yaml"
+    config = load_config_from_file(str(path))
+    assert (config.num_machines, config.num_processes, config.machine_rank, config.main_process_port) == (
+        2,
+        16,
+        0,
+        29500,
+    )
+    commented = {line.split(":")[0] for line in path.read_text().splitlines() if "#" in line.partition(":")[2]}
+    assert {"num_machines", "num_processes", "machine_rank", "main_process_ip", "main_process_port"} <= commented
+    sbatch = (REPO / "recipes" / "slurm" / "train_multinode.sbatch").read_text()
+    for flag in ("--machine_rank", "--main_process_ip", "--main_process_port", "--num_machines", "--num_processes"):
+        assert flag in sbatch
 
 
 def test_vllm_gets_llasa_stop_ids(tiny_tokenizer):
@@ -480,6 +512,35 @@ def test_lora_run_trains_only_the_adapter(tiny_llasa_dir, tmp_path):
     assert trainer.state.global_step == 1
 
 
+def test_speech_only_sampling_in_training(tiny_llasa_dir, tiny_tokenizer, tmp_path, monkeypatch, caplog):
+    # By default every completion token is a speech token (or END), and each row's own minimum reaches generate:
+    # "Hi." with a 1.0 s duration: 50 speech tokens expected, half = 25; the fox sentence, 35 letters / 12 per second
+    # = 2.92 s = 146 tokens, half = 73; the start-up summary says so. --speech_only false turns it off.
+    from llasa.sampling import SpeechOnly
+
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": "Hi.", "duration": 1.0}, {"text": TEXTS[0]}])
+    seen_ids, minimums = [], []
+    processor = SpeechOnly.processor
+    monkeypatch.setattr(SpeechOnly, "processor", lambda self, m=0: minimums.append(list(m)) or processor(self, m))
+
+    def record(completion_ids, **kwargs):
+        seen_ids.extend(completion_ids)
+        return [0.0] * len(completion_ids)
+
+    with caplog.at_level("INFO", logger="train"):
+        trainer = build(tiny_llasa_dir, dataset, [record], small_run_flags(tmp_path / "out", steps=2, budget=12))
+    trainer.train()
+    allowed = set(vocab.allowed_ids())
+    assert len(seen_ids) == 8 and all(set(ids) <= allowed for ids in seen_ids)
+    assert sorted(minimums) == [[25] * 4, [73] * 4]
+    assert "sampling:    speech-only (speech tokens and END; END after 50% of the expected length)" in caplog.text
+    off = build(
+        tiny_llasa_dir, dataset, [record], small_run_flags(tmp_path / "off", steps=1), "--speech_only", "false"
+    )
+    assert off.speech_only is None
+
+
 def tilted_llasa(source_dir, output_dir) -> Path:
     """The tiny Llasa with a learnable structure: speech-code logits tilt along one hidden direction by code value.
 
@@ -542,6 +603,37 @@ def test_train_py_command_line(tiny_llasa_dir, whisper_reward_config, tmp_path):
     end_id = SpeechVocab.from_tokenizer(AutoTokenizer.from_pretrained(out)).speech_end_id
     assert end_id in json.loads((out / "generation_config.json").read_text())["eos_token_id"]
     assert (out / "trainer_state.json").is_file()
+
+
+@pytest.mark.slow
+def test_seed_command_trains_in_float32_without_a_gpu(tiny_llasa_dir, whisper_reward_config, tmp_path):
+    # The README's command exactly as written (TRL's bf16 default included), on a machine without a GPU: one
+    # warning, float32 training, a saved model; the tiny dataset keeps the default epochs to 3 steps.
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": "Hi."}])
+    out = tmp_path / "out"
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    command = [accelerate, "launch", str(REPO / "train.py"), "--model_name_or_path", str(tiny_llasa_dir)]
+    command += ["--dataset", str(dataset), "--reward_config", str(whisper_reward_config), "--output_dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Your setup doesn't support bf16" not in result.stderr
+    assert result.stderr.count("bf16 mixed precision needs a GPU") == 1
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    assert (out / "model.safetensors").is_file()
+
+
+def test_bf16_and_fp16_requests_fall_back_to_fp32_without_a_gpu(monkeypatch):
+    # Without a GPU, TRL's bf16 default and an explicit --fp16 both become float32; --use_cpu with bf16 is CPU
+    # autocast, which transformers allows, and is kept.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("transformers.utils.is_torch_bf16_gpu_available", lambda: False)
+    base = ["--model_name_or_path", "m", "--dataset", "d", "--reward_config", "r", "--output_dir", "o"]
+    for flags in ([], ["--bf16", "true"], ["--fp16", "true", "--bf16", "false"]):
+        _, training_args, _ = train.parse_args([*base, *flags])
+        assert (training_args.bf16, training_args.fp16) == (False, False)
+    _, training_args, _ = train.parse_args([*base, "--use_cpu", "--bf16", "true"])
+    assert training_args.bf16 is True
 
 
 def test_command_line_error_is_one_line(tmp_path, tiny_llasa_dir):

@@ -120,3 +120,48 @@ def test_expected_speech_and_completion_budget():
     # The budget is the longest utterance plus the margin, within the context the longest prompt leaves.
     assert training.size_completion_length(100, 80, margin=1.3) == 130
     assert training.size_completion_length(1000, 1950, margin=1.3) == MAX_CONTEXT_TOKENS - 1950
+
+
+def test_per_component_reward_weights_go_to_trl(tiny_tokenizer):
+    # "per_component": true gives TRL one function per component and the config's weights as reward_weights; a
+    # --reward_weights of the right length wins, one of the wrong length is refused naming the components; the
+    # combined reward leaves reward_weights alone.
+    from types import SimpleNamespace
+
+    config = str(REPO / "reward_models" / "prosody_per_component.json")
+    args = SimpleNamespace(reward_weights=None, multi_objective_aggregation="normalize_then_sum")
+    functions = training.load_reward_funcs(config, tiny_tokenizer, args)
+    names = ["wer", "nll", "duration", "pitch", "speaker_similarity", "quality"]
+    assert [f.__name__ for f in functions] == names
+    assert args.reward_weights == [0.4, 0.3, 0.1, 0.1, 0.05, 0.05]
+    assert len({id(f.shared) for f in functions}) == 1  # one shared scorer: one decode and Whisper pass per batch
+    args = SimpleNamespace(reward_weights=[1.0] * 6, multi_objective_aggregation="normalize_then_sum")
+    training.load_reward_funcs(config, tiny_tokenizer, args)
+    assert args.reward_weights == [1.0] * 6
+    with pytest.raises(ValueError, match="6 components \\(wer, nll, duration"):
+        training.load_reward_funcs(config, tiny_tokenizer, SimpleNamespace(reward_weights=[1.0, 1.0]))
+    args = SimpleNamespace(reward_weights=None)
+    [combined] = training.load_reward_funcs(str(REPO / "reward_models" / "wer_nll.json"), tiny_tokenizer, args)
+    assert combined.__name__ == "whisper_reward" and args.reward_weights is None
+
+
+def test_vllm_gets_the_speech_only_vocabulary_and_the_smallest_minimum(tiny_tokenizer):
+    # vLLM's SamplingParams are one per call: allowed_token_ids = END + the 65536 speech ids, and min_tokens = the
+    # smallest row minimum (a 1.0 s row: 25); transformers generation (use_vllm off) gets nothing here.
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from llasa.format import SpeechVocab
+    from llasa.sampling import SpeechOnly
+
+    speech_only = SpeechOnly(SpeechVocab.from_tokenizer(tiny_tokenizer))
+    dataset = Dataset.from_dict({"text": ["Hi.", "A much longer sentence to say."], "duration": [1.0, None]})
+    args = SimpleNamespace(use_vllm=True, generation_kwargs={"stop_token_ids": [1]})
+    training.configure_speech_only(args, speech_only, dataset, "duration")
+    assert args.generation_kwargs["min_tokens"] == 25 and args.generation_kwargs["stop_token_ids"] == [1]
+    assert args.generation_kwargs["allowed_token_ids"] == speech_only.vocab.allowed_ids()
+    assert len(args.generation_kwargs["allowed_token_ids"]) == 65537
+    args = SimpleNamespace(use_vllm=False, generation_kwargs=None)
+    training.configure_speech_only(args, speech_only, dataset, "duration")
+    assert args.generation_kwargs is None

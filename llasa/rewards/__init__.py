@@ -7,10 +7,11 @@ from llasa.rewards import intelligibility, preference, speech  # noqa: F401  (re
 from llasa.rewards.components import (
     COMBINE_RULES,
     ComponentResult,
+    Gate,
     RewardComponent,
     ScoringBatch,
     build_component,
     combine_scores,
     register_component,
 )
-from llasa.rewards.reward import ClipScore, RewardConfig, WhisperReward, load_reward
+from llasa.rewards.reward import ClipScore, RewardConfig, WhisperReward, load_reward, load_reward_functions

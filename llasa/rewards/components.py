@@ -20,17 +20,64 @@ import numpy as np
 from llasa.asr import WHISPER_SAMPLE_RATE
 from llasa.format import TOKENS_PER_SECOND, codes_from
 
-COMBINE_RULES = ("harmonic", "sum")
+COMBINE_RULES = ("harmonic", "sum", "gated")
 
 
-def combine_scores(scores: Sequence[float | None], weights: Sequence[float], rule: str) -> float | None:
-    """Weighted harmonic mean ("harmonic") or weighted mean ("sum") of the scores that are not None, in [0, 1].
+@dataclass(frozen=True)
+class Gate:
+    """The "gated" rule's parameters (the reward config's "gate"): the error-rate component gates the others.
+
+    Where the wer component's ERR (WER or CER) is above `threshold`, the reward is `scale` times the weighted harmonic
+    mean of the intelligibility components alone: prosody, voice or quality earn nothing for speech Whisper cannot
+    follow. At or below it (or where ERR could not be measured), every component combines by the harmonic mean.
+    """
+
+    threshold: float = 0.3  # ERR above which the other components are ignored (a clip counts as collapsed)
+    scale: float = 0.5  # factor of the gated reward, in [0, 1]: a failed clip stays below an intelligible one
+    components: tuple[str, ...] = ("wer", "nll")  # the intelligibility part
+
+    def __post_init__(self):
+        for key in ("threshold", "scale"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"The gate's {key} must be a number >= 0, got {value!r}.")
+        if self.scale > 1:
+            raise ValueError(f"The gate's scale must be in [0, 1], got {self.scale!r}.")
+        if isinstance(self.components, str) or not self.components:
+            raise ValueError('The gate\'s components must be a list of component names, e.g. ["wer", "nll"].')
+        object.__setattr__(self, "components", tuple(self.components))
+
+    def is_closed(self, error: float | None) -> bool:
+        return error is not None and error > self.threshold
+
+
+def combine_scores(
+    scores: Sequence[float | None],
+    weights: Sequence[float],
+    rule: str,
+    *,
+    names: Sequence[str] | None = None,
+    error: float | None = None,
+    gate: Gate | None = None,
+) -> float | None:
+    """Weighted harmonic mean ("harmonic"), weighted mean ("sum") or gated harmonic mean ("gated") of the scores that
+    are not None, in [0, 1].
 
     Components that returned None (and weight-0 components) are left out and the others keep their weights; with
-    none left the result is None. In the harmonic mean one score of 0 makes the result 0.
+    none left the result is None. In the harmonic mean one score of 0 makes the result 0. "gated" needs the
+    components' `names`, the clip's raw `error` (ERR) and the `gate` (see `Gate`).
     """
     if rule not in COMBINE_RULES:
         raise ValueError(f"Unknown combine rule {rule!r}: use one of {list(COMBINE_RULES)}.")
+    if rule == "gated":
+        if names is None:
+            raise ValueError('The "gated" rule needs the components\' names.')
+        gate = Gate() if gate is None else gate
+        if not gate.is_closed(error):
+            return combine_scores(scores, weights, "harmonic")
+        kept = [score if name in gate.components else None for score, name in zip(scores, names, strict=True)]
+        intelligibility = combine_scores(kept, weights, "harmonic")
+        return None if intelligibility is None else gate.scale * intelligibility
     pairs = [
         (weight, score) for score, weight in zip(scores, weights, strict=True) if score is not None and weight > 0
     ]

@@ -3,8 +3,10 @@ callable that scores completions with them (`WhisperReward`), built by `load_rew
 
 One pass per batch: completion ids -> codes -> one batched codec decode -> one Whisper encoder pass whose output
 feeds both the greedy transcription and the teacher-forced NLL -> each component's score -> the weighted harmonic
-mean (or the weighted mean, "combine": "sum"). `batch_size` completions go through at a time, which bounds memory.
-Models load lazily, once per process, on the reward's own `device`.
+mean (or the weighted mean, "combine": "sum"; or "gated": intelligibility alone, scaled, above an ERR threshold).
+`load_reward_functions` hands TRL one function per component instead ("per_component": true), sharing that pass.
+`batch_size` completions go through at a time, which bounds memory. Models load lazily, once per process, on the
+reward's own `device`.
 
 Edge cases, none of which raises during training: no speech tokens (or empty audio) scores 0.0 (`no_speech`);
 non-speech tokens before the end marker are dropped and counted (`dropped_tokens`); audio that is not finite scores
@@ -45,6 +47,7 @@ from llasa.format import (
 )
 from llasa.rewards.components import (
     COMBINE_RULES,
+    Gate,
     ReferenceAudio,
     ScoringBatch,
     build_component,
@@ -53,6 +56,8 @@ from llasa.rewards.components import (
 )
 
 logger = logging.getLogger(__name__)
+
+GATE_COMPONENT = "wer"  # the component whose raw ERR (WER or CER) the "gated" rule reads
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,9 @@ class RewardConfig:
     asr_model: str = "large-v3"  # name, Hub id or local path, as the back end loads it
     language: str = "en"  # Whisper language code of the texts
     codec_id: str = DEFAULT_CODEC_ID  # XCodec2 checkpoint that decodes the speech tokens
-    combine: str = "harmonic"  # harmonic | sum: how the component scores combine
+    combine: str = "harmonic"  # harmonic | sum | gated: how the component scores combine
+    gate: dict = field(default_factory=dict)  # "gated" only: {"threshold": ERR, "scale": s, "components": [...]}
+    per_component: bool = False  # load_reward_functions: one TRL reward function per component (GDPO)
     components: dict = field(
         default_factory=lambda: {"wer": {"weight": 0.6, "alpha": 3.0}, "nll": {"weight": 0.4, "alpha": 3.0}}
     )
@@ -96,11 +103,32 @@ class RewardConfig:
         built = [build_component(name, params) for name, params in self.components.items()]
         if sum(weight for _, weight in built) <= 0:
             raise ValueError("At least one component needs a weight above 0.")
+        self._check_gate()
+        if not isinstance(self.per_component, bool):
+            raise ValueError(f"per_component must be true or false, got {self.per_component!r}.")
+        if self.per_component and self.combine == "gated":
+            raise ValueError(
+                'per_component hands each component to TRL, which sums them: the "gated" rule cannot apply. Use '
+                '"combine": "harmonic" (unused) with per_component, or drop per_component to keep the gate.'
+            )
         if self.asr_backend == "paraformer" and "nll" in self.components:
             raise ValueError(
                 "The paraformer back end gives transcripts only (no decoder to teacher-force): drop the nll component "
                 "or use a Whisper back end."
             )
+
+    def _check_gate(self) -> None:
+        gate = build_dataclass(Gate, self.gate, "the gate")  # checked under any rule: a --combine override keeps it
+        if self.combine != "gated":
+            return
+        if GATE_COMPONENT not in self.components:
+            raise ValueError(f'"combine": "gated" needs the {GATE_COMPONENT!r} component: its ERR opens the gate.')
+        if not set(gate.components) & set(self.components):
+            raise ValueError(f"None of the gate's components {list(gate.components)} is in the config.")
+
+    def gate_rule(self) -> Gate | None:
+        """The "gated" rule's parameters (None for the other rules)."""
+        return build_dataclass(Gate, self.gate, "the gate") if self.combine == "gated" else None
 
     @classmethod
     def from_dict(cls, values: dict) -> "RewardConfig":
@@ -167,6 +195,7 @@ class WhisperReward:
         self.components = [component for component, _ in built]
         self.weights = [weight for _, weight in built]
         self.needs_asr = any(component.needs_asr for component in self.components)
+        self.gate = config.gate_rule()
 
     @property
     def backend(self) -> AsrBackend:
@@ -192,6 +221,10 @@ class WhisperReward:
             _ = self.backend
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float | None]:
+        return [clip.reward for clip in self.score_completions(completions, completion_ids, **kwargs)]
+
+    def score_completions(self, completions=None, completion_ids=None, **kwargs) -> list["ClipScore"]:
+        """Every clip's score (reward, components, transcript) for TRL's call arguments, its metrics logged."""
         log_metric, log_extra = kwargs.pop("log_metric", None), kwargs.pop("log_extra", None)
         for key in ("trainer_state", "environments"):
             kwargs.pop(key, None)
@@ -210,7 +243,7 @@ class WhisperReward:
                 log_metric(f"{self.__name__}/{name}", value)
         if log_extra is not None:
             log_extra("transcript", [clip.transcript or "" for clip in clips])
-        return [clip.reward for clip in clips]
+        return clips
 
     def batch_metrics(self, parsed: Sequence[ParsedSpeech], clips: Sequence[ClipScore]) -> dict[str, float]:
         """Means over the batch: raw measures, component scores, audio length and the share of each problem.
@@ -343,7 +376,14 @@ class WhisperReward:
                     metrics[f"{name}/missing"] = float(result.missing[row])
             clips.append(
                 ClipScore(
-                    reward=combine_scores(parts, self.weights, self.config.combine),
+                    reward=combine_scores(
+                        parts,
+                        self.weights,
+                        self.config.combine,
+                        names=self.component_names,
+                        error=_gate_error(metrics) if self.gate is not None else None,
+                        gate=self.gate,
+                    ),
                     status="scored",
                     audio_seconds=len(batch.audio[row]) / WHISPER_SAMPLE_RATE,
                     transcript=None if batch.transcripts is None else batch.transcripts[row],
@@ -352,6 +392,12 @@ class WhisperReward:
                 )
             )
         return clips
+
+
+def _gate_error(metrics: dict) -> float | None:
+    """The clip's ERR as the wer component logged it ("wer" or "cer")."""
+    error = metrics.get("wer", metrics.get("cer"))
+    return None if error is None or not math.isfinite(error) else float(error)
 
 
 def _clean(score) -> float | None:
@@ -378,3 +424,65 @@ def load_reward(
     else:
         checked = RewardConfig.from_json(config, **overrides)
     return WhisperReward(checked, speech_vocab=speech_vocab)
+
+
+class ComponentScores:
+    """The scores of one reward config shared by its per-component reward functions: the first function TRL calls
+    for a batch scores every component (one codec decode, one Whisper pass), the others read the cache.
+
+    The cache is keyed by the batch's completion ids (or texts) and dataset columns: scoring is deterministic, so an
+    identical batch has identical scores.
+    """
+
+    def __init__(self, reward: WhisperReward):
+        self.reward = reward
+        self._key = None
+        self._clips: list[ClipScore] = []
+
+    def clips(self, completions, completion_ids, kwargs: dict) -> list[ClipScore]:
+        key = _batch_key(completions, completion_ids, kwargs)
+        if key != self._key:
+            self._clips = self.reward.score_completions(completions, completion_ids, **kwargs)
+            self._key = key
+        return self._clips
+
+
+def _batch_key(completions, completion_ids, kwargs: dict) -> int:
+    ids = completion_ids if completion_ids is not None else completions
+    columns = sorted((name, values) for name, values in kwargs.items() if isinstance(values, list | tuple))
+    return hash(repr((ids, columns)))
+
+
+class ComponentReward:
+    """One component's score as its own TRL reward function, named after the component (TRL logs
+    rewards/<component>/mean), so that TRL can normalise each objective by itself
+    (`multi_objective_aggregation: normalize_then_sum`). A clip without speech scores 0.0 in every component."""
+
+    def __init__(self, shared: ComponentScores, name: str):
+        self.shared = shared
+        self.component = name
+        self.__name__ = name
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float | None]:
+        clips = self.shared.clips(completions, completion_ids, kwargs)
+        return [clip.components.get(self.component) if clip.status == "scored" else clip.reward for clip in clips]
+
+    @property
+    def codec(self):
+        return self.shared.reward.codec
+
+    def load_models(self, codec: bool = True) -> None:
+        self.shared.reward.load_models(codec)
+
+
+def load_reward_functions(
+    config: str | os.PathLike | dict | RewardConfig, *, speech_vocab: SpeechVocab | None = None, **overrides
+) -> tuple[list, list[float]]:
+    """TRL's reward functions and weights (GRPOConfig.reward_weights) for a config: one function per component when
+    it sets "per_component": true (the combine rule is then TRL's multi_objective_aggregation), else the one
+    combined reward with weight 1.0."""
+    reward = load_reward(config, speech_vocab=speech_vocab, **overrides)
+    if not reward.config.per_component:
+        return [reward], [1.0]
+    shared = ComponentScores(reward)
+    return [ComponentReward(shared, name) for name in reward.component_names], list(reward.weights)

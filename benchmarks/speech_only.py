@@ -1,0 +1,73 @@
+"""Speech-only sampling on and off, on the tiny random Llasa made to stray: what the reward would drop or miss.
+
+The tiny model's logits of its non-speech tokens (text tokens and markers) are raised by --text_offset and those of
+<|SPEECH_GENERATION_END|> and <|eot_id|> by --end_offset, so that it strays the way an imperfect policy does: text
+tokens in the middle of speech, and ends before the speech (at temperature 0.8 the defaults put about 25 % of each
+step's probability on non-speech tokens and 5 % on the two ends). Both settings sample the same prompts with the same seed
+through llasa.synthesis.generate_speech; the shares are the reward's metrics: dropped_tokens (non-speech tokens per
+completion) and no_speech (share of completions without a speech code), with the mean speech codes per completion.
+
+    python -m benchmarks.speech_only
+"""
+
+import argparse
+import tempfile
+from dataclasses import replace
+
+import torch
+
+from llasa import synthesis
+from llasa.sampling import sampling_shares
+from llasa.synthesis import Request, SamplingOptions
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "A rainbow appeared after the summer rain."]
+
+
+def stray(llasa: synthesis.Llasa, text_offset: float, end_offset: float) -> None:
+    """Give the model's LM head a bias: +text_offset on every non-speech token, +end_offset on END and end of turn."""
+    head = llasa.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.fill_(text_offset)
+        first = llasa.vocab.first_speech_id
+        biased.bias[first : first + 65536] = 0.0
+        biased.bias[[llasa.vocab.speech_end_id, llasa.vocab.eot_id]] = end_offset
+    llasa.model.lm_head = biased
+
+
+def compare(llasa: synthesis.Llasa, num_samples: int, room: int, seed: int) -> dict[str, dict[str, float]]:
+    """The shares with speech-only sampling on and off, on TEXTS with `num_samples` samples each."""
+    prompts = [synthesis.prompt_ids(llasa, Request(str(i), text), None, 2048) for i, text in enumerate(TEXTS)]
+    # No top-k: with the offsets, the 50 likeliest tokens would all be non-speech ones, and speech could not be drawn.
+    options = SamplingOptions(max_length=max(map(len, prompts)) + room, seed=seed, top_k=0)
+    shares = {}
+    for name, setting in (("on", options), ("off", replace(options, speech_only=False))):
+        torch.manual_seed(seed)
+        parsed = [s for row in synthesis.generate_speech(llasa, prompts, setting, num_samples, TEXTS) for s in row]
+        shares[name] = {**sampling_shares(parsed), "codes": sum(len(s.codes) for s in parsed) / len(parsed)}
+    return shares
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_samples", type=int, default=16, help="samples per text")
+    parser.add_argument("--room", type=int, default=160, help="tokens each completion may generate")
+    parser.add_argument("--text_offset", type=float, default=3.25, help="logit added to non-speech tokens")
+    parser.add_argument("--end_offset", type=float, default=6.2, help="logit added to END and end of turn")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from demo.tiny_models import build_tiny_llasa
+
+    with tempfile.TemporaryDirectory() as folder:
+        llasa = synthesis.load_model(str(build_tiny_llasa(folder)), device="cpu")
+    stray(llasa, args.text_offset, args.end_offset)
+    shares = compare(llasa, args.num_samples, args.room, args.seed)
+    print(f"{len(TEXTS)} texts x {args.num_samples} samples, up to {args.room} tokens each")
+    print(f"{'speech-only':<12} {'dropped_tokens':>14} {'no_speech':>9} {'codes':>6}")
+    for name, values in shares.items():
+        print(f"{name:<12} {values['dropped_tokens']:>14.2f} {values['no_speech']:>9.2f} {values['codes']:>6.1f}")
+
+
+if __name__ == "__main__":
+    main()
