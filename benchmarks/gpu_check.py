@@ -15,6 +15,8 @@ completions run to the budget, and a third of their tokens are speech codes.
 import argparse
 import json
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -270,36 +272,46 @@ def grpo_flags(policy: Path, dataset: Path, reward_config: Path, output_dir: Pat
     ]
 
 
-def planned_memory(trainer, reward, size: Size) -> dict[str, float]:
+def planned_memory(policy: Path, reward, size: Size) -> dict[str, float]:
     """benchmarks/plan_memory.py's arithmetic for the models loaded here and the check's micro-batch."""
-    from benchmarks.plan_memory import GB, HALF, Setup, plan
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from benchmarks.plan_memory import GB, HALF, Setup, count_parameters, plan
 
     def count(model) -> int:
         return sum(p.numel() for p in model.parameters())
 
-    vocab_size = trainer.model.config.vocab_size
-    logits_gb = size.group * size.completion_tokens * vocab_size * HALF / GB
-    setup = Setup("recipe", beta=trainer.args.beta)
-    return plan(setup, count(trainer.model), count(reward.backend.model), count(reward.codec.model), logits_gb, 0.0)
+    config = AutoConfig.from_pretrained(policy)
+    policy_parameters = count_parameters(lambda: AutoModelForCausalLM.from_config(config))
+    logits_gb = size.group * size.completion_tokens * config.vocab_size * HALF / GB
+    setup = Setup("recipe")
+    return plan(setup, policy_parameters, count(reward.backend.model), count(reward.codec.model), logits_gb, 0.0)
 
 
-def peak_memory_report(planned: dict[str, float]) -> list[str]:
-    total = sum(planned.values())
-    if torch.cuda.is_available():
-        measured = (
-            f"peak memory: {torch.cuda.max_memory_allocated() / 1e9:.1f} GB allocated, "
-            f"{torch.cuda.max_memory_reserved() / 1e9:.1f} GB reserved"
-        )
+def memory_report(log_history: list[dict], planned: dict[str, float]) -> list[str]:
+    """The run's peak GPU memory (train.py logs it) beside the arithmetic."""
+    peaks = [entry for entry in log_history if "memory/peak_allocated_gb" in entry]
+    if peaks:
+        allocated = max(entry["memory/peak_allocated_gb"] for entry in peaks)
+        reserved = max(entry["memory/peak_reserved_gb"] for entry in peaks)
+        measured = f"peak memory: {allocated:.1f} GB allocated, {reserved:.1f} GB reserved"
     else:
         measured = "peak memory: n/a (no GPU)"
     parts = ", ".join(f"{name} {gb:.2f}" for name, gb in planned.items() if gb > 0)
-    return [measured, f"planned memory: {total:.2f} GB ({parts})"]
+    return [measured, f"planned memory: {sum(planned.values()):.2f} GB ({parts})"]
+
+
+def run_train(argv: list[str]) -> None:
+    """train.py as a user runs it, in its own process."""
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"train.py failed ({result.returncode}):\n{result.stderr[-4000:]}")
 
 
 def run(size: Size, work_dir: Path) -> list[str]:
-    """Build the models, time the reward and the GRPO steps; the report's lines."""
-    import train
-    from llasa.evaluation import profile_report, step_profile
+    """Build the models, time the reward, run the GRPO steps with train.py; the report's lines."""
+    from llasa.device import release_cached_memory
+    from llasa.evaluation import profile_report, read_log_history, step_profile
     from llasa.format import SpeechVocab
     from llasa.rewards import load_reward
 
@@ -320,23 +332,21 @@ def run(size: Size, work_dir: Path) -> list[str]:
     reward = load_reward(reward_config, speech_vocab=vocab)
     reward.load_models()
     lines.append(time_reward(reward, vocab, size).report())
+    planned = planned_memory(policy, reward, size)
+    del reward  # train.py loads its own: the GPU is the run's alone
+    release_cached_memory(device)
 
     dataset = write_dataset(work_dir / "dataset.jsonl", 2 * size.group, size)
-    argv = grpo_flags(policy, dataset, reward_config, work_dir / "run", size)
-    script_args, training_args, model_args = train.parse_args(argv)
-    trainer = train.build_trainer(script_args, training_args, model_args, reward_funcs=[reward])
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    trainer.train()
-    profile = step_profile(trainer.state.log_history, skip_first=size.steps > 1)
+    run_train(grpo_flags(policy, dataset, reward_config, work_dir / "run", size))
+    log_history = read_log_history(work_dir / "run")
+    profile = step_profile(log_history, skip_first=size.steps > 1)
     lines.append(
         f"grpo: {size.steps} steps of {size.group} completions x {size.completion_tokens} tokens, "
-        f"{'bf16' if training_args.bf16 else 'fp32'}, gradient checkpointing "
-        f"{'on' if training_args.gradient_checkpointing else 'off'} (the first step, a warm-up, left out of the "
-        "profile)"
+        f"{'fp32 on the CPU' if '--use_cpu' in size.flags else 'bf16, gradient checkpointing'} (the first step, a "
+        "warm-up, left out of the profile)"
     )
     lines.extend(profile_report(profile).splitlines())
-    lines.extend(peak_memory_report(planned_memory(trainer, reward, size)))
+    lines.extend(memory_report(log_history, planned))
     lines.append(f"total: {time.perf_counter() - started:.1f} s")
     return lines
 

@@ -131,7 +131,21 @@ class LlasaGRPOTrainer(GRPOTrainer):
                 logs[f"profiling/Time taken: {name}"] = seconds / self.profiled_steps
             self.profiling_seconds.clear()
             self.profiled_steps = 0
+        logs.update(peak_gpu_memory(self.accelerator.device))
         super().log(logs, start_time)
+
+
+def peak_gpu_memory(device) -> dict[str, float]:
+    """This process's peak GPU memory so far, in GB (allocated by tensors, and reserved by PyTorch's cache); nothing
+    off a GPU."""
+    import torch
+
+    if getattr(device, "type", None) != "cuda":
+        return {}
+    return {
+        "memory/peak_allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+        "memory/peak_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9,
+    }
 
 
 def summarize_logged_speech(logged: dict) -> None:
