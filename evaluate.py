@@ -74,10 +74,7 @@ def _name_and_path(value: str) -> tuple[str, str]:
     return name, path
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_compare_command(commands) -> argparse.ArgumentParser:
     comparison = commands.add_parser("compare", help="synthesise and score a test list with several systems")
     add_flag(comparison, "test_list", required=True, help="texts (inference.py's list formats)")
     add_flag(comparison, "input_format", default="auto", choices=INPUT_FORMATS, help="(default: auto)")
@@ -128,6 +125,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add_model_arguments(comparison)
     comparison.set_defaults(seed=0)  # every model samples from the same seed
+    return comparison
+
+
+def check_compare_args(args: argparse.Namespace, comparison: argparse.ArgumentParser) -> None:
+    """Contradictory or missing compare flags, refused before anything loads."""
+    args.sampling = sampling_options(args, comparison)
+    systems = [name for name, _ in (args.models or []) + (args.audio_dir or [])]
+    systems += [RESYNTHESIS] if args.resynthesis else []
+    if not systems:
+        comparison.error("Name at least one system: --models NAME=PATH, --audio_dir NAME=DIR or --resynthesis.")
+    if args.protocol is not None and args.language is None:
+        comparison.error(f"--protocol {args.protocol} needs --language (en or zh for Seed-TTS-eval's test sets).")
+    if args.protocol is None and (args.language is not None or args.sim_model is not None):
+        comparison.error("--language and --sim_model go with --protocol; the reward config sets the language.")
+    duplicates = sorted({name for name in systems if systems.count(name) > 1})
+    if duplicates:
+        comparison.error(f"System names must differ; repeated: {', '.join(duplicates)}.")
+    missing = [path for _, path in args.audio_dir or [] if not Path(path).is_dir()]
+    if missing:
+        comparison.error(f"--audio_dir folder(s) not found: {', '.join(missing)}.")
+    if args.baseline is not None and args.baseline not in systems:
+        comparison.error(f"--baseline {args.baseline} is not one of the systems: {', '.join(systems)}.")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    comparison = add_compare_command(commands)
 
     curves = commands.add_parser("curves", help="plot a training run's reward, KL and length curves")
     add_flag(curves, "run_dir", required=True, help="the run's --output_dir")
@@ -140,23 +166,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     args = parser.parse_args(argv)
     if args.command == "compare":
-        args.sampling = sampling_options(args, comparison)
-        systems = [name for name, _ in (args.models or []) + (args.audio_dir or [])]
-        systems += [RESYNTHESIS] if args.resynthesis else []
-        if not systems:
-            comparison.error("Name at least one system: --models NAME=PATH, --audio_dir NAME=DIR or --resynthesis.")
-        if args.protocol is not None and args.language is None:
-            comparison.error(f"--protocol {args.protocol} needs --language (en or zh for Seed-TTS-eval's test sets).")
-        if args.protocol is None and (args.language is not None or args.sim_model is not None):
-            comparison.error("--language and --sim_model go with --protocol; the reward config sets the language.")
-        duplicates = sorted({name for name in systems if systems.count(name) > 1})
-        if duplicates:
-            comparison.error(f"System names must differ; repeated: {', '.join(duplicates)}.")
-        missing = [path for _, path in args.audio_dir or [] if not Path(path).is_dir()]
-        if missing:
-            comparison.error(f"--audio_dir folder(s) not found: {', '.join(missing)}.")
-        if args.baseline is not None and args.baseline not in systems:
-            comparison.error(f"--baseline {args.baseline} is not one of the systems: {', '.join(systems)}.")
+        check_compare_args(args, comparison)
     elif args.command == "curves" and not 0 <= args.smoothing < 1:
         curves.error(f"--smoothing must be in [0, 1), got {args.smoothing}.")
     return args
