@@ -225,8 +225,8 @@ class RewardTiming:
 
     def report(self) -> str:
         return (
-            f"reward: {self.completions} completions of {self.seconds_of_speech:g} s: batched {self.batched:.2f} s, "
-            f"one at a time {self.one_at_a_time:.2f} s, ratio {self.one_at_a_time / self.batched:.2f}x, "
+            f"reward: {self.completions} completions of {self.seconds_of_speech:g} s: batched {self.batched:.3f} s, "
+            f"one at a time {self.one_at_a_time:.3f} s, ratio {self.one_at_a_time / self.batched:.2f}x, "
             f"max reward difference {self.max_difference:.1e}"
         )
 

@@ -14,8 +14,8 @@ NUMBER = r"(\d+(?:\.\d+)?)"
 
 @pytest.mark.slow
 def test_tiny_gpu_check_reports_every_field(tmp_path):
-    # The same code path as on a GPU (Llasa-layout tokenizer, reward benchmark, GRPO steps through train.py's
-    # building with the recipe, profile, memory plan), with tiny models; the printed report holds each figure.
+    # The same code path as on a GPU (Llasa-layout tokenizer, reward benchmark, GRPO steps run by train.py with
+    # the recipe, profile, memory plan), with tiny models; the printed report holds each figure.
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--tiny", "--work_dir", str(tmp_path)],
         env={**os.environ, "PYTHON": sys.executable},
@@ -32,7 +32,8 @@ def test_tiny_gpu_check_reports_every_field(tmp_path):
     )
     assert reward is not None, report
     assert float(reward.group(4)) < 1e-6  # one call per completion gives the batch's rewards
-    assert float(reward.group(2)) / float(reward.group(1)) == pytest.approx(float(reward.group(3)), abs=0.01)
+    # the ratio is of the unrounded times; the printed times are rounded to 1 ms
+    assert float(reward.group(2)) / float(reward.group(1)) == pytest.approx(float(reward.group(3)), rel=0.03)
     assert "grpo: 2 steps of 4 completions x 16 tokens, fp32" in report
     step = float(re.search(rf"{NUMBER} s per optimizer step \(mean of 1 steps\)", report).group(1))
     phases = re.findall(
