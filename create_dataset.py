@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batch_size",
         type=positive_int,
         default=Options.batch_size,
-        help="Clips per codec call (it batches those of equal length).",
+        help="Clips per codec call.",
     )
     add("shard_size", type=positive_int, default=Options.shard_size, help="Rows per resumable shard.")
     add("device", default=Options.device, help="Where the codec runs: auto, cpu, cuda, cuda:1...")
