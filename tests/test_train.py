@@ -684,3 +684,36 @@ def test_one_step_with_the_prosody_reward(tiny_llasa_dir, tiny_tokenizer, tiny_c
         assert log[f"whisper_reward/{component}/unscored"] == 0.0
     assert log["whisper_reward/quality/unscored"] == log["whisper_reward/pitch/unscored"] == 1.0
     assert 0.0 <= log["reward"] <= 1.0
+
+
+def test_one_step_with_a_learned_preference_reward(tiny_llasa_dir, tiny_tokenizer, tiny_codec_dir, tmp_path):
+    # A preference model learned from judgments (each bundled clip preferred to a noisy copy of itself; acoustic
+    # measures only) is a reward component like any other: a GRPO step scores and logs it beside Whisper's.
+    from demo.tiny_models import tiny_en_whisper_path
+    from llasa.audio import load_audio
+    from llasa.listening.preference import Comparison, FeatureConfig, TrainingOptions, train_preference_model
+    from llasa.rewards import load_reward
+
+    rng = np.random.default_rng(0)
+    clips = {name: load_audio(DATA / name) for name in ("fox_en_us.wav", "rainbow_en_us.wav", "shells_en_f3.wav")}
+    clips |= {
+        f"noisy_{name}": wav + 0.05 * rng.standard_normal(wav.size).astype(np.float32) for name, wav in clips.items()
+    }
+    judgments = [Comparison(a=name, b=f"noisy_{name}", target=1.0, item=name) for name in list(clips)[:3]]
+    options = TrainingOptions(steps=100, held_out=0.0)
+    model = train_preference_model(judgments, clips.__getitem__, FeatureConfig(embedding="none"), options)
+    assert model.metrics["train_accuracy"] == 1.0
+    model_dir = model.save(tmp_path / "preference")
+    config = {
+        "asr_backend": "faster-whisper",
+        "asr_model": str(tiny_en_whisper_path()),
+        "codec_id": str(tiny_codec_dir),
+        "components": {"wer": {"weight": 0.5}, "preference": {"weight": 0.5, "model": str(model_dir)}},
+    }
+    reward = load_reward(config, speech_vocab=SpeechVocab.from_tokenizer(tiny_tokenizer), device="cpu")
+    dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": text} for text in TEXTS])
+    trainer = build(tiny_llasa_dir, dataset, [reward], small_run_flags(tmp_path / "out", steps=1, budget=40))
+    train.train(trainer)
+    [log] = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert 0.0 <= log["whisper_reward/reward_preference"] <= 1.0
+    assert log["whisper_reward/preference/unscored"] == 0.0 and "whisper_reward/preference_utility" in log
