@@ -99,8 +99,11 @@ def command_results(args) -> None:
 
 
 def command_export(args) -> None:
-    from llasa.listening.export import export_records, write_dataset, write_jsonl
+    from llasa.listening.export import export_records, refuse_existing, write_dataset, write_jsonl
 
+    for path in (args.output, args.dataset_dir):  # both checked before either is written
+        if path:
+            refuse_existing(path)
     records = export_records(PreferenceStore(args.db, create=False).judgments(tuple(args.kinds)))
     if args.output:
         logger.info("Wrote %d judgments to %s", len(records), write_jsonl(records, args.output))
@@ -239,7 +242,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError) as e:  # an empty store, a folder without clips, a bad model folder
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # an empty store, no clips, an export path taken
         sys.exit(f"error: {e}")
 
 

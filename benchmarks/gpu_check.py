@@ -112,10 +112,8 @@ def build_tokenizer(output_dir: Path, base_vocab: int) -> Path:
     """A tokenizer with Llasa's layout: byte-level tokens (plus unused fillers) up to base_vocab - 256, Llama-3's 256
     special tokens, Llasa's 8 markers, then <|s_0|> .. <|s_65535|>; Llama-3.2's chat template."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
-    from demo.tiny_models import LLASA_MARKERS, _llama_3_2_chat_template
-    from llasa.format import CODEBOOK_SIZE, speech_token
+    from demo.tiny_models import save_llasa_tokenizer
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab.update({f"<filler_{i}>": i for i in range(len(vocab), base_vocab - N_SPECIALS)})
@@ -127,14 +125,7 @@ def build_tokenizer(output_dir: Path, base_vocab: int) -> Path:
         LLAMA_3_NAMED_SPECIALS.get(i) or f"<|reserved_special_token_{next(reserved)}|>" for i in range(N_SPECIALS)
     ]
     bpe.add_special_tokens([AddedToken(token, special=True) for token in specials])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", model_max_length=131072
-    )
-    tokenizer.chat_template = _llama_3_2_chat_template()
-    tokenizer.add_tokens(LLASA_MARKERS)
-    tokenizer.add_tokens([speech_token(code) for code in range(CODEBOOK_SIZE)])
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
+    return save_llasa_tokenizer(bpe, output_dir)
 
 
 def build_policy(output_dir: Path, size: Size, device: torch.device):

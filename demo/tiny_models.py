@@ -57,7 +57,6 @@ def _llama_3_2_chat_template() -> str:
 def build_tiny_tokenizer(output_dir) -> Path:
     """A tokenizer with Llasa's layout: small byte-level BPE, Llama-3 specials, markers, 65536 speech tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -66,6 +65,14 @@ def build_tiny_tokenizer(output_dir) -> Path:
         vocab_size=400, special_tokens=LLAMA_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator(_CORPUS, trainer=trainer)
+    return save_llasa_tokenizer(bpe, output_dir)
+
+
+def save_llasa_tokenizer(bpe, output_dir) -> Path:
+    """A byte-level BPE holding Llama-3's special tokens, completed as Llasa's tokenizer (Llama-3.2's chat template,
+    the 8 markers, then <|s_0|> .. <|s_65535|>) and saved."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", model_max_length=131072
     )

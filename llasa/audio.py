@@ -80,24 +80,33 @@ def wav_truncation(source) -> tuple[float, float] | None:
 
 
 def _wav_data_chunk(source) -> tuple[int, int, int, int] | None:
-    """(block align, byte rate, declared data bytes, data bytes present) of a RIFF/WAVE file, else None."""
+    """(block align, byte rate, declared data bytes, data bytes present) of a RIFF/WAVE file, else None. Only the
+    chunk headers are read (a seekable file object is left where it was)."""
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            return _wav_data_chunk(io.BytesIO(f.read()))
-    if not isinstance(source, io.BytesIO):
+            return _wav_data_chunk(f)
+    if not (hasattr(source, "seek") and hasattr(source, "read")):
         return None
-    data = source.getvalue()
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    position = source.tell()
+    try:
+        end = source.seek(0, io.SEEK_END)
+        source.seek(0)
+        head = source.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        offset, block_align, byte_rate = 12, 0, 0
+        while offset + 8 <= end:
+            source.seek(offset)
+            chunk = source.read(22)  # id, size, and for "fmt " the byte rate and block align
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+            if chunk_id == b"fmt " and len(chunk) >= 22:
+                byte_rate, block_align = struct.unpack("<IH", chunk[16:22])
+            if chunk_id == b"data":
+                return block_align, byte_rate, size, end - offset - 8
+            offset += 8 + size + size % 2
         return None
-    offset, block_align, byte_rate = 12, 0, 0
-    while offset + 8 <= len(data):
-        chunk_id, size = data[offset : offset + 4], struct.unpack("<I", data[offset + 4 : offset + 8])[0]
-        if chunk_id == b"fmt " and offset + 20 <= len(data):
-            byte_rate, block_align = struct.unpack("<IH", data[offset + 16 : offset + 22])
-        if chunk_id == b"data":
-            return block_align, byte_rate, size, len(data) - offset - 8
-        offset += 8 + size + size % 2
-    return None
+    finally:
+        source.seek(position)
 
 
 def _decode(path) -> tuple[np.ndarray, int]:

@@ -35,13 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio
+from llasa.audio import SILENCE_RMS, load_audio
 from llasa.cli import add_flag
 from llasa.device import check_device_name, outside_zero3, resolve_device
 from llasa.format import CODEC_SAMPLE_RATE
 
 SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
-SILENCE_RMS = 1e-3  # -60 dBFS: a quieter clip is silent and is not scored
 
 # pYIN framing: 20 ms hops (the codec's token rate) and 64 ms frames, which hold two periods of 31.25 Hz.
 PITCH_HOP_LENGTH = 320

@@ -364,6 +364,17 @@ class TestLabelsAndExport:
         dataset = datasets.load_from_disk(str(tmp_path / "dataset"))
         assert dataset.num_rows == 2 and dataset[0]["rater"] == "ai:length" and dataset[0]["tags"] == []
 
+    def test_export_never_replaces_a_file_or_folder(self, tmp_path):
+        # listen.py export refuses an --output or --dataset_dir that already exists, naming it, before writing
+        # anything: the file keeps its content and no dataset folder appears.
+        PreferenceStore(tmp_path / "db.sqlite")
+        existing = tmp_path / "notes.jsonl"
+        existing.write_text("mine\n")
+        argv = ["export", "--db", str(tmp_path / "db.sqlite"), "--output", str(existing)]
+        with pytest.raises(SystemExit, match="notes.jsonl already exists"):
+            listen.main([*argv, "--dataset_dir", str(tmp_path / "ds")])
+        assert existing.read_text() == "mine\n" and not (tmp_path / "ds").exists()
+
     def test_ai_label_command_with_a_reward_config(self, tmp_path, two_systems):
         # listen.py ai-label loads a reward config (here the duration component alone: no model to load) and
         # stores its verdicts as machine judgments named after the config.

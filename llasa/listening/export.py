@@ -33,8 +33,16 @@ def export_records(judgments: list[dict]) -> list[dict]:
     return records
 
 
-def write_jsonl(records: list[dict], path) -> Path:
+def refuse_existing(path) -> Path:
+    """The output path, refused when something is already there: an export never replaces a file or folder."""
     path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists: pick another path, or move it away yourself.")
+    return path
+
+
+def write_jsonl(records: list[dict], path) -> Path:
+    path = refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
@@ -45,6 +53,7 @@ def write_dataset(records: list[dict], folder) -> Path:
     """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it)."""
     import datasets
 
+    folder = refuse_existing(folder)
     features = datasets.Features(
         {
             **{name: datasets.Value("string") for name in EXPORT_FIELDS},

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa import CODEC_SAMPLE_RATE
-from llasa.scores import SILENCE_RMS, SpeakerSimilarityScorer
+from llasa.scores import SpeakerSimilarityScorer, usable_waveform
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,7 @@ def usable(waveform) -> np.ndarray | None:
     """The clip as float32 mono, or None if it is too short, silent or not finite."""
     if waveform is None:
         return None
-    wav = np.asarray(waveform, dtype=np.float32).reshape(-1)
-    if wav.size < MIN_SECONDS * SAMPLE_RATE or not np.isfinite(wav).all():
-        return None
-    if np.sqrt(np.mean(wav**2)) < SILENCE_RMS:
-        return None
-    return wav
+    return usable_waveform(np.asarray(waveform, dtype=np.float32).reshape(-1), MIN_SECONDS)
 
 
 def acoustic_features(wav: np.ndarray) -> np.ndarray:
