@@ -40,156 +40,114 @@ synthesised again.
 from the profiling timings train.py logs:
 
     python evaluate.py profile --run_dir outputs/demo/grpo
+
+`measure` prints the raw speech measures of audio files (seconds, F0 spread, speaker cosine with a reference voice,
+DNSMOS), to choose the speech scorers' ranges for a dataset:
+
+    python evaluate.py measure --audio tests/data/fox_en_us.wav tests/data/fox_en_f3.wav \
+        --reference tests/data/rainbow_en_us.wav
+
+Every command takes `--config file.yaml` (its flags as YAML keys) and `--help`.
 """
 
-import argparse
 import logging
-import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from llasa.cli import add_flag, add_model_arguments, sampling_options
-from llasa.evaluation import (
-    EMA_WEIGHT,
-    PROTOCOLS,
-    RESYNTHESIS,
-    SPEECH_SCORES,
-    compare,
-    plot_curves,
-    profile_report,
-    read_log_history,
-    step_profile,
-)
-from llasa.synthesis import INPUT_FORMATS
+from llasa.cli import ScriptParser, parse_command
+from llasa.evaluation.compare import CompareOptions, compare
+from llasa.evaluation.curves import EMA_WEIGHT, plot_curves
+from llasa.evaluation.profiling import profile_report, step_profile
+from llasa.evaluation.run_log import read_log_history
+from llasa.synthesis import ModelOptions, SamplingOptions
 
 logger = logging.getLogger(__name__)
 
 
-def _name_and_path(value: str) -> tuple[str, str]:
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH (e.g. base=HKUSTAudio/Llasa-1B), got {value!r}")
-    if not re.fullmatch(r"[\w.+-]+", name):
-        raise argparse.ArgumentTypeError(f"system name {name!r} must be letters, digits, '.', '+', '-' or '_'")
-    return name, path
+@dataclass(frozen=True)
+class CurvesArguments:
+    run_dir: str = field(metadata={"help": "The run's --output_dir."})
+    output: str | None = field(default=None, metadata={"help": "PNG path (default: <run_dir>/training_curves.png)."})
+    smoothing: float = field(default=EMA_WEIGHT, metadata={"help": "EMA weight in [0, 1)."})
+
+    def __post_init__(self):
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"--smoothing must be in [0, 1), got {self.smoothing}.")
 
 
-def add_compare_command(commands) -> argparse.ArgumentParser:
-    comparison = commands.add_parser("compare", help="synthesise and score a test list with several systems")
-    add_flag(comparison, "test_list", required=True, help="texts (inference.py's list formats)")
-    add_flag(comparison, "input_format", default="auto", choices=INPUT_FORMATS, help="(default: auto)")
-    add_flag(
-        comparison, "models", nargs="+", type=_name_and_path, metavar="NAME=PATH", help="models to synthesise with"
+@dataclass(frozen=True)
+class ProfileArguments:
+    run_dir: str = field(metadata={"help": "The run's --output_dir (or one of its checkpoints)."})
+    keep_first: bool = field(default=False, metadata={"help": "Keep the first (warm-up) step in the mean."})
+
+
+@dataclass(frozen=True)
+class MeasureArguments:
+    audio: list[str] = field(metadata={"help": "Audio files to measure."})
+    reference: str | None = field(
+        default=None, metadata={"help": "Reference voice for the speaker similarity (omit to skip it)."}
     )
-    add_flag(
-        comparison,
-        "audio_dir",
-        nargs="+",
-        type=_name_and_path,
-        metavar="NAME=DIR",
-        help="folders of <id>.wav to score",
+    device: str = field(default="auto", metadata={"help": "Torch device of the speaker encoder."})
+
+
+def make_parsers() -> dict[str, ScriptParser]:
+    compare_parser = ScriptParser(
+        (CompareOptions, SamplingOptions, ModelOptions),
+        prog="evaluate.py compare",
+        description="synthesise and score a test list with several systems",
     )
-    add_flag(comparison, "baseline", help="the system the deltas are taken from (default: the first)")
-    add_flag(
-        comparison,
-        "reward_config",
-        default="reward_models/wer_nll.json",
-        help="reward config whose ASR scores",
-    )
-    add_flag(
-        comparison,
-        "speech_scores",
-        nargs="*",
-        choices=SPEECH_SCORES,
-        default=list(SPEECH_SCORES),
-        help="speech measures to add, by reward component (default: all; none with an empty list)",
-    )
-    add_flag(comparison, "output_dir", required=True, help="where results and audio go")
-    add_flag(
-        comparison,
-        "protocol",
-        choices=PROTOCOLS,
-        help="score as Seed-TTS-eval does (replaces --reward_config): Whisper-large-v3, or Paraformer-zh for zh; "
-        "SIM from a WavLM speaker-verification model; its table layout in summary.md",
-    )
-    add_flag(comparison, "language", help="language of the test list, with --protocol (en, zh, ...)")
-    add_flag(
-        comparison, "sim_model", help="WavLMForXVector checkpoint of --protocol's SIM (default: wavlm-base-plus-sv)"
-    )
-    add_flag(
-        comparison,
-        "resynthesis",
-        action="store_true",
-        help=f"add a system {RESYNTHESIS!r}: each line's recording (a Seed-TTS-eval 5th field, else the voice "
-        "prompt) encoded and decoded by --codec_id, the codec's ceiling",
-    )
-    add_model_arguments(comparison)
-    comparison.set_defaults(seed=0)  # every model samples from the same seed
-    return comparison
+    compare_parser.set_defaults(seed=0)  # every model samples from the same seed
+    return {
+        "compare": compare_parser,
+        "curves": ScriptParser(
+            CurvesArguments,
+            prog="evaluate.py curves",
+            description="plot a training run's reward, KL and length curves",
+        ),
+        "profile": ScriptParser(
+            ProfileArguments,
+            prog="evaluate.py profile",
+            description="where a training run's step time went (generation, reward, ...)",
+        ),
+        "measure": ScriptParser(
+            MeasureArguments,
+            prog="evaluate.py measure",
+            description="raw speech measures of audio files (seconds, F0 spread, speaker cosine, DNSMOS)",
+        ),
+    }
 
 
-def check_compare_args(args: argparse.Namespace, comparison: argparse.ArgumentParser) -> None:
-    """Contradictory or missing compare flags, refused before anything loads."""
-    args.sampling = sampling_options(args, comparison)
-    systems = [name for name, _ in (args.models or []) + (args.audio_dir or [])]
-    systems += [RESYNTHESIS] if args.resynthesis else []
-    if not systems:
-        comparison.error("Name at least one system: --models NAME=PATH, --audio_dir NAME=DIR or --resynthesis.")
-    if args.protocol is not None and args.language is None:
-        comparison.error(f"--protocol {args.protocol} needs --language (en or zh for Seed-TTS-eval's test sets).")
-    if args.protocol is None and (args.language is not None or args.sim_model is not None):
-        comparison.error("--language and --sim_model go with --protocol; the reward config sets the language.")
-    duplicates = sorted({name for name in systems if systems.count(name) > 1})
-    if duplicates:
-        comparison.error(f"System names must differ; repeated: {', '.join(duplicates)}.")
-    missing = [path for _, path in args.audio_dir or [] if not Path(path).is_dir()]
-    if missing:
-        comparison.error(f"--audio_dir folder(s) not found: {', '.join(missing)}.")
-    if args.baseline is not None and args.baseline not in systems:
-        comparison.error(f"--baseline {args.baseline} is not one of the systems: {', '.join(systems)}.")
+def parse_args(argv=None) -> tuple[str, tuple]:
+    """(command, its option dataclasses)."""
+    return parse_command(make_parsers(), argv, "evaluate.py", __doc__.split("\n\n")[0])
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def run_command(command: str, options: tuple) -> None:
+    if command == "compare":
+        compare(*options)
+        print((Path(options[0].output_dir) / "summary.md").read_text(encoding="utf-8"))
+    elif command == "profile":
+        [arguments] = options
+        print(profile_report(step_profile(read_log_history(arguments.run_dir), skip_first=not arguments.keep_first)))
+    elif command == "measure":
+        from llasa.scores import measure_files
 
-    comparison = add_compare_command(commands)
-
-    curves = commands.add_parser("curves", help="plot a training run's reward, KL and length curves")
-    add_flag(curves, "run_dir", required=True, help="the run's --output_dir")
-    add_flag(curves, "output", help="PNG path (default: <run_dir>/training_curves.png)")
-    add_flag(curves, "smoothing", type=float, default=EMA_WEIGHT, help=f"EMA weight in [0, 1) (default: {EMA_WEIGHT})")
-
-    profiling = commands.add_parser("profile", help="where a training run's step time went (generation, reward, ...)")
-    add_flag(profiling, "run_dir", required=True, help="the run's --output_dir (or one of its checkpoints)")
-    add_flag(profiling, "keep_first", action="store_true", help="keep the first (warm-up) step in the mean")
-
-    args = parser.parse_args(argv)
-    if args.command == "compare":
-        check_compare_args(args, comparison)
-    elif args.command == "curves" and not 0 <= args.smoothing < 1:
-        curves.error(f"--smoothing must be in [0, 1), got {args.smoothing}.")
-    return args
+        [arguments] = options
+        print("\n".join(measure_files(arguments.audio, arguments.reference, arguments.device)))
+    else:
+        [arguments] = options
+        path, keys = plot_curves(arguments.run_dir, arguments.output, arguments.smoothing)
+        logger.info("Wrote %s (%s).", path, ", ".join(keys))
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    command, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.command == "compare":
-        try:
-            compare(args)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:  # a wrong --test_list or reward config, a model
-            sys.exit(f"error: {e}")
-        print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
-        return
     try:
-        if args.command == "profile":
-            print(profile_report(step_profile(read_log_history(args.run_dir), skip_first=not args.keep_first)))
-            return
-        path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
-    except (FileNotFoundError, ValueError) as e:  # not a run folder, or a run that logged nothing to plot
+        run_command(command, options)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # a wrong list, run folder or reward config, a model
         sys.exit(f"error: {e}")
-    logger.info("Wrote %s (%s).", path, ", ".join(keys))
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ scored by the Whisper reward; the best is written, with every candidate's scores
 
 Only speech tokens and <|SPEECH_GENERATION_END|> are sampled, the end not before half of each text's expected
 length (--min_speech_fraction); --no-speech-only lets the model draw any token, as training with
---speech_only false does.
+--no_speech_only does. Every flag can also come from `--config file.yaml`.
 """
 
-import argparse
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from llasa.checks import (
     check_codec,
@@ -49,13 +49,15 @@ from llasa.checks import (
     check_voice_prompt,
     has_speakable_text,
 )
-from llasa.cli import add_flag, add_model_arguments, positive_int, sampling_options
+from llasa.cli import SampleRateArguments, ScriptParser
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
-from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
+from llasa.sampling import SpeechOnly, describe_sampling
 from llasa.synthesis import (
     INPUT_FORMATS,
+    ModelOptions,
     Request,
+    SamplingOptions,
     Skipped,
     load_model,
     load_scorer,
@@ -68,130 +70,123 @@ from llasa.synthesis import (
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_flag(parser, "model_name_or_path", "llasa_id", required=True, help="Llasa checkpoint: hub id or folder")
-    source = parser.add_mutually_exclusive_group(required=True)
-    add_flag(source, "text", help="one text to speak")
-    add_flag(
-        source,
-        "input_file",
-        help="a list of texts: plain text, JSONL or Seed-TTS-eval (id|prompt_text|prompt_wav|text)",
+@dataclass(frozen=True)
+class InferenceArguments:
+    """What to speak, in whose voice, and where the audio goes."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Llasa checkpoint: hub id or folder.", "aliases": ["--llasa_id", "--llasa-id"]}
     )
-    add_flag(parser, "output", default="gen.wav", help="output WAV for --text (default: gen.wav)")
-    add_flag(parser, "output_dir", help="output folder for --input_file: <output_dir>/<id>.wav")
-    add_flag(
-        parser, "input_format", default="auto", choices=INPUT_FORMATS, help="format of --input_file (default: auto)"
+    text: str | None = field(default=None, metadata={"help": "One text to speak (or --input_file)."})
+    input_file: str | None = field(
+        default=None,
+        metadata={"help": "A list of texts: plain text, JSONL or Seed-TTS-eval (id|prompt_text|prompt_wav|text)."},
     )
-    add_flag(parser, "prompt_wav", help="voice prompt audio (for --input_file: lines without their own prompt)")
-    add_flag(parser, "prompt_text", help="transcript of --prompt_wav")
-    add_flag(parser, "keep_prompt", action="store_true", help="keep the voice prompt's audio in front of the output")
-    add_flag(parser, "num_samples", type=positive_int, default=1, help="best-of-N: candidates per text (default: 1)")
-    add_flag(
-        parser, "reward_config", help="reward config (e.g. reward_models/wer_nll.json) that scores the candidates"
+    output: str = field(default="gen.wav", metadata={"help": "Output WAV for --text."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Output folder for --input_file: <output_dir>/<id>.wav."}
     )
-    add_flag(
-        parser,
-        "no_speech_only",
-        action="store_true",
-        help="let the model draw any token (default: only speech tokens and END, END not before "
-        "--min_speech_fraction of the text's expected length)",
+    input_format: Literal[INPUT_FORMATS] = field(default="auto", metadata={"help": "Format of --input_file."})
+    prompt_wav: str | None = field(
+        default=None, metadata={"help": "Voice prompt audio (for --input_file: lines without their own prompt)."}
     )
-    add_flag(
-        parser,
-        "min_speech_fraction",
-        type=float,
-        default=DEFAULT_MIN_SPEECH_FRACTION,
-        help=f"share of the expected speech tokens before END may be drawn (default: {DEFAULT_MIN_SPEECH_FRACTION})",
+    prompt_text: str | None = field(default=None, metadata={"help": "Transcript of --prompt_wav."})
+    keep_prompt: bool = field(
+        default=False, metadata={"help": "Keep the voice prompt's audio in front of the output."}
     )
-    add_model_arguments(parser)
-    args = parser.parse_args(argv)
-    if not 0 <= args.min_speech_fraction <= 1:
-        parser.error(f"--min_speech_fraction must be in [0, 1], got {args.min_speech_fraction}.")
-    args.sampling = replace(
-        sampling_options(args, parser),
-        speech_only=not args.no_speech_only,
-        min_speech_fraction=args.min_speech_fraction,
+    num_samples: int = field(default=1, metadata={"help": "Best-of-N: candidates per text."})
+    reward_config: str | None = field(
+        default=None,
+        metadata={"help": "Reward config (e.g. reward_models/wer_nll.json) that scores best-of-N's candidates."},
     )
-    if (args.prompt_wav is None) != (args.prompt_text is None):
-        parser.error("Voice cloning needs both --prompt_wav and --prompt_text.")
-    if args.input_file is not None and args.output_dir is None:
-        parser.error("--input_file needs --output_dir.")
-    if args.num_samples > 1 and args.reward_config is None:
-        parser.error("--num_samples > 1 needs --reward_config to choose the best candidate.")
-    if args.num_samples > 1 and args.temperature == 0:
+
+    def __post_init__(self):
+        if (self.text is None) == (self.input_file is None):
+            raise ValueError("Give one of --text (one text) or --input_file (a list of texts).")
+        if (self.prompt_wav is None) != (self.prompt_text is None):
+            raise ValueError("Voice cloning needs both --prompt_wav and --prompt_text.")
+        if self.input_file is not None and self.output_dir is None:
+            raise ValueError("--input_file needs --output_dir.")
+        if self.num_samples < 1:
+            raise ValueError(f"--num_samples must be >= 1, got {self.num_samples}.")
+        if self.num_samples > 1 and self.reward_config is None:
+            raise ValueError("--num_samples > 1 needs --reward_config to choose the best candidate.")
+
+
+def parse_args(argv=None) -> tuple[InferenceArguments, SamplingOptions, ModelOptions]:
+    parser = ScriptParser(
+        (InferenceArguments, SamplingOptions, ModelOptions, SampleRateArguments),
+        description=__doc__.split("\n\n")[0],
+    )
+    arguments, sampling, models, _ = parser.parse(argv)
+    if arguments.num_samples > 1 and sampling.temperature == 0:
         parser.error("Greedy decoding (--temperature 0) gives identical candidates: sample with --temperature > 0.")
-    return args
+    return arguments, sampling, models
 
 
-def check_paths(args) -> None:
+def check_paths(arguments: InferenceArguments, models: ModelOptions) -> None:
     """Every path and model the run needs, checked before any model loads or any audio is made."""
-    check_llasa_model(args.model_name_or_path, "--llasa_id")
-    check_codec(args.codec_id)
-    if args.input_file is not None:
-        check_input_file(args.input_file, "--input_file")
-        check_output_dir(args.output_dir)
+    check_llasa_model(arguments.model_name_or_path, "--model_name_or_path")
+    check_codec(models.codec_id)
+    if arguments.input_file is not None:
+        check_input_file(arguments.input_file, "--input_file")
+        check_output_dir(arguments.output_dir)
     else:
-        check_output_audio(args.output)
-    if args.prompt_wav is not None:
-        check_voice_prompt(args.prompt_wav)
-    if args.reward_config is not None:
-        check_input_file(args.reward_config, "--reward_config")
+        check_output_audio(arguments.output)
+    if arguments.prompt_wav is not None:
+        check_voice_prompt(arguments.prompt_wav)
+    if arguments.reward_config is not None:
+        check_input_file(arguments.reward_config, "--reward_config")
+
+
+def read_requests(arguments: InferenceArguments) -> tuple[list[Request], list[Skipped]]:
+    """The texts to speak (--text, or --input_file's lines, with --prompt_wav for lines without their own voice)."""
+    if arguments.input_file is None:
+        text = arguments.text.strip()
+        if not text:
+            raise ValueError("--text is empty: give the text to speak.")
+        if not has_speakable_text(text):
+            raise ValueError(f"--text {text!r} has no letter or digit: nothing to speak.")
+        request = Request(Path(arguments.output).stem, text, arguments.prompt_wav, arguments.prompt_text, "--text")
+        return [request], []
+    requests, skipped = read_input_file(arguments.input_file, arguments.input_format)
+    if arguments.prompt_wav is not None:
+        voice = {"prompt_wav": arguments.prompt_wav, "prompt_text": arguments.prompt_text}
+        requests = [r if r.prompt_wav or r.prompt_text else replace(r, **voice) for r in requests]
+    return requests, skipped
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    arguments, sampling, models = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        check_paths(args)
+        check_paths(arguments, models)
+        requests, skipped = read_requests(arguments)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-
-    if args.input_file is not None:
-        try:
-            requests, skipped = read_input_file(args.input_file, args.input_format)
-        except (OSError, ValueError) as e:
-            sys.exit(f"error: {e}")
-        if args.prompt_wav is not None:
-            requests = [
-                replace(r, prompt_wav=args.prompt_wav, prompt_text=args.prompt_text)
-                if r.prompt_wav is None and r.prompt_text is None
-                else r
-                for r in requests
-            ]
-    else:
-        text = args.text.strip()
-        if not text:
-            sys.exit("error: --text is empty: give the text to speak.")
-        if not has_speakable_text(text):
-            sys.exit(f"error: --text {text!r} has no letter or digit: nothing to speak.")
-        requests = [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")]
-        skipped = []
-    llasa = load_model(args.model_name_or_path, args.device, args.dtype)
-    logger.info(
-        "Sampling: %s.",
-        SpeechOnly(llasa.vocab, args.min_speech_fraction).describe() if args.sampling.speech_only else "any token",
-    )
+    llasa = load_model(arguments.model_name_or_path, models.device, models.dtype)
+    speech_only = SpeechOnly(llasa.vocab, sampling.min_speech_fraction) if sampling.speech_only else None
+    logger.info("Sampling: %s.", describe_sampling(speech_only))
     # Voice prompts are encoded; without them the codec only decodes, and loads without its encoders.
-    codec = load_codec(args.codec_id, device=args.device, decode_only=not any(r.prompt_wav for r in requests))
-    scorer = None if args.reward_config is None else load_scorer(args.reward_config, device=args.device)
-    if args.input_file is None:
-        [outcome] = synthesize(llasa, codec, requests, args.sampling, num_samples=args.num_samples, scorer=scorer)
+    codec = load_codec(models.codec_id, device=models.device, decode_only=not any(r.prompt_wav for r in requests))
+    scorer = None if arguments.reward_config is None else load_scorer(arguments.reward_config, device=models.device)
+    if arguments.input_file is None:
+        [outcome] = synthesize(llasa, codec, requests, sampling, num_samples=arguments.num_samples, scorer=scorer)
         if isinstance(outcome, Skipped):
             sys.exit(f"error: {outcome.reason}")
-        path = write_clip(outcome, args.output, args.keep_prompt)
-        logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(args.keep_prompt)) / CODEC_SAMPLE_RATE)
+        path = write_clip(outcome, arguments.output, arguments.keep_prompt)
+        logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(arguments.keep_prompt)) / CODEC_SAMPLE_RATE)
         return
     summary = run(
         llasa,
         codec,
         requests,
-        args.output_dir,
-        args.sampling,
-        batch_size=args.batch_size,
-        num_samples=args.num_samples,
+        arguments.output_dir,
+        sampling,
+        batch_size=models.batch_size,
+        num_samples=arguments.num_samples,
         scorer=scorer,
-        keep_prompt=args.keep_prompt,
+        keep_prompt=arguments.keep_prompt,
         skipped=skipped,
     )
     if not summary.written:

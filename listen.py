@@ -17,38 +17,123 @@ preference model trained on the judgments, usable as the "preference" reward com
     python listen.py export --db ratings.sqlite --output ratings.jsonl --dataset_dir ratings_dataset
     python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --reward_config reward_models/wer_nll.json
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
+
+Every command takes `--config file.yaml` (its flags as YAML keys) and `--help`.
 """
 
-import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from llasa.cli import add_flag, non_negative_float, positive_int
+from llasa.audio import PLAYABLE_AUDIO_TYPES
+from llasa.checks import check_distinct_systems
+from llasa.cli import ScriptParser, parse_command
 from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
+from llasa.listening.preference import FeatureConfig, TrainingOptions
 from llasa.listening.store import KINDS, PreferenceStore
 
 logger = logging.getLogger(__name__)
 
 
-def system_folder(value: str) -> tuple[str, Path]:
-    try:
-        return parse_system(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+@dataclass(frozen=True)
+class Store:
+    db: str = field(metadata={"help": "The SQLite store of pairs and judgments."})
+
+
+@dataclass(frozen=True)
+class Systems(Store):
+    systems: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Each system's folder of clips; clips of the same text (else file name) across systems are paired.",
+            "aliases": ["--pairs"],
+            "metavar": "NAME=DIR",
+        },
+    )
+    pair_by: Literal[PAIR_BY] = field(default="auto", metadata={"help": "auto: by text when known, else by id."})
+
+    def __post_init__(self):
+        for value in self.systems:  # names and folders checked when parsed
+            parse_system(value)
+
+    @property
+    def folders(self) -> list[tuple[str, Path]]:
+        return [parse_system(value) for value in self.systems]
+
+
+@dataclass(frozen=True)
+class ServeArguments(Systems):
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on (127.0.0.1: this machine)."})
+    port: int = field(default=8000, metadata={"help": "Port of the page."})
+    token: str | None = field(
+        default=None, metadata={"help": "Access token every request must carry (share the printed link with raters)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.port < 1:
+            raise ValueError(f"--port must be >= 1, got {self.port}.")
+
+
+@dataclass(frozen=True)
+class ResultsArguments(Store):
+    output_dir: str = field(metadata={"help": "Where results.md, results.json and results.png go."})
+    include_machine: bool = field(default=False, metadata={"help": "Count ai-label's judgments too."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples."})
+    seed: int = field(default=0, metadata={"help": "Seed of the resampling."})
+
+    def __post_init__(self):
+        if self.bootstrap < 1:
+            raise ValueError(f"--bootstrap must be >= 1, got {self.bootstrap}.")
+
+
+@dataclass(frozen=True)
+class ExportArguments(Store):
+    output: str | None = field(default=None, metadata={"help": "JSONL file to write."})
+    dataset_dir: str | None = field(default=None, metadata={"help": "Folder for the datasets dataset (save_to_disk)."})
+    kinds: list[str] = field(
+        default_factory=lambda: list(KINDS), metadata={"help": "Judgments to export.", "choices": KINDS}
+    )
+
+    def __post_init__(self):
+        if not (self.output or self.dataset_dir):
+            raise ValueError("Name at least one output: --output FILE.jsonl and/or --dataset_dir DIR.")
+
+
+@dataclass(frozen=True)
+class LabelArguments(Systems):
+    reward_config: str | None = field(default=None, metadata={"help": "The reward config whose score decides."})
+    rater: str | None = field(default=None, metadata={"help": "Machine rater name (default: ai:<config file stem>)."})
+    margin: float = field(default=0.0, metadata={"help": "Score difference judged 'same'."})
+    device: str | None = field(default=None, metadata={"help": "The reward's device (overrides the config)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reward_config is None:
+            raise ValueError("ai-label needs --reward_config: the reward config whose score decides.")
+        if self.margin < 0:
+            raise ValueError(f"--margin must be >= 0, got {self.margin}.")
+
+
+@dataclass(frozen=True)
+class TrainRewardArguments(Store):
+    output_dir: str = field(metadata={"help": "Folder for config.json + model.safetensors."})
+    kinds: list[str] = field(
+        default_factory=lambda: list(KINDS), metadata={"help": "Judgments to train on.", "choices": KINDS}
+    )
 
 
 def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: str) -> None:
     """Find, pair and register the folders' clips; report what was paired and what was not."""
     names = [name for name, _ in systems]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(f"System names must differ; repeated: {', '.join(repeated)}.")
+    check_distinct_systems(names)
     clips = {name: find_clips(name, folder) for name, folder in systems}
     for name, found in clips.items():
         if not found:
-            raise ValueError(f"The folder of {name!r} holds no audio file (.wav, .flac, .mp3, .ogg).")
+            raise ValueError(f"The folder of {name!r} holds no audio file ({', '.join(PLAYABLE_AUDIO_TYPES)}).")
     pairing = pair_clips(clips, pair_by)
     if not pairing.pairs:
         raise ValueError(
@@ -69,12 +154,18 @@ def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: s
     )
 
 
-def command_serve(args) -> None:
+def command_pairs(args: "Systems") -> None:
+    if not args.systems:
+        raise ValueError("Name the systems' folders: --pairs NAME=DIR NAME=DIR ...")
+    register(PreferenceStore(args.db), args.folders, args.pair_by)
+
+
+def command_serve(args: "ServeArguments") -> None:
     from llasa.listening.server import serve
 
     store = PreferenceStore(args.db)
     if args.systems:
-        register(store, args.systems, args.pair_by)
+        register(store, args.folders, args.pair_by)
     if store.pair_count() == 0:
         raise ValueError(f"{args.db} holds no pair to rate: name the systems' folders with --pairs NAME=DIR ...")
     query = f"?token={args.token}" if args.token else ""
@@ -82,7 +173,7 @@ def command_serve(args) -> None:
     serve(store, host=args.host, port=args.port, token=args.token)
 
 
-def command_results(args) -> None:
+def command_results(args: "ResultsArguments") -> None:
     from llasa.listening.results import markdown_report, plot_results, summarize
 
     store = PreferenceStore(args.db, create=False)
@@ -98,7 +189,7 @@ def command_results(args) -> None:
     logger.info("Wrote results.json, results.md and results.png to %s", output_dir)
 
 
-def command_export(args) -> None:
+def command_export(args: "ExportArguments") -> None:
     from llasa.listening.export import export_records, refuse_existing, write_dataset, write_jsonl
 
     for path in (args.output, args.dataset_dir):  # both checked before either is written
@@ -111,7 +202,7 @@ def command_export(args) -> None:
         logger.info("Saved %d judgments as a dataset in %s", len(records), write_dataset(records, args.dataset_dir))
 
 
-def command_ai_label(args) -> None:
+def command_ai_label(args: "LabelArguments") -> None:
     from llasa.asr import WHISPER_SAMPLE_RATE
     from llasa.audio import load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
@@ -119,7 +210,7 @@ def command_ai_label(args) -> None:
 
     store = PreferenceStore(args.db)
     if args.systems:
-        register(store, args.systems, args.pair_by)
+        register(store, args.folders, args.pair_by)
     reward = load_reward(args.reward_config, device=args.device)
     reward.load_models(codec=False)  # clips are audio already: no codec
 
@@ -136,99 +227,48 @@ def command_ai_label(args) -> None:
     )
 
 
-def command_train_reward(args) -> None:
+def command_train_reward(args: "TrainRewardArguments", options, features) -> None:
     from llasa.audio import load_audio
-    from llasa.listening.preference import (
-        SAMPLE_RATE,
-        FeatureConfig,
-        TrainingOptions,
-        comparisons_from_judgments,
-        train_preference_model,
-    )
+    from llasa.listening.preference import SAMPLE_RATE, comparisons_from_judgments, train_preference_model
 
     judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
-    options = TrainingOptions(hidden=args.hidden, steps=args.steps, held_out=args.held_out, seed=args.seed)
     model = train_preference_model(
-        comparisons_from_judgments(judgments),
-        lambda path: load_audio(path, SAMPLE_RATE),
-        FeatureConfig(embedding=args.embedding),
-        options,
+        comparisons_from_judgments(judgments), lambda path: load_audio(path, SAMPLE_RATE), features, options
     )
     model.save(args.output_dir)
     print(json.dumps(model.metrics, indent=2))
     logger.info("Saved the preference model to %s", args.output_dir)
 
 
-def add_systems(parser, required: bool) -> None:
-    add_flag(
-        parser,
-        "systems",
-        "pairs",
-        nargs="+",
-        type=system_folder,
-        required=required,
-        metavar="NAME=DIR",
-        help="each system's folder of clips; clips of the same text (else file name) across systems are paired",
-    )
-    add_flag(parser, "pair_by", choices=PAIR_BY, default="auto", help="(default: auto: text when known, else id)")
+def make_parsers() -> dict[str, ScriptParser]:
+    def parser(name: str, description: str, *option_classes) -> ScriptParser:
+        return ScriptParser(option_classes, prog=f"listen.py {name}", description=description)
+
+    return {
+        "pairs": parser("pairs", "register the systems' clips and their pairs in the store", Systems),
+        "serve": parser("serve", "the A/B listening page", ServeArguments),
+        "results": parser(
+            "results", "win rates, Bradley-Terry strengths, agreement, table and plot", ResultsArguments
+        ),
+        "export": parser("export", "judgments to JSONL and/or a datasets dataset", ExportArguments),
+        "ai-label": parser("ai-label", "judge pairs with a reward config, as machine judgments", LabelArguments),
+        "train-reward": parser(
+            "train-reward",
+            "train the preference model on the stored judgments",
+            TrainRewardArguments,
+            TrainingOptions,
+            FeatureConfig,
+        ),
+    }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    pairs = commands.add_parser("pairs", help="register the systems' clips and their pairs in the store")
-    add_systems(pairs, required=True)
-    pairs.add_argument("--db", required=True, help="the SQLite store (created if missing)")
-
-    serve = commands.add_parser("serve", help="the A/B listening page")
-    add_systems(serve, required=False)
-    serve.add_argument("--db", required=True, help="the SQLite store (created if missing)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine)")
-    serve.add_argument("--port", type=positive_int, default=8000, help="(default: 8000)")
-    serve.add_argument("--token", help="access token every request must carry (share the printed link with raters)")
-
-    results = commands.add_parser("results", help="win rates, Bradley-Terry strengths, agreement, table and plot")
-    results.add_argument("--db", required=True)
-    add_flag(results, "output_dir", required=True, help="where results.md, results.json and results.png go")
-    add_flag(results, "include_machine", action="store_true", help="count ai-label's judgments too")
-    results.add_argument("--bootstrap", type=positive_int, default=1000, help="resamples (default: 1000)")
-    results.add_argument("--seed", type=int, default=0)
-
-    export = commands.add_parser("export", help="judgments to JSONL and/or a datasets dataset")
-    export.add_argument("--db", required=True)
-    export.add_argument("--output", help="JSONL file to write")
-    add_flag(export, "dataset_dir", help="folder for the datasets dataset (save_to_disk)")
-    export.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="(default: both)")
-
-    label = commands.add_parser("ai-label", help="judge pairs with a reward config, as machine judgments")
-    add_systems(label, required=False)
-    label.add_argument("--db", required=True)
-    add_flag(label, "reward_config", required=True, help="the reward config whose score decides")
-    label.add_argument("--rater", help="machine rater name (default: ai:<config file stem>)")
-    label.add_argument(
-        "--margin", type=non_negative_float, default=0.0, help="score difference judged 'same' (default: 0)"
-    )
-    label.add_argument("--device", help="the reward's device (overrides the config)")
-
-    train = commands.add_parser("train-reward", help="train the preference model on the stored judgments")
-    train.add_argument("--db", required=True)
-    add_flag(train, "output_dir", required=True, help="folder for config.json + model.safetensors")
-    train.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="(default: both)")
-    train.add_argument("--embedding", choices=("resemblyzer", "none"), default="resemblyzer")
-    train.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: linear; default)")
-    train.add_argument("--steps", type=positive_int, default=500)
-    add_flag(train, "held_out", type=float, default=0.2, help="share of texts held out to measure accuracy")
-    train.add_argument("--seed", type=int, default=0)
-
-    args = parser.parse_args(argv)
-    if args.command == "export" and not (args.output or args.dataset_dir):
-        export.error("Name at least one output: --output FILE.jsonl and/or --dataset_dir DIR.")
-    return args
+def parse_args(argv=None) -> tuple[str, tuple]:
+    """(command, its option dataclasses)."""
+    return parse_command(make_parsers(), argv, "listen.py", __doc__.split("\n\n")[0])
 
 
 COMMANDS = {
-    "pairs": lambda args: register(PreferenceStore(args.db), args.systems, args.pair_by),
+    "pairs": command_pairs,
     "serve": command_serve,
     "results": command_results,
     "export": command_export,
@@ -238,10 +278,10 @@ COMMANDS = {
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    command, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        COMMANDS[args.command](args)
+        COMMANDS[command](*options)
     except (FileNotFoundError, FileExistsError, ValueError) as e:  # an empty store, no clips, an export path taken
         sys.exit(f"error: {e}")
 

@@ -22,40 +22,72 @@ transcript lengths it was taken over, "ref_words" and "hyp_words" or "ref_chars"
 score.
 """
 
-import argparse
-import functools
 import json
 import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llasa.asr import BACKENDS, WHISPER_SAMPLE_RATE
-from llasa.cli import add_flag, positive_int, read_jsonl
-from llasa.device import DTYPES
+from llasa.asr import WHISPER_SAMPLE_RATE
+from llasa.checks import read_jsonl
+from llasa.cli import ScriptParser
 from llasa.format import codes_from
-from llasa.rewards import COMBINE_RULES, RewardConfig, WhisperReward, load_reward
+from llasa.rewards import RewardConfig, RewardOverrides, WhisperReward, load_reward
 
 __all__ = ["RewardConfig", "WhisperReward", "load_reward"]
 
 
-def rows_from_args(args, parser) -> tuple[list, list, dict, str]:
-    """(audio paths or code lists, texts, extra columns, "audio" | "codes") from the command line."""
-    if args.audio is not None:
-        if args.text is None or len(args.text) != len(args.audio):
-            parser.error("--audio needs one --text per file.")
+@dataclass(frozen=True)
+class ScoringArguments:
+    """The reward config and the clips it scores: audio files with their texts, or a JSONL file."""
+
+    reward_config: str = field(default="reward_models/wer_nll.json", metadata={"help": "Reward config JSON."})
+    audio: list[str] | None = field(default=None, metadata={"help": "Audio files to score."})
+    input_file: str | None = field(default=None, metadata={"help": 'JSONL of {"audio": path, "text": reference}.'})
+    codes_file: str | None = field(
+        default=None, metadata={"help": 'JSONL of {"codes": "<|s_1|>..." or [1, ...], "text": reference}.'}
+    )
+    text: list[str] | None = field(default=None, metadata={"help": "Reference texts, one per --audio file."})
+    reference_audio: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Recordings of the reference texts (one, or one per --audio file): the expected duration, pitch "
+            "spread and voice of the duration, pitch and speaker_similarity components. JSONL files: a "
+            "'reference_audio' key."
+        },
+    )
+
+    def __post_init__(self):
+        given = [name for name in ("audio", "input_file", "codes_file") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("Give one of --audio, --input_file or --codes_file.")
+        if self.text is not None and self.audio is None:
+            raise ValueError("--text goes with --audio; JSONL files carry their own texts.")
+        if self.reference_audio is not None and self.audio is None:
+            raise ValueError(
+                "--reference_audio goes with --audio; JSONL files carry a 'reference_audio' key per line."
+            )
+        if self.audio is not None and (self.text is None or len(self.text) != len(self.audio)):
+            raise ValueError("--audio needs one --text per file.")
+        if self.reference_audio is not None and len(self.reference_audio) not in (1, len(self.audio)):
+            raise ValueError("--reference_audio takes one file for all --audio files, or one per file.")
+
+
+def read_rows(arguments: ScoringArguments) -> tuple[list, list, dict, str]:
+    """(audio paths or code lists, texts, extra columns, "audio" | "codes") of the clips to score."""
+    if arguments.audio is not None:
         columns = {}
-        if args.reference_audio is not None:
-            if len(args.reference_audio) not in (1, len(args.audio)):
-                parser.error("--reference_audio takes one file for all --audio files, or one per file.")
-            columns["reference_audio"] = args.reference_audio * (len(args.audio) // len(args.reference_audio))
-        return args.audio, args.text, columns, "audio"
-    path = args.input_file if args.input_file is not None else args.codes_file
-    key = "audio" if args.input_file is not None else "codes"
+        if arguments.reference_audio is not None:
+            copies = len(arguments.audio) // len(arguments.reference_audio)
+            columns["reference_audio"] = arguments.reference_audio * copies
+        return arguments.audio, arguments.text, columns, "audio"
+    path = arguments.input_file if arguments.input_file is not None else arguments.codes_file
+    key = "audio" if arguments.input_file is not None else "codes"
     rows = read_jsonl(path)
     if not rows:
-        parser.error(f"{path} holds no line to score.")
+        raise ValueError(f"{path} holds no line to score.")
     for number, row in enumerate(rows, 1):
-        if key not in row or "text" not in row:
-            parser.error(f"{path}:{number} needs the keys {key!r} and 'text'.")
+        if not isinstance(row, dict) or key not in row or "text" not in row:
+            raise ValueError(f"{path}:{number} needs the keys {key!r} and 'text'.")
     folder = Path(path).parent  # relative audio paths are read from the list's folder, as inference.py reads them
     items = [
         str(folder / row[key]) if key == "audio" else codes_from(row[key], f"{path}:{n}")
@@ -69,42 +101,14 @@ def rows_from_args(args, parser) -> tuple[list, list, dict, str]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = functools.partial(add_flag, parser)  # every flag with underscores or dashes
-    add("reward_config", default="reward_models/wer_nll.json", help="reward config JSON")
-    inputs = parser.add_mutually_exclusive_group(required=True)
-    add_flag(inputs, "audio", nargs="+", help="audio files to score")
-    add_flag(inputs, "input_file", help='JSONL of {"audio": path, "text": reference}')
-    add_flag(inputs, "codes_file", help='JSONL of {"codes": "<|s_1|>..." or [1, ...], "text": reference}')
-    add("text", nargs="+", help="reference texts, one per --audio file")
-    add(
-        "reference_audio",
-        nargs="+",
-        help="recordings of the reference texts (one, or one per --audio file): the expected duration, pitch spread "
-        "and voice of the duration, pitch and speaker_similarity components. JSONL files: a 'reference_audio' key",
-    )
-    add("asr_backend", choices=BACKENDS, help="overrides the config")
-    add("asr_model", help="overrides the config")
-    add("language", help="overrides the config")
-    add("codec_id", help="overrides the config")
-    add("combine", choices=COMBINE_RULES, help="overrides the config")
-    add("device", help="overrides the config: auto, cpu, cuda, cuda:1...")
-    add("dtype", choices=DTYPES, help="overrides the config")
-    add("batch_size", type=positive_int, help="overrides the config")
-    args = parser.parse_args(argv)
-    if args.text is not None and args.audio is None:
-        parser.error("--text goes with --audio; JSONL files carry their own texts.")
-    if args.reference_audio is not None and args.audio is None:
-        parser.error("--reference_audio goes with --audio; JSONL files carry a 'reference_audio' key per line.")
+    parser = ScriptParser((ScoringArguments, RewardOverrides), description=__doc__.split("\n\n")[0])
+    arguments, overrides = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-
-    overrides = {key: getattr(args, key) for key in ("asr_backend", "asr_model", "language", "codec_id", "combine")}
-    overrides.update(device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     try:  # the inputs are read before any model loads
-        items, texts, columns, kind = rows_from_args(args, parser)
+        items, texts, columns, kind = read_rows(arguments)
     except (OSError, ValueError) as e:  # an unreadable list, a bad line
         parser.error(str(e))
-    reward = load_reward(args.reward_config, **overrides)
+    reward = load_reward(arguments.reward_config, **asdict(overrides))
     if kind == "audio":
         from llasa.audio import load_audio
 

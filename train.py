@@ -17,15 +17,15 @@ each row its own. LoRA: `--use_peft --lora_r 16`. vLLM generation: `--use_vllm` 
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 
-from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
+from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from llasa.checks import check_exists, check_input_file, check_llasa_model, check_output_dir, check_voice_prompt
+from llasa.cli import ScriptParser
 from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND, SpeechVocab
-from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
-from llasa.scores import DEFAULT_CHARS_PER_SECOND
+from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly, check_min_speech_fraction, describe_sampling
+from llasa.text import DEFAULT_CHARS_PER_SECOND
 from llasa.trainer import LlasaGRPOTrainer
 from llasa.training import (
     DEFAULT_LENGTH_MARGIN,
@@ -48,7 +48,7 @@ logger = logging.getLogger("train")
 
 # The reference implementation's spellings that differ from ours by more than dashes vs underscores
 # (the parser already accepts --output-dir for --output_dir).
-FLAG_ALIASES = {"--model-id": "--model_name_or_path", "--dataset-id": "--dataset"}
+RENAMED_FLAGS = {"--model-id": "--model_name_or_path", "--dataset-id": "--dataset"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class ScriptArguments:
         default=True,
         metadata={
             "help": "Sample only speech tokens and <|SPEECH_GENERATION_END|>, the end not before --min_speech_fraction "
-            "of the text's expected length; the trainer's log-probs see the same restriction (--speech_only false: "
+            "of the text's expected length; the trainer's log-probs see the same restriction (--no_speech_only: "
             "any token)."
         },
     )
@@ -115,6 +115,25 @@ class ScriptArguments:
         default=DEFAULT_MIN_SPEECH_FRACTION,
         metadata={"help": "Share of a text's expected speech tokens before the end may be sampled (speech_only)."},
     )
+
+    def __post_init__(self):
+        if self.dataset is None:
+            raise ValueError(
+                "No dataset: pass --dataset (hub id, save_to_disk folder, or JSON/JSONL/CSV/Parquet file)."
+            )
+        if self.reward_config is None:
+            raise ValueError("No reward: pass --reward_config (e.g. reward_models/wer_nll.json).")
+        if (self.prompt_wav is None) != (self.prompt_text is None):
+            raise ValueError("Voice cloning with one voice needs both --prompt_wav and --prompt_text.")
+        if (self.prompt_codes_column is None) != (self.prompt_text_column is None):
+            raise ValueError("Voice cloning per row needs both --prompt_codes_column and --prompt_text_column.")
+        if self.prompt_wav is not None and self.prompt_codes_column is not None:
+            raise ValueError(
+                "Pass either --prompt_wav/--prompt_text (one voice) or the per-row prompt columns, not both."
+            )
+        if self.chars_per_second <= 0 or self.length_margin <= 0:
+            raise ValueError("--chars_per_second and --length_margin must be positive.")
+        check_min_speech_fraction(self.min_speech_fraction)
 
 
 @dataclass
@@ -152,45 +171,16 @@ class LlasaGRPOConfig(GRPOConfig):
         super().__post_init__()
 
 
-def map_flag_aliases(argv: list[str]) -> list[str]:
-    """Rewrite the reference implementation's flag spellings (`--model-id x`, `--dataset-id=x`) to ours."""
-    mapped = []
-    for arg in argv:
-        name, sep, value = arg.partition("=")
-        mapped.append(FLAG_ALIASES.get(name, name) + sep + value if name in FLAG_ALIASES else arg)
-    return mapped
-
-
-def make_parser() -> TrlParser:
-    return TrlParser((ScriptArguments, LlasaGRPOConfig, ModelConfig))
+def make_parser() -> ScriptParser:
+    return ScriptParser((ScriptArguments, LlasaGRPOConfig, ModelConfig), renamed=RENAMED_FLAGS)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, LlasaGRPOConfig, ModelConfig]:
     parser = make_parser()
-    argv = map_flag_aliases(sys.argv[1:] if argv is None else list(argv))
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    check_script_args(script_args, model_args)
-    return script_args, training_args, model_args
-
-
-def check_script_args(script_args: ScriptArguments, model_args: ModelConfig) -> None:
-    """Reject missing or contradictory options with the fix in the message."""
+    script_args, training_args, model_args = parser.parse(argv)
     if model_args.model_name_or_path is None:
-        raise ValueError("No model: pass --model_name_or_path (e.g. HKUSTAudio/Llasa-1B-Multilingual).")
-    if script_args.dataset is None:
-        raise ValueError("No dataset: pass --dataset (hub id, save_to_disk folder, or JSON/JSONL/CSV/Parquet file).")
-    if script_args.reward_config is None:
-        raise ValueError("No reward: pass --reward_config (e.g. reward_models/wer_nll.json).")
-    if (script_args.prompt_wav is None) != (script_args.prompt_text is None):
-        raise ValueError("Voice cloning with one voice needs both --prompt_wav and --prompt_text.")
-    if (script_args.prompt_codes_column is None) != (script_args.prompt_text_column is None):
-        raise ValueError("Voice cloning per row needs both --prompt_codes_column and --prompt_text_column.")
-    if script_args.prompt_wav is not None and script_args.prompt_codes_column is not None:
-        raise ValueError("Pass either --prompt_wav/--prompt_text (one voice) or the per-row prompt columns, not both.")
-    if script_args.chars_per_second <= 0 or script_args.length_margin <= 0:
-        raise ValueError("--chars_per_second and --length_margin must be positive.")
-    if not 0 <= script_args.min_speech_fraction <= 1:
-        raise ValueError(f"--min_speech_fraction must be in [0, 1], got {script_args.min_speech_fraction}.")
+        parser.error("No model: pass --model_name_or_path (e.g. HKUSTAudio/Llasa-1B-Multilingual).")
+    return script_args, training_args, model_args
 
 
 def startup_summary(
@@ -199,6 +189,7 @@ def startup_summary(
     model_args: ModelConfig,
     summary: PromptSummary,
     sized: bool,
+    speech_only: SpeechOnly | None,
 ) -> str:
     per_step = training_args.per_device_train_batch_size * training_args.world_size
     per_update = per_step * training_args.gradient_accumulation_steps
@@ -223,7 +214,7 @@ def startup_summary(
             f"  completions: up to {budget} tokens ({budget / TOKENS_PER_SECOND:.1f} s), "
             + ("sized from the data" if sized else "as given")
             + f"; temperature {training_args.temperature}, top_p {training_args.top_p}",
-            f"  sampling:    {sampling_summary(script_args)}",
+            f"  sampling:    {describe_sampling(speech_only)}",
             f"  GRPO:        beta {training_args.beta}, learning rate {training_args.learning_rate}, "
             f"{'vLLM ' + training_args.vllm_mode if training_args.use_vllm else 'transformers'} generation",
         ]
@@ -239,14 +230,6 @@ def check_paths(script_args, training_args, model_args, check_reward: bool = Tru
         check_input_file(script_args.reward_config, "--reward_config")
     if script_args.prompt_wav is not None:
         check_voice_prompt(script_args.prompt_wav)
-
-
-def sampling_summary(script_args: ScriptArguments) -> str:
-    if not script_args.speech_only:
-        return "any token (--speech_only false)"
-    return (
-        f"speech-only (speech tokens and END; END after {script_args.min_speech_fraction:.0%} of the expected length)"
-    )
 
 
 def load_speech_only(script_args: ScriptArguments, tokenizer) -> SpeechOnly | None:
@@ -306,7 +289,7 @@ def build_trainer(
         duration_column=script_args.duration_column,
     )
     if trainer.accelerator.is_main_process:
-        logger.info("%s", startup_summary(script_args, training_args, model_args, summary, sized))
+        logger.info("%s", startup_summary(script_args, training_args, model_args, summary, sized, speech_only))
     return trainer
 
 

@@ -16,15 +16,15 @@ Models: a tiny random XCodec2 (its audio is noise), with --real_size a random on
     python -m benchmarks.bench_codec --device cuda --codec HKUSTAudio/xcodec2-hf --whisper
 """
 
-import argparse
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from llasa.cli import add_flag, positive_int
+from llasa.cli import ScriptParser
 from llasa.codec import load_codec, xcodec2_decoder_class
 from llasa.format import CODEBOOK_SIZE, SAMPLES_PER_TOKEN, TOKENS_PER_SECOND
 
@@ -169,20 +169,29 @@ def bench(args, codec_dir) -> None:
     print(memory_row("real size (Xcodec2Config defaults), float32", *real_size_parameters()))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "clips", type=positive_int, default=32, help="completions to decode")
-    add_flag(parser, "min_seconds", type=float, default=2.0, help="shortest completion")
-    add_flag(parser, "max_seconds", type=float, default=10.0, help="longest completion")
-    add_flag(parser, "batch_size", type=positive_int, default=16, help="clips per decoder call")
-    add_flag(parser, "repeats", type=positive_int, default=3, help="timed runs per mode (the fastest counts)")
-    add_flag(parser, "threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
-    add_flag(parser, "device", default="cpu", help="cpu, cuda...")
-    add_flag(parser, "dtype", default=None, help="float16 or bfloat16 on a GPU; float32 by default")
-    add_flag(parser, "real_size", action="store_true", help="a random codec of the real checkpoint's sizes")
-    add_flag(parser, "codec", default=None, help="an XCodec2 checkpoint to use instead (folder or hub id)")
-    add_flag(parser, "whisper", action="store_true", help="compare Whisper tiny.en transcripts too")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Arguments:
+    clips: int = field(default=32, metadata={"help": "Completions to decode."})
+    min_seconds: float = field(default=2.0, metadata={"help": "Shortest completion."})
+    max_seconds: float = field(default=10.0, metadata={"help": "Longest completion."})
+    batch_size: int = field(default=16, metadata={"help": "Clips per decoder call."})
+    repeats: int = field(default=3, metadata={"help": "Timed runs per mode (the fastest counts)."})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: torch's)."})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda..."})
+    dtype: str | None = field(default=None, metadata={"help": "float16 or bfloat16 on a GPU; float32 by default."})
+    real_size: bool = field(default=False, metadata={"help": "A random codec of the real checkpoint's sizes."})
+    codec: str | None = field(
+        default=None, metadata={"help": "An XCodec2 checkpoint to use instead (folder or hub id)."}
+    )
+    whisper: bool = field(default=False, metadata={"help": "Compare Whisper tiny.en transcripts too."})
+
+    def __post_init__(self):
+        if min(self.clips, self.batch_size, self.repeats, self.threads or 1) < 1:
+            raise ValueError("--clips, --batch_size, --repeats and --threads must be >= 1.")
+
+
+def main(argv=None):
+    [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_codec_") as work_dir:
         bench(args, args.codec or build_codec(Path(work_dir) / "codec", args.real_size))

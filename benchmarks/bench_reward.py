@@ -16,16 +16,16 @@ sentence's worth).
     python -m benchmarks.bench_reward --device cuda --whisper random random-large-v3
 """
 
-import argparse
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import llasa.rewards as rw
-from llasa.cli import add_flag
+from llasa.cli import ScriptParser
 from llasa.format import TOKENS_PER_SECOND, SpeechVocab
 
 # Made-up token ids: the reward only needs to know where the speech ids start and which id ends the speech.
@@ -123,15 +123,20 @@ def bench(name: str, reward: rw.WhisperReward, completion_ids, texts, repeats: i
     return throughput, f"| {name} | {shares} |"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "completions", type=int, default=16, help="completions per batch")
-    add_flag(parser, "seconds", type=float, default=5.0, help="speech per completion")
-    add_flag(parser, "repeats", type=int, default=2, help="timed runs per path (the fastest counts)")
-    add_flag(parser, "random_transcript_tokens", type=int, default=20, help="cap on the random Whisper's output")
-    add_flag(parser, "device", default="cpu", help="device of the codec and Whisper: cpu, cuda...")
-    add_flag(parser, "whisper", nargs="+", choices=WHISPER_MODELS, default=["tiny.en", "random"])
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Arguments:
+    completions: int = field(default=16, metadata={"help": "Completions per batch."})
+    seconds: float = field(default=5.0, metadata={"help": "Speech per completion."})
+    repeats: int = field(default=2, metadata={"help": "Timed runs per path (the fastest counts)."})
+    random_transcript_tokens: int = field(default=20, metadata={"help": "Cap on the random Whisper's output."})
+    device: str = field(default="cpu", metadata={"help": "Device of the codec and Whisper: cpu, cuda..."})
+    whisper: list[str] = field(
+        default_factory=lambda: ["tiny.en", "random"], metadata={"help": "Whisper models.", "choices": WHISPER_MODELS}
+    )
+
+
+def main(argv=None):
+    [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
     from demo.tiny_models import build_tiny_xcodec2
 

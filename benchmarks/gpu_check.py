@@ -302,7 +302,8 @@ def run_train(argv: list[str]) -> None:
 def run(size: Size, work_dir: Path) -> list[str]:
     """Build the models, time the reward, run the GRPO steps with train.py; the report's lines."""
     from llasa.device import release_cached_memory
-    from llasa.evaluation import profile_report, read_log_history, step_profile
+    from llasa.evaluation.profiling import profile_report, step_profile
+    from llasa.evaluation.run_log import read_log_history
     from llasa.format import SpeechVocab
     from llasa.rewards import load_reward
 

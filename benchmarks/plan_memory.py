@@ -9,10 +9,9 @@ autocast, float32 gradients, AdamW's two float32 moments, and a float32 referenc
     python benchmarks/plan_memory.py --micro_batch 4 --completion_tokens 1000
 """
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llasa.cli import add_flag
+from llasa.cli import ScriptParser
 
 GB = 1e9
 FLOAT32, HALF = 4, 2  # bytes per value; float16 and bfloat16 alike
@@ -95,13 +94,16 @@ def plan(setup: Setup, policy: int, whisper: int, codec: int, logits_gb: float, 
     return parts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "gpu_gb", type=float, default=40.0, help="GPU memory, GB (default: a 40 GB A100)")
-    add_flag(parser, "micro_batch", type=int, default=8, help="completions per forward pass (recipe: 8)")
-    add_flag(parser, "completion_tokens", type=int, default=1500, help="tokens per completion (30 s = 1500)")
-    add_flag(parser, "lora_fraction", type=float, default=0.01, help="trained share with LoRA (r=16: ~1%%)")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Arguments:
+    gpu_gb: float = field(default=40.0, metadata={"help": "GPU memory, GB (default: a 40 GB A100)."})
+    micro_batch: int = field(default=8, metadata={"help": "Completions per forward pass (recipe: 8)."})
+    completion_tokens: int = field(default=1500, metadata={"help": "Tokens per completion (30 s = 1500)."})
+    lora_fraction: float = field(default=0.01, metadata={"help": "Trained share with LoRA (r=16: ~1%%)."})
+
+
+def main(argv=None) -> None:
+    [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
     from transformers import LlamaForCausalLM
 

@@ -6,10 +6,10 @@ GRPO, inference) runs on a CPU in minutes. Their speech is noise: they test plum
     python -m demo.tiny_models --output_dir demo_models
 """
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from llasa.cli import add_flag
+from llasa.cli import ScriptParser
 from llasa.format import (
     CODEBOOK_SIZE,
     SPEECH_GENERATION_END,
@@ -226,11 +226,14 @@ def build_demo_models(output_dir) -> dict[str, Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class Arguments:
+    output_dir: str = field(default="outputs/demo/models", metadata={"help": "Where to save them."})
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "output_dir", default="outputs/demo/models", help="Where to save them.")
-    args = parser.parse_args(argv)
-    for name, path in build_demo_models(args.output_dir).items():
+    [arguments] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
+    for name, path in build_demo_models(arguments.output_dir).items():
         print(f"{name}: {path}")
 
 

@@ -9,15 +9,14 @@ Because the weights are shared, the three back ends must agree on the teacher-fo
     python demo/tiny_whisper.py --output_dir outputs/tiny_whisper
 """
 
-import argparse
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from llasa.cli import add_flag
+from llasa.cli import ScriptParser
 
 N_VOCAB_ENGLISH = 51864  # English-only Whisper (tiny.en ... medium.en); multilingual models have 51865 or more
 WIDTH = 64  # model width: as small as the attention heads allow, so the encoder stays cheap on CPU
@@ -224,12 +223,15 @@ def build_tiny_whisper(out_dir: str | os.PathLike, *, seed: int = 0) -> TinyWhis
     return TinyWhisperPaths(openai_whisper=openai_path, transformers=transformers_dir, ctranslate2=ctranslate2_dir)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "output_dir", default="outputs/tiny_whisper", help="folder to write the three formats to")
-    add_flag(parser, "seed", type=int, default=0, help="seed of the random weights")
-    args = parser.parse_args()
-    paths = build_tiny_whisper(args.output_dir, seed=args.seed)
+@dataclass(frozen=True)
+class Arguments:
+    output_dir: str = field(default="outputs/tiny_whisper", metadata={"help": "Folder to write the three formats to."})
+    seed: int = field(default=0, metadata={"help": "Seed of the random weights."})
+
+
+def main(argv=None):
+    [arguments] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
+    paths = build_tiny_whisper(arguments.output_dir, seed=arguments.seed)
     for backend, path in zip(("openai-whisper", "transformers", "faster-whisper"), vars(paths).values(), strict=True):
         print(f"{backend}: {path}")
 

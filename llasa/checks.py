@@ -3,11 +3,13 @@ what counts as text worth speaking."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 OUTPUT_AUDIO_SUFFIXES = (".wav",)  # what the scripts write; other extensions are refused, not silently WAV
 _CAUSAL_LM_MARKERS = ("ForCausalLM",)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+SYSTEM_NAME = re.compile(r"[\w.+-]+")  # a system's name becomes a folder and a table row: no separators
 
 
 def looks_like_path(name: str) -> bool:
@@ -108,6 +110,22 @@ def check_voice_prompt(path, flag: str = "--prompt_wav") -> None:
         raise ValueError(f"{flag}: {e}.") from e
 
 
+def split_system(value: str, kind: str = "PATH", example: str = "base=HKUSTAudio/Llasa-1B") -> tuple[str, str]:
+    """NAME=PATH of a system (a model, a folder of clips), its name checked."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"expected NAME={kind} (e.g. {example}), got {value!r}")
+    if not SYSTEM_NAME.fullmatch(name):
+        raise ValueError(f"system name {name!r} must be letters, digits, '.', '+', '-' or '_'")
+    return name, path
+
+
+def check_distinct_systems(names) -> None:
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ValueError(f"System names must differ; repeated: {', '.join(repeated)}.")
+
+
 def read_text_file(path) -> str:
     """A text file's contents; bytes that are not UTF-8 are an error naming the file and the line."""
     data = Path(path).read_bytes()
@@ -116,6 +134,19 @@ def read_text_file(path) -> str:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: not UTF-8 text (byte {data[e.start]:#04x}); save it as UTF-8.") from e
+
+
+def read_jsonl(path) -> list:
+    """The values of a JSON Lines file (blank lines skipped); a bad line is named by its file and line number."""
+    rows = []
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                # json counts lines within the one line it was given: report the file's line and the column.
+                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}).") from e
+    return rows
 
 
 def has_speakable_text(text: str) -> bool:

@@ -1,95 +1,111 @@
-"""Command-line conventions the scripts share: flags spelled with underscores or dashes, validated numbers, JSON
-Lines input, and the synthesis flags of inference.py and evaluate.py."""
+"""The scripts' command line, the one place that parses it: flags generated from the library's option dataclasses.
 
-import argparse
-import json
+Every script parses with `ScriptParser` (TRL's TrlParser), so that everywhere `--config file.yaml` sets any flag
+(flags given on the command line win), `--max_length` and `--max-length` are one flag, a boolean is `--flag` or
+`--flag false` (and, where it defaults to true, `--no_flag`), an unknown flag is an error naming the nearest valid
+spelling, and the reference implementation's spellings are mapped to ours. Library modules never import this one:
+they take the option dataclasses the parser fills.
+"""
 
-from llasa.format import MAX_CONTEXT_TOKENS, SAMPLING_TEMPERATURE, SAMPLING_TOP_K, SAMPLING_TOP_P
+import difflib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from trl import TrlParser
 
-def add_flag(parser, name: str, *aliases: str, **kwargs) -> None:
-    """A flag accepted as --max_length and --max-length (and likewise for each alias), stored under `name`."""
-    spellings = dict.fromkeys(f"--{spelling}" for n in (name, *aliases) for spelling in (n, n.replace("_", "-")))
-    parser.add_argument(*spellings, dest=name, **kwargs)
+from llasa.format import CODEC_SAMPLE_RATE
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+CONFIG_FLAG = "--config"
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def read_jsonl(path) -> list[dict]:
-    """The objects of a JSON Lines file (blank lines skipped); a bad line is named by its file and line number."""
-    from llasa.checks import read_text_file
+@dataclass(frozen=True)
+class SampleRateArguments:
+    """The reference implementation's --sampling_rate, kept for its commands: XCodec2 reads and writes 16 kHz only."""
 
-    rows = []
-    for number, line in enumerate(read_text_file(path).splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                # json counts lines within the one line it was given: report the file's line and the column.
-                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}).") from e
-    return rows
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the codec, sampling and devices of the scripts that synthesise speech (inference.py, evaluate.py)."""
-    from llasa.codec import DEFAULT_CODEC_ID
-    from llasa.device import DTYPES
-
-    add_flag(parser, "codec_id", default=DEFAULT_CODEC_ID, help=f"XCodec2 checkpoint (default: {DEFAULT_CODEC_ID})")
-    add_flag(
-        parser,
-        "max_length",
-        type=positive_int,
-        default=MAX_CONTEXT_TOKENS,
-        help="prompt + speech tokens (default: 2048, Llasa's training length)",
-    )
-    add_flag(
-        parser,
-        "temperature",
-        type=float,
-        default=SAMPLING_TEMPERATURE,
-        help=f"sampling temperature; 0 = greedy (default: {SAMPLING_TEMPERATURE}, as in training)",
-    )
-    add_flag(parser, "top_p", type=float, default=SAMPLING_TOP_P, help=f"nucleus sampling (default: {SAMPLING_TOP_P})")
-    add_flag(
-        parser, "top_k", type=int, default=SAMPLING_TOP_K, help=f"top-k sampling; 0 = off (default: {SAMPLING_TOP_K})"
-    )
-    add_flag(parser, "repetition_penalty", type=float, default=None, help="(default: the model's generation config)")
-    add_flag(parser, "seed", type=int, default=None, help="random seed: the same seed gives the same speech")
-    add_flag(
-        parser, "batch_size", type=positive_int, default=1, help="texts generated together (each as num_samples rows)"
-    )
-    add_flag(parser, "device", default="auto", help="auto, cuda, cuda:1, cpu, mps (default: auto)")
-    add_flag(
-        parser, "dtype", default="auto", choices=DTYPES, help="model weights (default: bfloat16 on GPU, else float32)"
+    sampling_rate: int = field(
+        default=CODEC_SAMPLE_RATE, metadata={"help": "Must be 16000: XCodec2 reads and writes 16 kHz audio."}
     )
 
+    def __post_init__(self):
+        if self.sampling_rate != CODEC_SAMPLE_RATE:
+            raise ValueError(
+                f"--sampling_rate {self.sampling_rate}: XCodec2 reads and writes {CODEC_SAMPLE_RATE} Hz audio only "
+                "(resample files with sox or ffmpeg if another rate is needed)."
+            )
 
-def sampling_options(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """The `SamplingOptions` of the flags `add_model_arguments` adds, checked."""
-    from llasa.synthesis import SamplingOptions
 
-    if args.temperature < 0:
-        parser.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}.")
-    if not 0 < args.top_p <= 1:
-        parser.error(f"--top_p must be in (0, 1], got {args.top_p}.")
-    return SamplingOptions(
-        max_length=args.max_length,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-    )
+class ScriptParser(TrlParser):
+    """TrlParser that also suggests the nearest flag for an unknown one, maps renamed flags, honours a field's
+    `nargs` metadata (TRL's lists take one value or more; `"*"` allows none) and reports an option class's
+    failed check as a usage error (`error: ...`, exit status 2)."""
+
+    def __init__(self, dataclass_types, renamed: dict[str, str] | None = None, **kwargs):
+        self.renamed = dict(renamed or {})  # an older spelling -> our flag (`--model-id` -> `--model_name_or_path`)
+        super().__init__(dataclass_types, **kwargs)
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field):
+        TrlParser._parse_dataclass_field(parser, field)
+        if "nargs" in field.metadata:  # HfArgumentParser replaces it with "+" for lists
+            action = next(a for a in reversed(parser._actions) if f"--{field.name}" in a.option_strings)
+            action.nargs = field.metadata["nargs"]
+
+    def parse(self, argv: Sequence[str] | None = None) -> tuple:
+        """The option dataclasses of `argv` (default: sys.argv[1:]), in the order the parser was given them."""
+        argv = self.map_spellings(sys.argv[1:] if argv is None else list(argv))
+        try:
+            *options, from_config, from_line = self.parse_args_and_config(
+                argv, return_remaining_strings=True, separate_remaining_strings=True
+            )
+        except OSError as e:  # the --config file
+            self.error(f"{CONFIG_FLAG}: {e}")
+        except (ValueError, TypeError) as e:  # an option class's check, or a YAML value of the wrong kind
+            self.error(str(e))
+        if from_config:
+            self.error(f"{CONFIG_FLAG}: unknown key {from_config[0].lstrip('-')!r}{self.suggestion(from_config[0])}")
+        if from_line:
+            flag = next((s for s in from_line if s.startswith("-")), from_line[0])
+            self.error(f"unrecognised argument {flag}{self.suggestion(flag)}")
+        return tuple(options)
+
+    def map_spellings(self, argv: list[str]) -> list[str]:
+        """`--config=x` as `--config x` (TRL looks for the flag alone), and renamed flags as ours, with a note."""
+        mapped = []
+        for arg in argv:
+            name, sep, value = arg.partition("=")
+            if name == CONFIG_FLAG and sep:
+                mapped += [name, value]
+            elif name in self.renamed:
+                print(f"note: {name} is spelt {self.renamed[name]} here.", file=sys.stderr)
+                mapped.append(self.renamed[name] + sep + value)
+            else:
+                mapped.append(arg)
+        return mapped
+
+    def suggestion(self, flag: str) -> str:
+        """': did you mean --x?' for the nearest valid flag, or '' when none is near."""
+        name = flag.partition("=")[0]
+        spellings = [s for s in self._option_string_actions if s.startswith("--")] + [CONFIG_FLAG]
+        if not name.startswith("-"):
+            name = f"--{name}"
+        match = difflib.get_close_matches(name, spellings, n=1, cutoff=0.6)
+        return f": did you mean {match[0]}?" if match else " (see --help)"
+
+
+def parse_command(commands: dict[str, ScriptParser], argv: Sequence[str] | None, prog: str, description: str):
+    """(command, its option dataclasses) for scripts with commands (`evaluate.py compare ...`); each command has its
+    own parser, so `--config` and `--help` work per command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    listing = "\n".join(f"  {name:<14} {parser.description}" for name, parser in commands.items())
+    usage = f"usage: {prog} {{{','.join(commands)}}} ...\n\n{description}\n\ncommands:\n{listing}\n"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage, file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
+    if argv[0] not in commands:
+        match = difflib.get_close_matches(argv[0], list(commands), n=1)
+        hint = f": did you mean {match[0]}?" if match else f": choose one of {', '.join(commands)}"
+        sys.stderr.write(f"{usage}\n{prog}: error: unknown command {argv[0]!r}{hint}\n")
+        sys.exit(2)
+    return argv[0], commands[argv[0]].parse(argv[1:])

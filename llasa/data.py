@@ -85,14 +85,12 @@ def _read_table(path: Path, text_columns=TEXT_COLUMN_CANDIDATES) -> list[dict]:
     Transcript columns (`text_columns`) are kept exactly as written; a JSON number there is an error naming the
     file, row and column (its digits as written are lost: 007 would read 7). A column of another name that mixes
     numbers and strings is read as strings, with a note."""
-    from llasa.checks import read_text_file
+    from llasa.checks import read_jsonl, read_text_file
 
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _read_csv(path, read_text_file(path), text_columns)
     elif suffix == ".jsonl":
-        from llasa.cli import read_jsonl
-
         rows = read_jsonl(path)
     elif suffix == ".json":
         try:

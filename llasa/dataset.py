@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +54,52 @@ OUTPUT_COLUMNS = (
 
 @dataclass(frozen=True)
 class Options:
-    dataset: str  # hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV/Parquet file
-    output_dir: str = "tokenized_dataset"
-    codec_id: str = DEFAULT_CODEC_ID
-    split: str = "train"
-    config: str | None = None  # hub dataset configuration (subset)
-    audio_column: str | None = None  # None: detect
-    text_column: str | None = None  # None: detect
-    min_duration: float = DEFAULT_MIN_DURATION  # seconds
-    max_duration: float = DEFAULT_MAX_DURATION  # seconds
-    batch_size: int = 16  # clips per codec call
-    shard_size: int = DEFAULT_SHARD_SIZE  # source rows per shard written to the work dir
-    device: str = "auto"  # auto, cpu or cuda
-    keep_audio: bool = False  # keep the source's audio data column
-    overwrite: bool = False  # replace an existing --output_dir
-    push_id: str | None = None  # hub repo to push the result to
+    """What to tokenize, where the result goes, and which clips are kept."""
+
+    dataset: str = field(
+        metadata={
+            "help": "Hub id, save_to_disk folder, audio folder, or JSON/JSONL/CSV/Parquet file.",
+            "aliases": ["--dataset_id", "--dataset-id"],
+        }
+    )
+    output_dir: str = field(default="tokenized_dataset", metadata={"help": "Where save_to_disk writes the result."})
+    codec_id: str = field(default=DEFAULT_CODEC_ID, metadata={"help": "XCodec2 checkpoint (hub id or local folder)."})
+    split: str = field(default="train", metadata={"help": "Split of a hub or save_to_disk dataset."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a hub dataset."})
+    audio_column: str | None = field(
+        default=None, metadata={"help": "Column with the audio or its path (default: detected)."}
+    )
+    text_column: str | None = field(default=None, metadata={"help": "Column with the transcript (default: detected)."})
+    min_duration: float = field(default=DEFAULT_MIN_DURATION, metadata={"help": "Seconds; shorter clips are skipped."})
+    max_duration: float = field(
+        default=DEFAULT_MAX_DURATION,
+        metadata={
+            "help": f"Seconds; longer clips are skipped (prompt + speech within Llasa's {MAX_CONTEXT_TOKENS}-token "
+            "context)."
+        },
+    )
+    batch_size: int = field(default=16, metadata={"help": "Clips per codec call."})
+    shard_size: int = field(default=DEFAULT_SHARD_SIZE, metadata={"help": "Source rows per resumable shard."})
+    device: str = field(default="auto", metadata={"help": "Where the codec runs: auto, cpu, cuda, cuda:1..."})
+    keep_audio: bool = field(default=False, metadata={"help": "Keep the source's audio column in the output."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an --output_dir this tool wrote earlier (never another folder), and discard an "
+            "unfinished run made with other settings."
+        },
+    )
+    push_id: str | None = field(default=None, metadata={"help": "Also push the result to this hub dataset repo."})
+
+    def __post_init__(self):
+        for name in ("min_duration", "max_duration"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.min_duration > self.max_duration:
+            raise ValueError(f"--min_duration {self.min_duration} is above --max_duration {self.max_duration}.")
 
 
 @dataclass(frozen=True)
@@ -327,7 +358,16 @@ def _encode_shard(
 # ---------------------------------------------------------------------------------------------------- the run
 
 # What the shards depend on: a work dir made with other values is not resumed.
-RESUME_SETTINGS = ("codec_id", "split", "config", "min_duration", "max_duration", "shard_size", "keep_audio")
+# Settings a resumed run must share with the unfinished one, by their names in settings.json.
+RESUME_SETTINGS = {
+    "codec_id": "codec_id",
+    "split": "split",
+    "config": "dataset_config",
+    "min_duration": "min_duration",
+    "max_duration": "max_duration",
+    "shard_size": "shard_size",
+    "keep_audio": "keep_audio",
+}
 # Written into every dataset this tool creates: --overwrite replaces only a folder holding it.
 MARKER_FILE = "llasa_dataset.json"
 # What save_to_disk writes into a dataset folder (besides MARKER_FILE); anything else is someone else's file.
@@ -414,12 +454,12 @@ def create_dataset(options: Options, codec=None) -> Summary:
     check_output_dir(output_dir, options.dataset, options.overwrite)
     if codec is None:
         check_codec(options.codec_id)
-    source = load_source(options.dataset, options.split, options.config, options.text_column)
+    source = load_source(options.dataset, options.split, options.dataset_config, options.text_column)
     audio_column, text_column = resolve_columns(source.dataset, options.audio_column, options.text_column)
     logger.info("%d rows; audio from column %r, text from column %r", len(source.dataset), audio_column, text_column)
     work_dir = work_dir_for(output_dir)
     local = Path(options.dataset).expanduser()
-    settings = {key: getattr(options, key) for key in RESUME_SETTINGS} | {
+    settings = {key: getattr(options, name) for key, name in RESUME_SETTINGS.items()} | {
         "dataset": str(local.resolve()) if local.exists() else options.dataset,
         "audio_column": audio_column,
         "text_column": text_column,

@@ -15,11 +15,16 @@ import torch
 from transformers import LogitsProcessor
 
 from llasa.format import TOKENS_PER_SECOND, ParsedSpeech, SpeechVocab
-from llasa.scores import DEFAULT_CHARS_PER_SECOND, text_length
+from llasa.text import DEFAULT_CHARS_PER_SECOND, text_length
 
 # END may come once this share of the expected speech tokens is generated. Half: speech faster than twice the
 # assumed rate is rare, while an end before it is almost always a clip cut off mid-sentence.
 DEFAULT_MIN_SPEECH_FRACTION = 0.5
+
+
+def check_min_speech_fraction(value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"--min_speech_fraction must be in [0, 1], got {value!r}.")
 
 
 def expected_speech_tokens(text: str, duration: float | None, chars_per_second: float) -> int:
@@ -38,8 +43,7 @@ class SpeechOnly:
     chars_per_second: float = DEFAULT_CHARS_PER_SECOND  # speaking rate assumed where no duration is known
 
     def __post_init__(self):
-        if not 0 <= self.min_fraction <= 1:
-            raise ValueError(f"The minimum speech fraction must be in [0, 1], got {self.min_fraction!r}.")
+        check_min_speech_fraction(self.min_fraction)
 
     def min_tokens(self, text: str, duration: float | None = None) -> int:
         """Speech tokens to generate before END may be drawn (END itself excluded)."""
@@ -51,10 +55,12 @@ class SpeechOnly:
     def processor(self, min_tokens: Sequence[int] | int = 0) -> "SpeechOnlyLogitsProcessor":
         return SpeechOnlyLogitsProcessor(self.vocab, min_tokens)
 
-    def describe(self) -> str:
-        return (
-            f"speech-only sampling (speech tokens and END; END after {self.min_fraction:.0%} of the expected length)"
-        )
+
+def describe_sampling(speech_only: SpeechOnly | None) -> str:
+    """What a run may sample, for its startup log."""
+    if speech_only is None:
+        return "any token (--no_speech_only)"
+    return f"speech-only (speech tokens and END; END after {speech_only.min_fraction:.0%} of the expected length)"
 
 
 class SpeechOnlyLogitsProcessor(LogitsProcessor):

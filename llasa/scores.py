@@ -20,12 +20,11 @@ so scorers are cheap to build and to pickle.
 - `DnsmosScorer`: DNSMOS P.835 (SIG, BAK, OVRL on the 1-5 MOS scale; the ONNX models shipped by `speechmos`),
   mapped to (MOS - 1) / 4.
 
-Print the raw measures of audio files, to choose the scorers' ranges for a dataset:
+Print the raw measures of audio files, to choose the scorers' ranges for a dataset (`measure_files`):
 
-    python -m llasa.scores tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
+    python evaluate.py measure tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
 """
 
-import argparse
 import functools
 import hashlib
 import math
@@ -36,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import SILENCE_RMS, load_audio
-from llasa.cli import add_flag
 from llasa.device import check_device_name, outside_zero3, resolve_device
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.text import text_length
 
 SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
 
@@ -82,18 +81,6 @@ def band_score(value: float, low: float, high: float, falloff: float) -> float:
     """
     distance = max(math.log(low / value), math.log(value / high), 0.0)
     return math.exp(-distance / falloff)
-
-
-# A first guess of the speaking rate, in `text_length` characters per second, where a dataset gives no durations to
-# estimate its own from (`estimate_speaking_rate`): English read speech at about 14 characters per second, spaces and
-# punctuation included, is about 12 letters and digits (they are 80 % of the bundled clips' texts; espeak-ng itself
-# speaks those at 15). Chinese or Japanese run at about 4 characters per second.
-DEFAULT_CHARS_PER_SECOND = 12.0
-
-
-def text_length(text: str) -> int:
-    """Letters and digits in `text` (any script): what a speaking rate is counted in, spaces and punctuation aside."""
-    return sum(char.isalnum() for char in text)
 
 
 @dataclass(frozen=True)
@@ -619,15 +606,3 @@ def measure_files(paths: list[str], reference: str | None, device: str) -> list[
         lines.append(f"| {path} | " + " | ".join(_format(cell) for cell in cells) + " |")
     return lines
 
-
-def main():
-    parser = argparse.ArgumentParser(prog="python -m llasa.scores", description=__doc__.split("\n\n")[0])
-    parser.add_argument("audio", nargs="+", help="audio files to measure")
-    add_flag(parser, "reference", help="reference voice for the speaker similarity (omit to skip it)")
-    add_flag(parser, "device", default="auto", help="torch device of the speaker encoder (default: auto)")
-    args = parser.parse_args()
-    print("\n".join(measure_files(args.audio, args.reference, args.device)))
-
-
-if __name__ == "__main__":
-    main()

@@ -10,8 +10,9 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,8 +21,8 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from llasa.audio import resample, write_wav
 from llasa.checks import has_speakable_text
-from llasa.codec import decode_speech, encode_voice_prompt
-from llasa.device import resolve_device, resolve_dtype
+from llasa.codec import DEFAULT_CODEC_ID, decode_speech, encode_voice_prompt
+from llasa.device import DTYPES, resolve_device, resolve_dtype
 from llasa.format import (
     CODEC_SAMPLE_RATE,
     MAX_CONTEXT_TOKENS,
@@ -35,7 +36,7 @@ from llasa.format import (
     SpeechVocab,
     render_prompt,
 )
-from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
+from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly, check_min_speech_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Request:
     prompt_wav: str | None = None  # path of the voice prompt audio
     prompt_text: str | None = None  # its transcript
     source: str = ""  # where it came from ("texts.jsonl line 3"), for messages
+    recording: str | None = None  # a recording of the text itself (Seed-TTS-eval's 5th field), not needed to speak
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,60 @@ class Skipped:
 class SamplingOptions:
     """How speech tokens are sampled."""
 
-    max_length: int = MAX_CONTEXT_TOKENS  # prompt + generated tokens; Llasa was trained on 2048
-    temperature: float = SAMPLING_TEMPERATURE  # Llasa's sampling, as in training; 0 means greedy decoding
-    top_p: float = SAMPLING_TOP_P
-    top_k: int = SAMPLING_TOP_K  # 0: no top-k
-    repetition_penalty: float | None = None  # None: the model's generation config (1.0, off)
-    seed: int | None = None  # set once per run: the same seed and inputs give the same codes
-    speech_only: bool = True  # only speech tokens and END may be drawn, END not before a share of the expected length
-    min_speech_fraction: float = DEFAULT_MIN_SPEECH_FRACTION  # that share (speech_only only)
+    max_length: int = field(
+        default=MAX_CONTEXT_TOKENS, metadata={"help": "Prompt + speech tokens (Llasa was trained on 2048)."}
+    )
+    temperature: float = field(
+        default=SAMPLING_TEMPERATURE, metadata={"help": "Sampling temperature, as in training; 0 = greedy."}
+    )
+    top_p: float = field(default=SAMPLING_TOP_P, metadata={"help": "Nucleus sampling, in (0, 1]."})
+    top_k: int = field(default=SAMPLING_TOP_K, metadata={"help": "Top-k sampling; 0 = off."})
+    repetition_penalty: float | None = field(
+        default=None, metadata={"help": "Default: the model's generation config (1.0, off)."}
+    )
+    seed: int | None = field(
+        default=None, metadata={"help": "Random seed, set once per run: the same seed gives the same speech."}
+    )
+    speech_only: bool = field(
+        default=True,
+        metadata={
+            "help": "Draw only speech tokens and <|SPEECH_GENERATION_END|>, END not before --min_speech_fraction of "
+            "the text's expected length (--no_speech_only: any token)."
+        },
+    )
+    min_speech_fraction: float = field(
+        default=DEFAULT_MIN_SPEECH_FRACTION,
+        metadata={"help": "Share of a text's expected speech tokens before END may be drawn, in [0, 1]."},
+    )
+
+    def __post_init__(self):
+        if self.max_length < 1:
+            raise ValueError(f"--max_length must be >= 1, got {self.max_length}.")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0:
+            raise ValueError(f"--top_k must be >= 0 (0 = off), got {self.top_k}.")
+        check_min_speech_fraction(self.min_speech_fraction)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Where and how the models of a synthesis run: the codec, the device, the weights' dtype, the batch."""
+
+    codec_id: str = field(default=DEFAULT_CODEC_ID, metadata={"help": "XCodec2 checkpoint (hub id or folder)."})
+    batch_size: int = field(default=1, metadata={"help": "Texts generated together (each as num_samples rows)."})
+    device: str = field(default="auto", metadata={"help": "auto, cuda, cuda:1, cpu, mps."})
+    dtype: Literal[DTYPES] = field(
+        default="auto", metadata={"help": "Model weights' dtype (auto: bfloat16 on GPU, else float32)."}
+    )
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"Unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}.")
 
 
 @dataclass(frozen=True)
@@ -214,7 +262,9 @@ def _parse_line(line: str, input_format: str, default_id: str, source: str, fold
         fields = line.split("|")
         if len(fields) not in SEEDTTS_FIELDS:
             raise SynthesisError(f"expected id|prompt_text|prompt_wav|text, found {len(fields)} fields")
-        return _request(fields[0].strip(), fields[3], fields[2].strip(), fields[1], source, folder)
+        request = _request(fields[0].strip(), fields[3], fields[2].strip(), fields[1], source, folder)
+        recording = fields[4].strip() if len(fields) == 5 else ""
+        return replace(request, recording=str(folder / recording)) if recording else request
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:

@@ -26,7 +26,7 @@ from llasa.format import (
 )
 from llasa.rewards import load_reward_functions
 from llasa.sampling import SpeechOnly, expected_speech_tokens
-from llasa.scores import DEFAULT_CHARS_PER_SECOND
+from llasa.text import DEFAULT_CHARS_PER_SECOND
 
 logger = logging.getLogger(__name__)
 

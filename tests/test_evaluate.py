@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import evaluate
-import llasa.evaluation as evaluation
+import llasa.evaluation.curves as curves
 import llasa.synthesis as synthesis
 from llasa.audio import load_audio
+from llasa.evaluation.run_log import find_trainer_state
 from llasa.rewards import load_reward
 
 DATA = Path(__file__).parent / "data"
@@ -228,8 +229,8 @@ class TestCurves:
         for step, steps in ((9, range(1, 10)), (10, range(1, 11)), (20, range(1, 21))):
             (tmp_path / f"checkpoint-{step}").mkdir()
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(trainer_state(steps)))
-        assert evaluation.find_trainer_state(tmp_path) == tmp_path / "checkpoint-20" / "trainer_state.json"
-        path, keys = evaluation.plot_curves(tmp_path)
+        assert find_trainer_state(tmp_path) == tmp_path / "checkpoint-20" / "trainer_state.json"
+        path, keys = curves.plot_curves(tmp_path)
         assert keys == [
             "reward",
             "rewards/whisper_reward/mean",
@@ -244,15 +245,15 @@ class TestCurves:
 
     def test_series_skip_missing_values(self):
         # A step whose value is null is left out; the summary line of the run (no metrics) adds nothing.
-        series = evaluation.training_series(trainer_state(range(1, 6))["log_history"])
+        series = curves.training_series(trainer_state(range(1, 6))["log_history"])
         assert series["whisper_reward/reward_wer"][0] == [1, 2, 4, 5]
         assert series["kl"] == ([1, 2, 3, 4, 5], pytest.approx([0.001, 0.002, 0.003, 0.004, 0.005]))
 
     def test_ema(self):
         # Debiased EMA: a constant stays constant; [0, 1] at weight 0.5 gives [0, 0.5 / 0.75].
-        assert evaluation.ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
-        assert evaluation.ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 2 / 3])
-        assert evaluation.ema([1.0, 5.0], 0.0) == [1.0, 5.0]
+        assert curves.ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+        assert curves.ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 2 / 3])
+        assert curves.ema([1.0, 5.0], 0.0) == [1.0, 5.0]
 
     def test_cli_and_missing_state(self, tmp_path):
         # `curves --run_dir` writes the PNG named by --output; a folder without any trainer_state.json is refused.
@@ -260,4 +261,4 @@ class TestCurves:
         evaluate.main(["curves", "--run_dir", str(tmp_path), "--output", str(tmp_path / "c.png")])
         assert (tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
         with pytest.raises(FileNotFoundError, match="is it a training run's --output_dir"):
-            evaluation.find_trainer_state(tmp_path / "checkpoint-1")
+            find_trainer_state(tmp_path / "checkpoint-1")

@@ -13,7 +13,8 @@ import pytest
 import evaluate
 import llasa.asr as asr
 from llasa.audio import load_audio
-from llasa.evaluation import RESYNTHESIS, protocol_reward_config
+from llasa.evaluation.seedtts import protocol_reward_config
+from llasa.evaluation.systems import RESYNTHESIS
 from llasa.text import error_rate
 
 DATA = Path(__file__).parent / "data"

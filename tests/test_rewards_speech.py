@@ -24,7 +24,8 @@ from llasa.codec import load_codec_once
 from llasa.format import ParsedSpeech, SpeechVocab
 from llasa.rewards import RewardConfig, load_reward
 from llasa.rewards.speech import ScorerComponent
-from llasa.scores import DurationScorer, PitchVariationScorer, band_score, text_length
+from llasa.scores import DurationScorer, PitchVariationScorer, band_score
+from llasa.text import text_length
 
 REPO = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"

@@ -19,9 +19,9 @@ from llasa.scores import (
     band_score,
     dnsmos_segments,
     estimate_speaking_rate,
-    text_length,
     usable_waveform,
 )
+from llasa.text import text_length
 
 DATA = Path(__file__).parent / "data"
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank today."

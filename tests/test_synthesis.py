@@ -261,8 +261,8 @@ class TestCommandLine:
         underscored = inference.parse_args(
             ["--model_name_or_path", "m", "--text", "t", "--max_length", "64", "--top_p", "0.9"]
         )
-        assert dashed.model_name_or_path == underscored.model_name_or_path == "m"
-        assert dashed.sampling == underscored.sampling == SamplingOptions(max_length=64, top_p=0.9)
+        assert dashed[0].model_name_or_path == underscored[0].model_name_or_path == "m"
+        assert dashed[1] == underscored[1] == SamplingOptions(max_length=64, top_p=0.9)
 
     def test_bad_flag_combinations(self, capsys):
         # Best-of-N without a verifier and half a voice prompt are refused with the fix.

@@ -140,7 +140,7 @@ def test_seed_command_parses_with_llasa_defaults():
 
 def test_reference_dashed_flags_are_aliases():
     # The reference implementation's flags map onto ours, with a space or "=" before the value.
-    assert train.map_flag_aliases(["--model-id=x", "--dataset-id", "y", "--beta", "0"]) == [
+    assert train.make_parser().map_spellings(["--model-id=x", "--dataset-id", "y", "--beta", "0"]) == [
         "--model_name_or_path=x",
         "--dataset",
         "y",
@@ -220,10 +220,11 @@ def test_demo_recipe_parses_for_cpu():
         ),
     ],
 )
-def test_missing_or_half_given_options_are_refused(flags, message):
-    # Each missing option (or half of a voice-prompt pair) is named in the error.
-    with pytest.raises(ValueError, match=message):
+def test_missing_or_half_given_options_are_refused(flags, message, capsys):
+    # Each missing option (or half of a voice-prompt pair) is named in a usage error (exit status 2).
+    with pytest.raises(SystemExit) as stop:
         train.parse_args([*flags, "--use_cpu"])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -451,7 +452,8 @@ def test_two_step_run_with_the_whisper_reward(
     assert training.resume_target(str(out / "checkpoint-2")) == str(out / "checkpoint-2")
 
     # The profile of the run splits each step into its phases.
-    from llasa.evaluation import read_log_history, step_profile
+    from llasa.evaluation.profiling import step_profile
+    from llasa.evaluation.run_log import read_log_history
 
     result = step_profile(read_log_history(out), skip_first=False)
     assert result.steps == 3 and result.generation > 0 and result.reward > 0 and result.update > 0

@@ -4,16 +4,15 @@ import csv
 import itertools
 import json
 import logging
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llasa.audio import PLAYABLE_AUDIO_TYPES
+from llasa.checks import read_jsonl, split_system
+
 logger = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # what a listening page can play
 PAIR_BY = ("auto", "text", "id")  # auto: by text when every clip has one, else by file stem
-SYSTEM_NAME = re.compile(r"[\w.+-]+")  # as evaluate.py names systems
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,7 @@ class Pairing:
 
 def parse_system(value: str) -> tuple[str, Path]:
     """NAME=DIR, checked: a name evaluate.py would accept and an existing folder."""
-    name, sep, folder = value.partition("=")
-    if not sep or not name or not folder:
-        raise ValueError(f"expected NAME=DIR (e.g. base=eval/run/audio/base), got {value!r}")
-    if not SYSTEM_NAME.fullmatch(name):
-        raise ValueError(f"system name {name!r} must be letters, digits, '.', '+', '-' or '_'")
+    name, folder = split_system(value, "DIR", "base=eval/run/audio/base")
     if not Path(folder).is_dir():
         raise ValueError(f"{folder} is not a folder: give a folder of audio files for the system {name!r}")
     return name, Path(folder)
@@ -53,7 +48,7 @@ def find_clips(system: str, folder) -> list[Clip]:
     dataset folder's metadata.jsonl / metadata.csv (file_name, text)."""
     folder = Path(folder).resolve()
     texts = _texts_beside(folder)
-    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file())
+    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in PLAYABLE_AUDIO_TYPES and path.is_file())
     return [Clip(system, path.stem, path, texts.get(path.name) or _best_of_n_text(path)) for path in files]
 
 
@@ -81,17 +76,8 @@ def _texts_beside(folder: Path) -> dict[str, str]:
     return texts
 
 
-def _jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number} is not valid JSON ({e}): fix or remove that line.") from e
-            if isinstance(record, dict):
-                yield record
+def _jsonl(path: Path) -> list[dict]:
+    return [record for record in read_jsonl(path) if isinstance(record, dict)]
 
 
 def _best_of_n_text(path: Path) -> str | None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.plotting import pyplot
+
 BOOTSTRAP_SAMPLES = 1000  # resamples of the judgments for the 95 % intervals
 CONFIDENCE = 0.95
 BT_PRIOR = 0.5  # virtual tied comparisons between every two systems: keeps a system that never won finite
@@ -266,11 +268,7 @@ def markdown_report(summary: dict, title: str) -> str:
 def plot_results(summary: dict, path) -> Path:
     """Two panels: each system's Bradley-Terry probability of beating an average system with its interval, and the
     head-to-head win rates."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ranked = sorted(summary["systems"], key=lambda s: -summary["systems"][s]["bt_utility"])
     k = len(ranked)
     figure, (bars, matrix) = plt.subplots(1, 2, figsize=(5 + 0.6 * k, 4))

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ class RewardConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}.")
-        from whisper.tokenizer import LANGUAGES
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES  # every back end's language codes
 
         if self.language not in LANGUAGES:
             raise ValueError(
@@ -147,6 +147,31 @@ class RewardConfig:
             return cls.from_dict({**values, **overrides})
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
+
+
+# The config keys a command line may override, as the option class of reward_whisper.py's flags.
+OVERRIDABLE = ("asr_backend", "asr_model", "language", "codec_id", "combine", "device", "dtype", "batch_size")
+_CHOICES = {"asr_backend": BACKENDS, "combine": COMBINE_RULES, "dtype": DTYPES}
+RewardOverrides = make_dataclass(
+    "RewardOverrides",
+    [
+        (
+            f.name,
+            f.type | None,
+            field(
+                default=None,
+                metadata={
+                    "help": "Overrides the config.",
+                    **({"choices": _CHOICES[f.name]} if f.name in _CHOICES else {}),
+                },
+            ),
+        )
+        for f in fields(RewardConfig)
+        if f.name in OVERRIDABLE
+    ],
+    frozen=True,
+    namespace={"__doc__": "Reward config values that replace the file's; None keeps the file's."},
+)
 
 
 @dataclass(frozen=True)

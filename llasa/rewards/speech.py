@@ -29,7 +29,6 @@ from llasa.format import (
 )
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
 from llasa.scores import (
-    DEFAULT_CHARS_PER_SECOND,
     DNSMOS_METRICS,
     DnsmosScorer,
     DurationScorer,
@@ -37,6 +36,7 @@ from llasa.scores import (
     SpeakerSimilarityScorer,
     estimate_speaking_rate,
 )
+from llasa.text import DEFAULT_CHARS_PER_SECOND
 
 logger = logging.getLogger(__name__)
 
