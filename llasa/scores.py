@@ -605,4 +605,3 @@ def measure_files(paths: list[str], reference: str | None, device: str) -> list[
         cells = [wav.size / SAMPLE_RATE, spread, cosine, sig, bak, ovrl]
         lines.append(f"| {path} | " + " | ".join(_format(cell) for cell in cells) + " |")
     return lines
-
