@@ -100,8 +100,16 @@ def read_rows(arguments: ScoringArguments) -> tuple[list, list, dict, str]:
     return items, [row["text"] for row in rows], columns, key
 
 
+def make_parser() -> ScriptParser:
+    return ScriptParser((ScoringArguments, RewardOverrides), description=__doc__.split("\n\n")[0])
+
+
+def parse_args(argv=None) -> tuple[ScoringArguments, RewardOverrides]:
+    return make_parser().parse(argv)
+
+
 def main(argv=None):
-    parser = ScriptParser((ScoringArguments, RewardOverrides), description=__doc__.split("\n\n")[0])
+    parser = make_parser()
     arguments, overrides = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:  # the inputs are read before any model loads

@@ -323,12 +323,13 @@ def test_nan_voice_prompt_is_refused_before_loading(tmp_path, tiny_llasa_dir, ti
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("{tmp}/no/such/model", "--llasa_id {tmp}/no/such/model: no such file or folder"),
-        ("{codec}", "--llasa_id {codec} is an XCodec2 codec, not a Llasa model: pass it as --codec_id"),
+        ("{tmp}/no/such/model", "--model_name_or_path {tmp}/no/such/model: no such file or folder"),
+        ("{codec}", "--model_name_or_path {codec} is an XCodec2 codec, not a Llasa model: pass it as --codec_id"),
     ],
 )
 def test_wrong_llasa_id_is_named(tmp_path, tiny_codec_dir, model, message):
-    # A missing local model is not a hub id; the codec folder passed as the model says so (not "install tiktoken").
+    # A missing local model is not a hub id; the codec folder passed as the model (--llasa-id here) says so (not
+    # "install tiktoken"). The error names the flag by its one name in --help, as train.py does.
     values = {"tmp": tmp_path, "codec": tiny_codec_dir}
     with pytest.raises(SystemExit, match=message.format(**values)):
         speak(model.format(**values), tiny_codec_dir, "--text", "Hello.", "--output", str(tmp_path / "gen.wav"))
