@@ -451,7 +451,6 @@ BACKEND_CLASSES = {
     for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend, ParaformerBackend)
 }
 _LOADED_BACKENDS: dict[tuple, AsrBackend] = {}
-_LOADED_CODECS: dict[tuple, Any] = {}
 
 
 def load_backend(

@@ -61,10 +61,18 @@ def check_speech(wav: np.ndarray, name) -> np.ndarray:
         raise BadAudioError(f"Bad audio {name}: it holds no samples", "empty")
     if not np.isfinite(wav).all():
         raise BadAudioError(f"Bad audio {name}: it holds NaN or infinite samples", "non_finite")
-    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
-    if rms < SILENCE_RMS:
-        raise BadAudioError(f"Silent audio {name}: RMS {rms:.2g} is below {SILENCE_RMS:.2g} (-60 dBFS)", "silent")
+    if is_silent(wav):
+        raise BadAudioError(f"Silent audio {name}: RMS {rms(wav):.2g} is below {SILENCE_RMS:.2g} (-60 dBFS)", "silent")
     return wav
+
+
+def rms(wav: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+
+
+def is_silent(wav: np.ndarray) -> bool:
+    """Whether a (non-empty) clip is silence or near-silence: RMS below -60 dBFS."""
+    return rms(wav) < SILENCE_RMS
 
 
 def wav_truncation(source) -> tuple[float, float] | None:

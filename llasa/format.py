@@ -11,6 +11,8 @@ speech tokens of the prompt audio). The model continues with speech tokens and s
 import re
 from dataclasses import dataclass
 
+from llasa.numbers import is_count
+
 CODEC_SAMPLE_RATE = 16000  # XCodec2 reads and writes 16 kHz mono
 SAMPLES_PER_TOKEN = 320  # XCodec2's hop: one code per 20 ms
 TOKENS_PER_SECOND = CODEC_SAMPLE_RATE // SAMPLES_PER_TOKEN  # 50
@@ -76,7 +78,7 @@ def codes_from(value, where: str = "a dataset cell") -> list[int]:
         return parse_completion_text(value).codes
     if isinstance(value, list | tuple) or (hasattr(value, "ndim") and value.ndim == 1):
         codes = list(value)
-        if all(_is_int(code) for code in codes):
+        if all(is_count(code) for code in codes):
             codes = [int(code) for code in codes]
             _check_codebook(codes, where)
             return codes
@@ -93,10 +95,6 @@ def _check_codebook(codes: list[int], where: str) -> None:
             f"{where}: {len(outside)} of {len(codes)} codes lie outside XCodec2's codebook [0, {CODEBOOK_SIZE - 1}] "
             f"(first: {outside[0]})."
         )
-
-
-def _is_int(value) -> bool:
-    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def chat_template_kwargs() -> dict:

@@ -15,6 +15,7 @@ import torch
 from transformers import LogitsProcessor
 
 from llasa.format import TOKENS_PER_SECOND, ParsedSpeech, SpeechVocab
+from llasa.numbers import is_number
 from llasa.text import DEFAULT_CHARS_PER_SECOND, text_length
 
 # END may come once this share of the expected speech tokens is generated. Half: speech faster than twice the
@@ -47,7 +48,7 @@ class SpeechOnly:
 
     def min_tokens(self, text: str, duration: float | None = None) -> int:
         """Speech tokens to generate before END may be drawn (END itself excluded)."""
-        if isinstance(duration, bool) or not isinstance(duration, int | float):
+        if not is_number(duration):
             duration = None  # a missing or unreadable duration: the text's length decides
         expected = expected_speech_tokens(text, duration, self.chars_per_second) - 1
         return math.floor(self.min_fraction * expected)

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import SILENCE_RMS, load_audio
+from llasa.audio import is_silent, load_audio
 from llasa.device import check_device_name, outside_zero3, resolve_device
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.numbers import is_count, is_number
 from llasa.text import text_length
 
 SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
@@ -69,7 +70,7 @@ def usable_waveform(waveform, min_seconds: float) -> np.ndarray | None:
         raise ValueError(f"Expected a mono waveform (1-D array of samples), got shape {wav.shape}.")
     if wav.size == 0 or wav.size < min_seconds * SAMPLE_RATE or not np.isfinite(wav).all():
         return None
-    if math.sqrt(float(np.mean(np.square(wav, dtype=np.float64)))) < SILENCE_RMS:
+    if is_silent(wav):
         return None
     return wav
 
@@ -114,21 +115,13 @@ def _check_rows(name: str, values: Sequence | None, n_rows: int) -> None:
         raise ValueError(f"Got {len(values)} {name} for {n_rows} waveforms: pass one per waveform (None if unknown).")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_positive(name: str, value) -> None:
-    if not (_is_number(value) and value > 0):
+    if not (is_number(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}.")
 
 
 def _check_tolerance(value) -> None:
-    if not (_is_number(value) and value >= 0):
+    if not (is_number(value) and value >= 0):
         raise ValueError(f"tolerance must be a number >= 0 (relative: 0.15 = 15%), got {value!r}.")
 
 
@@ -267,7 +260,7 @@ class PitchVariationScorer:
     def __post_init__(self):
         # A JSON config gives a list: hold a tuple, as a frozen dataclass should.
         natural_range = tuple(self.natural_range) if isinstance(self.natural_range, list | tuple) else ()
-        numbers = len(natural_range) == 2 and all(map(_is_number, natural_range))
+        numbers = len(natural_range) == 2 and all(map(is_number, natural_range))
         if not (numbers and 0 < natural_range[0] <= natural_range[1]):
             raise ValueError(
                 f"natural_range must be [low, high] semitones with 0 < low <= high, got {self.natural_range}."
@@ -276,13 +269,13 @@ class PitchVariationScorer:
         _check_tolerance(self.tolerance)
         _check_positive("falloff", self.falloff)
         min_fmin = 2 * SAMPLE_RATE / PITCH_FRAME_LENGTH  # two periods per pYIN frame
-        in_range = _is_number(self.fmin) and _is_number(self.fmax) and min_fmin <= self.fmin < self.fmax
+        in_range = is_number(self.fmin) and is_number(self.fmax) and min_fmin <= self.fmin < self.fmax
         if not (in_range and self.fmax <= SAMPLE_RATE / 2):
             raise ValueError(
                 f"Need {min_fmin} <= fmin < fmax <= {SAMPLE_RATE // 2} Hz, got fmin={self.fmin}, fmax={self.fmax}."
             )
         _check_positive("min_voiced_seconds", self.min_voiced_seconds)
-        if not (_is_count(self.num_workers) and self.num_workers >= 0):
+        if not (is_count(self.num_workers) and self.num_workers >= 0):
             raise ValueError(
                 f"num_workers must be an integer >= 0 (0 = no worker processes), got {self.num_workers!r}."
             )
@@ -377,7 +370,7 @@ class SpeakerSimilarityScorer:
     model: str | None = None  # wavlm: hub id or folder (default microsoft/wavlm-base-plus-sv); resemblyzer: None
 
     def __post_init__(self):
-        if not (_is_number(self.floor) and 0 <= self.floor < 1):
+        if not (is_number(self.floor) and 0 <= self.floor < 1):
             raise ValueError(f"floor must be in [0, 1) (the cosine similarity that scores 0), got {self.floor}.")
         _check_positive("min_seconds", self.min_seconds)
         check_device_name(self.device)
@@ -523,9 +516,9 @@ class DnsmosScorer:
         if self.metric not in DNSMOS_METRICS:
             raise ValueError(f"Unknown DNSMOS metric {self.metric!r}: choose one of {', '.join(DNSMOS_METRICS)}.")
         _check_positive("min_seconds", self.min_seconds)
-        if not (_is_count(self.num_threads) and self.num_threads >= 0):
+        if not (is_count(self.num_threads) and self.num_threads >= 0):
             raise ValueError(f"num_threads must be >= 0 (0 = onnxruntime's default), got {self.num_threads}.")
-        if not (_is_count(self.batch_size) and self.batch_size >= 1):
+        if not (is_count(self.batch_size) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
         check_device_name(self.device)
 

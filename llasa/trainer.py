@@ -27,6 +27,7 @@ from llasa.format import (
     codes_from,
     summarize_speech,
 )
+from llasa.numbers import is_number
 from llasa.sampling import SpeechOnly
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def summarize_logged_speech(logged: dict) -> None:
 
 def _duration(row: dict, column: str | None) -> float | None:
     value = row.get(column) if column is not None else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return float(value) if is_number(value) else None
 
 
 @contextlib.contextmanager

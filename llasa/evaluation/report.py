@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.evaluation.seedtts import protocol_table
+from llasa.numbers import is_number
 from llasa.plotting import pyplot
 from llasa.scores import DNSMOS_METRICS
 
@@ -31,12 +32,7 @@ METRIC_ORDER = (
 
 def metric_names(records: list[dict]) -> list[str]:
     """The numeric metrics present in the records: METRIC_ORDER first, then the reward's other raw measures."""
-    numeric = {
-        key
-        for record in records
-        for key, value in record.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
+    numeric = {key for record in records for key, value in record.items() if is_number(value)}
     return [name for name in METRIC_ORDER if name in numeric] + sorted(numeric - set(METRIC_ORDER))
 
 

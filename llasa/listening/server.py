@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from llasa.audio import PLAYABLE_AUDIO_TYPES
 from llasa.listening.store import TAGS, PreferenceStore, check_rater
+from llasa.numbers import is_count
 
 PAGE = Path(__file__).with_name("page.html")
 TOKEN_HEADER = "x-listen-token"
@@ -55,7 +56,7 @@ def create_app(store: PreferenceStore, token: str | None = None) -> Starlette:
                 raise ValueError("the body must be a JSON object")
             rater = check_rater(body.get("rater", ""))
             pair_id = body.get("pair_id")
-            if not isinstance(pair_id, int) or isinstance(pair_id, bool):
+            if not is_count(pair_id):
                 raise ValueError(f"pair_id must be an integer, got {pair_id!r}")
             tags = body.get("tags", [])
             if not isinstance(tags, list):

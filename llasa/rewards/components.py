@@ -19,6 +19,7 @@ import numpy as np
 
 from llasa.asr import WHISPER_SAMPLE_RATE
 from llasa.format import TOKENS_PER_SECOND, codes_from
+from llasa.numbers import is_number
 
 COMBINE_RULES = ("harmonic", "sum", "gated")
 
@@ -39,7 +40,7 @@ class Gate:
     def __post_init__(self):
         for key in ("threshold", "scale"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ValueError(f"The gate's {key} must be a number >= 0, got {value!r}.")
         if self.scale > 1:
             raise ValueError(f"The gate's scale must be in [0, 1], got {self.scale!r}.")
@@ -195,11 +196,14 @@ def build_dataclass(cls, params: dict, what: str):
     """`cls(**params)`, refusing unknown names with the list of valid ones."""
     if not isinstance(params, dict):
         raise ValueError(f"The parameters of {what} must be a JSON object, got {params!r}.")
-    valid = [f.name for f in fields(cls) if f.init]
+    check_known_parameters(params, [f.name for f in fields(cls) if f.init], what)
+    return cls(**params)
+
+
+def check_known_parameters(params: dict, valid: list[str], what: str) -> None:
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(f"Unknown parameter(s) {unknown} for {what}: valid ones are {valid}.")
-    return cls(**params)
 
 
 class RewardComponent:
@@ -244,6 +248,6 @@ def build_component(name: str, params: dict) -> tuple[RewardComponent, float]:
         raise ValueError(f"The component {name!r} needs a JSON object with a 'weight', e.g. {{\"weight\": 1.0}}.")
     params = dict(params)
     weight = params.pop("weight")
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+    if not is_number(weight) or weight < 0:
         raise ValueError(f"The weight of the component {name!r} must be a number >= 0, got {weight!r}.")
     return COMPONENTS[name].from_params(params, name), float(weight)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from llasa.numbers import is_number
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
 from llasa.text import DEFAULT_NORMALIZER, check_normalizer, error_metric, error_rate, normalize
 
@@ -28,7 +29,7 @@ def nll_reward(nll: float, alpha: float) -> float:
 
 
 def _check_alpha(alpha, what: str) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+    if not is_number(alpha) or alpha <= 0:
         raise ValueError(f"alpha of the {what} component must be a number > 0, got {alpha!r}.")
 
 

@@ -45,6 +45,7 @@ from llasa.format import (
     codes_from,
     parse_completions,
 )
+from llasa.numbers import is_count
 from llasa.rewards.components import (
     COMBINE_RULES,
     Gate,
@@ -90,7 +91,7 @@ class RewardConfig:
             raise ValueError(f"Unknown dtype {self.dtype!r}: use one of {list(DTYPES)}.")
         for key in ("batch_size", "max_new_tokens"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_count(value) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}.")
         from transformers.models.whisper.tokenization_whisper import LANGUAGES  # every back end's language codes
 

@@ -15,7 +15,6 @@ without its component's input gets None from it, logged as "<component>/missing"
 """
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
@@ -27,7 +26,14 @@ from llasa.format import (
     VOICE_AUDIO_COLUMN,
     VOICE_CODES_COLUMN,
 )
-from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
+from llasa.numbers import is_number
+from llasa.rewards.components import (
+    ComponentResult,
+    RewardComponent,
+    ScoringBatch,
+    check_known_parameters,
+    register_component,
+)
 from llasa.scores import (
     DNSMOS_METRICS,
     DnsmosScorer,
@@ -66,9 +72,7 @@ class ScorerComponent(RewardComponent):
             raise ValueError(f"The parameters of {what} must be a JSON object, got {params!r}.")
         own = [f.name for f in fields(cls) if f.init and f.name != "scorer"]
         scorer_params = [f.name for f in fields(cls.scorer_class) if f.init]
-        unknown = sorted(set(params) - set(own) - set(scorer_params))
-        if unknown:
-            raise ValueError(f"Unknown parameter(s) {unknown} for {what}: valid ones are {own + scorer_params}.")
+        check_known_parameters(params, own + scorer_params, what)
         try:
             scorer = cls.scorer_class(**{key: value for key, value in params.items() if key in scorer_params})
             return cls(scorer=scorer, **{key: value for key, value in params.items() if key in own})
@@ -155,7 +159,7 @@ class DurationComponent(ScorerComponent):
 
 
 def _is_duration(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return is_number(value) and value > 0
 
 
 @register_component("pitch")
