@@ -31,9 +31,9 @@ from llasa.asr import WHISPER_SAMPLE_RATE
 from llasa.checks import read_jsonl
 from llasa.cli import ScriptParser
 from llasa.format import codes_from
-from llasa.rewards import RewardConfig, RewardOverrides, WhisperReward, load_reward
+from llasa.rewards import RewardConfig, RewardOverrides, SpeechReward, WhisperReward, load_reward
 
-__all__ = ["RewardConfig", "WhisperReward", "load_reward"]
+__all__ = ["RewardConfig", "SpeechReward", "WhisperReward", "load_reward"]
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,7 @@ from trl import GRPOConfig, ModelConfig, get_peft_config
 from llasa.checks import check_exists, check_input_file, check_llasa_model, check_output_dir, check_voice_prompt
 from llasa.cli import ScriptParser
 from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND, SpeechVocab
-from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly, check_min_speech_fraction, describe_sampling
-from llasa.text import DEFAULT_CHARS_PER_SECOND
-from llasa.trainer import LlasaGRPOTrainer
-from llasa.training import (
+from llasa.run_setup import (
     DEFAULT_LENGTH_MARGIN,
     PromptSummary,
     build_prompts,
@@ -43,6 +40,9 @@ from llasa.training import (
     resume_target,
     run_codec_id,
 )
+from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly, check_min_speech_fraction, describe_sampling
+from llasa.text import DEFAULT_CHARS_PER_SECOND
+from llasa.trainer import LlasaGRPOTrainer
 
 logger = logging.getLogger("train")
 

@@ -56,7 +56,7 @@ def make_completions(n: int, seconds: float, seed: int = 0) -> list[list[int]]:
     return [VOCAB.codes_to_ids(rng.integers(0, 65536, n_codes).tolist()) + [VOCAB.speech_end_id] for _ in range(n)]
 
 
-def baseline(reward: rw.WhisperReward, completion_ids: list[list[int]], texts: list[str]) -> list[float | None]:
+def baseline(reward: rw.SpeechReward, completion_ids: list[list[int]], texts: list[str]) -> list[float | None]:
     """One completion at a time: decode, transcribe (encoder + decoding), then a second encoder pass for the NLL."""
     backend, codec = reward.backend, reward.codec
     rewards = []
@@ -89,7 +89,7 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def stage_seconds(reward: rw.WhisperReward, completion_ids: list[list[int]], texts: list[str]) -> dict[str, float]:
+def stage_seconds(reward: rw.SpeechReward, completion_ids: list[list[int]], texts: list[str]) -> dict[str, float]:
     """Seconds spent in each stage of the batched path, run stage by stage."""
     backend = reward.backend
     times = {}
@@ -107,7 +107,7 @@ def stage_seconds(reward: rw.WhisperReward, completion_ids: list[list[int]], tex
     return times
 
 
-def bench(name: str, reward: rw.WhisperReward, completion_ids, texts, repeats: int) -> tuple[str, str]:
+def bench(name: str, reward: rw.SpeechReward, completion_ids, texts, repeats: int) -> tuple[str, str]:
     """A row of the throughput table and one of the stage table, after a warm-up run of each path."""
     batched = reward(completion_ids=completion_ids, text=texts)
     difference = max(abs(a - b) for a, b in zip(batched, baseline(reward, completion_ids, texts), strict=True))

@@ -16,7 +16,6 @@ import numpy as np
 from llasa.audio import SILENCE_RMS, BadAudioError, check_speech
 from llasa.checks import check_codec, has_speakable_text
 from llasa.codec import DEFAULT_CODEC_ID, load_codec
-from llasa.data import Source, audio_name, load_clip, load_source, resolve_columns, undecoded
 from llasa.format import (
     CODE_TOKENS_COLUMN,
     CODEBOOK_SIZE,
@@ -30,6 +29,7 @@ from llasa.format import (
     codes_to_tokens,
     training_pair,
 )
+from llasa.sources import Source, audio_name, load_clip, load_source, resolve_columns, undecoded
 
 logger = logging.getLogger(__name__)
 

@@ -88,16 +88,16 @@ def check_normalizer(normalizer: str) -> None:
 
 
 @functools.cache
-def text_normalizer(language: str):
+def whisper_normalizer(language: str):
     """Whisper's English normaliser for "en" (spellings, numbers, contractions), its basic one otherwise."""
     from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
 
     return EnglishTextNormalizer() if language == "en" else BasicTextNormalizer()
 
 
-def normalize_text(text: str, language: str, metric: str) -> str:
+def whisper_text(text: str, language: str, metric: str) -> str:
     """The text as the "whisper" normaliser compares it: Whisper's normaliser; CER ignores spaces."""
-    normalized = " ".join(text_normalizer(language)(text).split())
+    normalized = " ".join(whisper_normalizer(language)(text).split())
     return normalized.replace(" ", "") if metric == "cer" else normalized
 
 
@@ -249,7 +249,7 @@ def english_words_normalizer():
     return normalizer
 
 
-def clean_text(text: str, language: str, metric: str) -> str:
+def multilingual_text(text: str, language: str, metric: str) -> str:
     """Case, punctuation and symbols removed, marks kept; spaces collapsed, and removed altogether for CER.
 
     English goes through Whisper's English rules (without numbers); other languages are lower-cased, every
@@ -279,10 +279,10 @@ def normalize(text: str, language: str, metric: str = "auto", normalizer: str = 
     check_normalizer(normalizer)
     metric = error_metric(metric, language)
     if normalizer == "whisper":
-        return normalize_text(text, language, metric)
+        return whisper_text(text, language, metric)
     if normalizer == "seed-tts-eval":
         return seed_tts_eval_text(text, language, metric)
-    return clean_text(_assemble(text_readings(text, language), []), language, metric)
+    return multilingual_text(_assemble(text_readings(text, language), []), language, metric)
 
 
 def _assemble(pieces: Sequence[tuple[str, ...]], choice: Sequence[int]) -> str:
@@ -310,18 +310,18 @@ def error_rate(
     check_normalizer(normalizer)
     metric = error_metric(metric, language)
     if normalizer in ("whisper", "seed-tts-eval"):
-        rule = normalize_text if normalizer == "whisper" else seed_tts_eval_text
+        rule = whisper_text if normalizer == "whisper" else seed_tts_eval_text
         return _error(rule(reference, language, metric), rule(hypothesis, language, metric), metric)
     reference_pieces = text_readings(reference, language)
     hypothesis_pieces = text_readings(hypothesis, language)
 
     @functools.cache
     def reference_reading(choice: tuple[int, ...]) -> str:
-        return clean_text(_assemble(reference_pieces, choice), language, metric)
+        return multilingual_text(_assemble(reference_pieces, choice), language, metric)
 
     @functools.cache
     def hypothesis_reading(choice: tuple[int, ...]) -> str:
-        return clean_text(_assemble(hypothesis_pieces, choice), language, metric)
+        return multilingual_text(_assemble(hypothesis_pieces, choice), language, metric)
 
     if not reference_reading((0,) * len(reference_pieces)):
         return None

@@ -97,7 +97,7 @@ class LlasaGRPOTrainer(GRPOTrainer):
         return super()._generate_and_score_completions(inputs)
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
-        # vLLM gets allowed_token_ids and min_tokens through generation_kwargs (llasa.training.configure_speech_only).
+        # vLLM gets allowed_token_ids and min_tokens through generation_kwargs (llasa.run_setup.configure_speech_only).
         if self.speech_only is None or self.use_vllm or self.use_transformers_continuous_batching:
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
         minimums = self._row_min_tokens if len(self._row_min_tokens or ()) == len(prompt_ids) else 0

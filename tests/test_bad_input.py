@@ -18,9 +18,9 @@ import evaluate
 import inference
 import reward_whisper
 import train
-from llasa.data import load_source
 from llasa.dataset import MARKER_FILE, Options, work_dir_for
 from llasa.dataset import create_dataset as run_create_dataset
+from llasa.sources import load_source
 from llasa.synthesis import read_input_file
 
 REPO = Path(__file__).parent.parent
@@ -472,7 +472,7 @@ def test_build_prompts_skips_texts_without_words(tiny_tokenizer):
     # Texts of punctuation or emoji are dropped and counted, not trained on the NLL alone.
     from datasets import Dataset
 
-    from llasa.training import build_prompts
+    from llasa.run_setup import build_prompts
 
     dataset = Dataset.from_dict({"text": ["Hello there.", "...", "\U0001f600", "Bye."]})
     built, summary = build_prompts(dataset, tiny_tokenizer)

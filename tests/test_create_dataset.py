@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 import create_dataset
-import llasa.data as llasa_data
 import llasa.dataset as llasa_dataset
+import llasa.sources as sources
 from create_dataset import parse_options
 from llasa.audio import load_audio, resample
 from llasa.dataset import Options
@@ -179,10 +179,10 @@ class TestAudioFolder:
 
     def test_train_reads_the_output(self, folder_run, tiny_tokenizer):
         # train.py loads the folder as is and keeps every row, with the same prompt.
-        import llasa.training as training
+        import llasa.run_setup as run_setup
 
-        dataset = training.load_training_dataset(str(folder_run["out"]))
-        built, summary = training.build_prompts(dataset, tiny_tokenizer)
+        dataset = run_setup.load_training_dataset(str(folder_run["out"]))
+        built, summary = run_setup.build_prompts(dataset, tiny_tokenizer)
         assert (summary.rows, summary.kept) == (5, 5)
         assert built["prompt"] == [build_messages(text) for text in dataset["text"]]
 
@@ -264,7 +264,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 def test_duration_filter_counts():
     # Between 2.0 and 2.5 s: rainbow and shells are too short, fox_en_us too long, three clips remain.
-    source = llasa_data.load_source(str(DATA_DIR))
+    source = sources.load_source(str(DATA_DIR))
     counts = {"too_short": 0, "too_long": 0, "failed": 0, "empty_text": 0, "no_words": 0}
     clips = llasa_dataset.prepare_clips(source.dataset, "file_name", "text", source.base_dir, 2.0, 2.5, counts)
     kept = [source.dataset[clip.index]["file_name"] for clip in clips]

@@ -16,7 +16,7 @@ import llasa.asr
 import llasa.codec
 from llasa.device import outside_zero3
 from llasa.rewards import load_reward
-from llasa.training import load_reward_models
+from llasa.run_setup import load_reward_models
 
 
 @pytest.fixture

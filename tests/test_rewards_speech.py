@@ -1,5 +1,5 @@
 """The speech components of the reward (duration, pitch, speaker_similarity, quality; llasa.rewards.speech): registry and
-JSON parameters, real-model orderings through `WhisperReward.score_audio` with dataset columns, reference codes
+JSON parameters, real-model orderings through `SpeechReward.score_audio` with dataset columns, reference codes
 decoded once through a tiny XCodec2, missing columns, reward_models/prosody_reward.json in a TRL-style call, and the
 command line."""
 

@@ -15,7 +15,7 @@ import torch
 from trl import get_peft_config
 
 import llasa
-import llasa.training as training
+import llasa.run_setup as run_setup
 import train
 from llasa import CODEBOOK_SIZE, MAX_CONTEXT_TOKENS, SAMPLES_PER_TOKEN, SpeechVocab
 
@@ -184,7 +184,7 @@ def test_gdpo_recipe_hands_trl_one_reward_per_component(tiny_tokenizer):
         ["--config", str(REPO / "recipes" / "llasa-1b-grpo-gdpo.yaml"), "--use_cpu"]
     )
     assert args.multi_objective_aggregation == "normalize_then_sum"
-    functions = training.load_reward_funcs(str(REPO / script_args.reward_config), tiny_tokenizer, args)
+    functions = run_setup.load_reward_funcs(str(REPO / script_args.reward_config), tiny_tokenizer, args)
     assert [f.__name__ for f in functions][:2] == ["wer", "nll"] and len(args.reward_weights) == len(functions) == 6
 
 
@@ -272,15 +272,15 @@ def test_vllm_gets_llasa_stop_ids(tiny_tokenizer):
     # generation_kwargs to SamplingParams in colocate mode and to the server's request in server mode); the user's
     # own stop ids are kept.
     vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
-    summary = training.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
+    summary = run_setup.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
     _, args, _ = parse("--use_vllm", "--vllm_mode", "server", "--generation_kwargs", '{"stop_token_ids": [7]}')
-    training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    run_setup.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
     assert args.generation_kwargs["stop_token_ids"] == [vocab.speech_end_id, vocab.eot_id, 7]
     assert args.vllm_mode == "server"
     assert args.vllm_max_model_length == MAX_CONTEXT_TOKENS  # not the base Llama's 131072 positions
     # Without vLLM, transformers' generate stops through the generation config's eos ids instead.
     _, args, _ = parse()
-    training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    run_setup.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
     assert args.generation_kwargs is None
 
 
@@ -289,7 +289,7 @@ def test_vllm_samples_what_the_trainer_scores(tiny_tokenizer, caplog):
     # cut are switched off (vLLM's log-probs come after the cut, the trainer's over the whole vocabulary) and the
     # sequence-level ratio becomes token-level: a product over ~750 speech tokens would underflow.
     vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
-    summary = training.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
+    summary = run_setup.PromptSummary(rows=1, kept=1, max_prompt_tokens=60, max_speech_tokens=100)
     _, args, _ = parse(
         "--config",
         str(REPO / "recipes" / "llasa-1b-grpo.yaml"),
@@ -298,8 +298,8 @@ def test_vllm_samples_what_the_trainer_scores(tiny_tokenizer, caplog):
         '{"top_p": 0.9, "seed": 1}',
     )
     assert (args.top_k, args.vllm_importance_sampling_mode) == (50, "sequence_mask")  # as parsed
-    with caplog.at_level(logging.INFO, logger="llasa.training"):
-        training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+    with caplog.at_level(logging.INFO, logger="llasa.run_setup"):
+        run_setup.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
     assert (args.top_k, args.top_p, args.min_p) == (0, 1.0, None)
     assert args.generation_kwargs == {"seed": 1, "stop_token_ids": [vocab.speech_end_id, vocab.eot_id]}
     assert args.vllm_importance_sampling_correction and args.vllm_importance_sampling_mode == "token_truncate"
@@ -308,7 +308,7 @@ def test_vllm_samples_what_the_trainer_scores(tiny_tokenizer, caplog):
     # The correction switched off keeps the cut (the user's choice); without vLLM nothing changes.
     for flags in (["--use_vllm", "--vllm_importance_sampling_correction", "false"], []):
         _, args, _ = parse("--config", str(REPO / "recipes" / "llasa-1b-grpo.yaml"), *flags)
-        training.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
+        run_setup.configure_generation(args, summary, [vocab.speech_end_id, vocab.eot_id], margin=1.3)
         assert (args.top_k, args.vllm_importance_sampling_mode) == (50, "sequence_mask")
 
 
@@ -326,12 +326,12 @@ def test_lora_flags_build_a_peft_config():
 
 def test_completion_budget_sized_only_when_not_given():
     # Not given: sized from the data, not TRL's default; given (even TRL's own default 512): kept.
-    summary = training.PromptSummary(rows=1, kept=1, max_prompt_tokens=80, max_speech_tokens=501)  # 10 s
+    summary = run_setup.PromptSummary(rows=1, kept=1, max_prompt_tokens=80, max_speech_tokens=501)  # 10 s
     _, args, _ = parse()
-    training.configure_generation(args, summary, [1, 2], margin=1.3)
+    run_setup.configure_generation(args, summary, [1, 2], margin=1.3)
     assert args.max_completion_length == math.ceil(501 * 1.3)
     _, args, _ = parse("--max_completion_length", "512")
-    training.configure_generation(args, summary, [1, 2], margin=1.3)
+    run_setup.configure_generation(args, summary, [1, 2], margin=1.3)
     assert args.max_completion_length == 512
     # The prompt's date is pinned whatever the user passed.
     assert args.chat_template_kwargs == llasa.chat_template_kwargs()
@@ -447,9 +447,9 @@ def test_two_step_run_with_the_whisper_reward(
 
     # Resuming from the latest checkpoint ("--resume_from_checkpoint true") goes on from step 2.
     resumed = build(tiny_llasa_dir, dataset, [reward], small_run_flags(out, steps=3, budget=20))
-    train.train(resumed, resume_from_checkpoint=training.resume_target("true"))
+    train.train(resumed, resume_from_checkpoint=run_setup.resume_target("true"))
     assert resumed.state.global_step == 3
-    assert training.resume_target(str(out / "checkpoint-2")) == str(out / "checkpoint-2")
+    assert run_setup.resume_target(str(out / "checkpoint-2")) == str(out / "checkpoint-2")
 
     # The profile of the run splits each step into its phases.
     from llasa.evaluation.profiling import step_profile

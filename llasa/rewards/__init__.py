@@ -18,6 +18,7 @@ from llasa.rewards.reward import (
     ClipScore,
     RewardConfig,
     RewardOverrides,
+    SpeechReward,
     WhisperReward,
     load_reward,
     load_reward_functions,

@@ -1,5 +1,5 @@
 """The reward TRL calls: a config of weighted components (`RewardConfig`, a reward_models/*.json file) and the
-callable that scores completions with them (`WhisperReward`), built by `load_reward`.
+callable that scores completions with them (`SpeechReward`), built by `load_reward`.
 
 One pass per batch: completion ids -> codes -> one batched codec decode -> one Whisper encoder pass whose output
 feeds both the greedy transcription and the teacher-forced NLL -> each component's score -> the weighted harmonic
@@ -206,8 +206,10 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-class WhisperReward:
+class SpeechReward:
     """A TRL reward function: `reward(prompts=..., completions=..., completion_ids=..., **columns)` -> rewards.
+    Whisper (or Paraformer) hears the intelligibility components; the others read the audio (scores.py's scorers,
+    the preference model).
 
     Cheap to build and to pickle: the components are checked at once, the models load on first use.
     """
@@ -433,9 +435,12 @@ def _clean(score) -> float | None:
     return min(max(float(score), 0.0), 1.0)
 
 
+WhisperReward = SpeechReward  # its name while Whisper was its only judge, kept for users' imports
+
+
 def load_reward(
     config: str | os.PathLike | dict | RewardConfig, *, speech_vocab: SpeechVocab | None = None, **overrides
-) -> WhisperReward:
+) -> SpeechReward:
     """The reward function of a config (a JSON path, a dict or a RewardConfig).
 
     `overrides` replace config keys (e.g. device="cuda:1"); None values are ignored, so CLI flags can be passed as
@@ -449,7 +454,7 @@ def load_reward(
         checked = RewardConfig.from_dict({**config, **overrides})
     else:
         checked = RewardConfig.from_json(config, **overrides)
-    return WhisperReward(checked, speech_vocab=speech_vocab)
+    return SpeechReward(checked, speech_vocab=speech_vocab)
 
 
 class ComponentScores:
@@ -460,7 +465,7 @@ class ComponentScores:
     identical batch has identical scores.
     """
 
-    def __init__(self, reward: WhisperReward):
+    def __init__(self, reward: SpeechReward):
         self.reward = reward
         self._key = None
         self._clips: list[ClipScore] = []

@@ -10,7 +10,6 @@ from trl import GRPOConfig, ModelConfig
 
 from llasa.checks import has_speakable_text
 from llasa.codec import encode_voice_prompt, load_codec, load_codec_once
-from llasa.data import load_source
 from llasa.device import outside_zero3, release_cached_memory
 from llasa.format import (
     DURATION_COLUMN,
@@ -26,6 +25,7 @@ from llasa.format import (
 )
 from llasa.rewards import load_reward_functions
 from llasa.sampling import SpeechOnly, expected_speech_tokens
+from llasa.sources import load_source
 from llasa.text import DEFAULT_CHARS_PER_SECOND
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Preparing a GRPO run (llasa.training): training datasets, prompts built and counted, voice prompts, budgets."""
+"""Preparing a GRPO run (llasa.run_setup): training datasets, prompts built and counted, voice prompts, budgets."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import llasa
-import llasa.training as training
+import llasa.run_setup as run_setup
 from llasa import MAX_CONTEXT_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,17 +33,17 @@ def test_load_training_dataset_from_files_and_folders(tmp_path):
         str(tmp_path / "dd")
     )
     for source in ("a.json", "a.jsonl", "a.csv", "a.parquet", "flat"):
-        loaded = training.load_training_dataset(str(tmp_path / source))
+        loaded = run_setup.load_training_dataset(str(tmp_path / source))
         assert (loaded["text"], loaded["duration"]) == (["one", "two"], [1.5, 2.0]), source
-    assert training.load_training_dataset(str(tmp_path / "dd"), split="dev")["text"] == ["one", "two"]
+    assert run_setup.load_training_dataset(str(tmp_path / "dd"), split="dev")["text"] == ["one", "two"]
     # A missing split lists the splits; a missing file or an unknown file type is named.
     with pytest.raises(ValueError, match="splits are: train, dev"):
-        training.load_training_dataset(str(tmp_path / "dd"), split="test")
+        run_setup.load_training_dataset(str(tmp_path / "dd"), split="test")
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        training.load_training_dataset(str(tmp_path / "missing.jsonl"))
+        run_setup.load_training_dataset(str(tmp_path / "missing.jsonl"))
     (tmp_path / "a.txt").write_text("one\n")
     with pytest.raises(ValueError, match="unsupported file type"):
-        training.load_training_dataset(str(tmp_path / "a.txt"))
+        run_setup.load_training_dataset(str(tmp_path / "a.txt"))
 
 
 def test_build_prompts_drops_and_counts_bad_rows(tiny_tokenizer):
@@ -57,7 +57,7 @@ def test_build_prompts_drops_and_counts_bad_rows(tiny_tokenizer):
         "duration": [1.0, 1.0, 1.0, 1.0, None, 45.0, None],
         "speaker": ["a", "b", "c", "d", "e", "f", "g"],
     }
-    dataset, summary = training.build_prompts(Dataset.from_dict(rows), tiny_tokenizer)
+    dataset, summary = run_setup.build_prompts(Dataset.from_dict(rows), tiny_tokenizer)
     assert (summary.rows, summary.kept, summary.empty_text, summary.too_long, summary.dropped) == (7, 2, 3, 2, 5)
     assert dataset["text"] == ["Hello world.", "Fits."]
     assert dataset["speaker"] == ["a", "g"]  # other columns follow their rows
@@ -74,7 +74,7 @@ def test_missing_text_column_lists_the_columns(tiny_tokenizer):
     from datasets import Dataset
 
     with pytest.raises(ValueError, match=r"no column 'text' \(--text_column\); its columns are: sentence, id"):
-        training.build_prompts(Dataset.from_dict({"sentence": ["hi"], "id": [1]}), tiny_tokenizer)
+        run_setup.build_prompts(Dataset.from_dict({"sentence": ["hi"], "id": [1]}), tiny_tokenizer)
 
 
 def test_raw_audio_columns_are_dropped_and_others_kept(tiny_tokenizer):
@@ -84,7 +84,7 @@ def test_raw_audio_columns_are_dropped_and_others_kept(tiny_tokenizer):
 
     rows = {"text": ["", "Hello."], "audio": [str(DATA / "fox_en_us.wav")] * 2, "duration": [1.0, 2.0]}
     dataset = Dataset.from_dict(rows).cast_column("audio", Audio())
-    built, summary = training.build_prompts(dataset, tiny_tokenizer)
+    built, summary = run_setup.build_prompts(dataset, tiny_tokenizer)
     assert built.column_names == ["text", "prompt", "duration"]
     assert (summary.kept, built[0]["duration"]) == (1, 2.0)
 
@@ -98,7 +98,7 @@ def test_per_row_voice_prompts(tiny_tokenizer):
         "ref_codes": [[1, 2, 3], [], [4, 5]],
         "ref_text": ["Reference one.", "Reference two.", "Reference three."],
     }
-    dataset, summary = training.build_prompts(
+    dataset, summary = run_setup.build_prompts(
         Dataset.from_dict(rows), tiny_tokenizer, prompt_codes_column="ref_codes", prompt_text_column="ref_text"
     )
     assert (summary.kept, summary.no_voice_prompt) == (2, 1)
@@ -106,7 +106,7 @@ def test_per_row_voice_prompts(tiny_tokenizer):
     assert dataset["text"] == ["Target one.", "Target three."]  # the reward hears only the target
     assert dataset["prompt_code_ids"] == [[1, 2, 3], [4, 5]]  # the voice the reward's speaker similarity compares to
     tokens = Dataset.from_dict({"text": ["T."], "ref_codes": [llasa.codes_to_tokens([9, 8])], "ref_text": ["R."]})
-    dataset, _ = training.build_prompts(
+    dataset, _ = run_setup.build_prompts(
         tokens, tiny_tokenizer, prompt_codes_column="ref_codes", prompt_text_column="ref_text"
     )
     assert dataset["prompt"][0] == llasa.build_messages("T.", "R.", [9, 8])
@@ -115,11 +115,11 @@ def test_per_row_voice_prompts(tiny_tokenizer):
 
 def test_expected_speech_and_completion_budget():
     # 50 tokens per second plus END, from the duration or from the text length at the assumed speaking rate.
-    assert training.expected_speech_tokens("ignored", 2.0, 14.0) == 101
-    assert training.expected_speech_tokens("x" * 28, None, 14.0) == 101
+    assert run_setup.expected_speech_tokens("ignored", 2.0, 14.0) == 101
+    assert run_setup.expected_speech_tokens("x" * 28, None, 14.0) == 101
     # The budget is the longest utterance plus the margin, within the context the longest prompt leaves.
-    assert training.size_completion_length(100, 80, margin=1.3) == 130
-    assert training.size_completion_length(1000, 1950, margin=1.3) == MAX_CONTEXT_TOKENS - 1950
+    assert run_setup.size_completion_length(100, 80, margin=1.3) == 130
+    assert run_setup.size_completion_length(1000, 1950, margin=1.3) == MAX_CONTEXT_TOKENS - 1950
 
 
 def test_per_component_reward_weights_go_to_trl(tiny_tokenizer):
@@ -130,18 +130,18 @@ def test_per_component_reward_weights_go_to_trl(tiny_tokenizer):
 
     config = str(REPO / "reward_models" / "prosody_per_component.json")
     args = SimpleNamespace(reward_weights=None, multi_objective_aggregation="normalize_then_sum")
-    functions = training.load_reward_funcs(config, tiny_tokenizer, args)
+    functions = run_setup.load_reward_funcs(config, tiny_tokenizer, args)
     names = ["wer", "nll", "duration", "pitch", "speaker_similarity", "quality"]
     assert [f.__name__ for f in functions] == names
     assert args.reward_weights == [0.4, 0.3, 0.1, 0.1, 0.05, 0.05]
     assert len({id(f.shared) for f in functions}) == 1  # one shared scorer: one decode and Whisper pass per batch
     args = SimpleNamespace(reward_weights=[1.0] * 6, multi_objective_aggregation="normalize_then_sum")
-    training.load_reward_funcs(config, tiny_tokenizer, args)
+    run_setup.load_reward_funcs(config, tiny_tokenizer, args)
     assert args.reward_weights == [1.0] * 6
     with pytest.raises(ValueError, match="6 components \\(wer, nll, duration"):
-        training.load_reward_funcs(config, tiny_tokenizer, SimpleNamespace(reward_weights=[1.0, 1.0]))
+        run_setup.load_reward_funcs(config, tiny_tokenizer, SimpleNamespace(reward_weights=[1.0, 1.0]))
     args = SimpleNamespace(reward_weights=None)
-    [combined] = training.load_reward_funcs(str(REPO / "reward_models" / "wer_nll.json"), tiny_tokenizer, args)
+    [combined] = run_setup.load_reward_funcs(str(REPO / "reward_models" / "wer_nll.json"), tiny_tokenizer, args)
     assert combined.__name__ == "whisper_reward" and args.reward_weights is None
 
 
@@ -158,10 +158,10 @@ def test_vllm_gets_the_speech_only_vocabulary_and_the_smallest_minimum(tiny_toke
     speech_only = SpeechOnly(SpeechVocab.from_tokenizer(tiny_tokenizer))
     dataset = Dataset.from_dict({"text": ["Hi.", "A much longer sentence to say."], "duration": [1.0, None]})
     args = SimpleNamespace(use_vllm=True, generation_kwargs={"stop_token_ids": [1]})
-    training.configure_speech_only(args, speech_only, dataset, "duration")
+    run_setup.configure_speech_only(args, speech_only, dataset, "duration")
     assert args.generation_kwargs["min_tokens"] == 25 and args.generation_kwargs["stop_token_ids"] == [1]
     assert args.generation_kwargs["allowed_token_ids"] == speech_only.vocab.allowed_ids()
     assert len(args.generation_kwargs["allowed_token_ids"]) == 65537
     args = SimpleNamespace(use_vllm=False, generation_kwargs=None)
-    training.configure_speech_only(args, speech_only, dataset, "duration")
+    run_setup.configure_speech_only(args, speech_only, dataset, "duration")
     assert args.generation_kwargs is None

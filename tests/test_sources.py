@@ -1,13 +1,13 @@
-"""Dataset sources (llasa.data): column detection and audio cells."""
+"""Dataset sources (llasa.sources): column detection and audio cells."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llasa.data import load_clip, resolve_columns
 from llasa.dataset import Options
 from llasa.dataset import create_dataset as run
+from llasa.sources import load_clip, resolve_columns
 
 DATA_DIR = Path(__file__).parent / "data"
 
