@@ -123,7 +123,7 @@ def codec_name(args) -> str:
 
 
 def build_codec(path: Path, real_size: bool) -> Path:
-    from demo.tiny_models import build_real_size_xcodec2, build_tiny_xcodec2
+    from testing.tiny_models import build_real_size_xcodec2, build_tiny_xcodec2
 
     return (build_real_size_xcodec2 if real_size else build_tiny_xcodec2)(path)
 

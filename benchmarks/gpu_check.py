@@ -54,8 +54,8 @@ class Size:
     name: str
     base_vocab: int  # tokens before Llasa's markers
     policy: dict  # LlamaConfig sizes
-    whisper: str | None  # "large-v3": its shape (demo/tiny_whisper.py); None: the tiny English model there
-    real_codec: bool  # Xcodec2Config's default sizes, else demo/tiny_models.py's tiny codec
+    whisper: str | None  # "large-v3": its shape (testing/tiny_whisper.py); None: the tiny English model there
+    real_codec: bool  # Xcodec2Config's default sizes, else testing/tiny_models.py's tiny codec
     reward_completions: int
     reward_seconds: float
     transcript_tokens: int  # cap on the random Whisper's transcripts (it never stops by itself)
@@ -113,7 +113,7 @@ def build_tokenizer(output_dir: Path, base_vocab: int) -> Path:
     special tokens, Llasa's 8 markers, then <|s_0|> .. <|s_65535|>; Llama-3.2's chat template."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-    from demo.tiny_models import save_llasa_tokenizer
+    from testing.tiny_models import save_llasa_tokenizer
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab.update({f"<filler_{i}>": i for i in range(len(vocab), base_vocab - N_SPECIALS)})
@@ -162,7 +162,7 @@ def build_codec(output_dir: Path, size: Size) -> Path:
     """XCodec2 at the released checkpoint's sizes (transformers' Xcodec2Config defaults), else the tiny one."""
     from transformers import Xcodec2Config, Xcodec2FeatureExtractor, Xcodec2Model
 
-    from demo.tiny_models import build_tiny_xcodec2
+    from testing.tiny_models import build_tiny_xcodec2
 
     if not size.real_codec:
         return build_tiny_xcodec2(output_dir)
@@ -177,7 +177,7 @@ def build_codec(output_dir: Path, size: Size) -> Path:
 
 def write_reward_config(work_dir: Path, size: Size) -> Path:
     """reward_models/wer_nll.json (the recipe's reward) with the random Whisper and codec of this size."""
-    from demo.tiny_whisper import LARGE_V3_DIMENSIONS, build_openai_whisper
+    from testing.tiny_whisper import LARGE_V3_DIMENSIONS, build_openai_whisper
 
     dims = LARGE_V3_DIMENSIONS if size.whisper == "large-v3" else None
     config = json.loads(REWARD_CONFIG.read_text())

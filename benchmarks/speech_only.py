@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--end_offset", type=float, default=6.2, help="logit added to END and end of turn")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from demo.tiny_models import build_tiny_llasa
+    from testing.tiny_models import build_tiny_llasa
 
     with tempfile.TemporaryDirectory() as folder:
         llasa = synthesis.load_model(str(build_tiny_llasa(folder)), device="cpu")

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 OUT=outputs/demo
 echo "== 1/5 tiny models (Llasa, XCodec2) and the reward config (Whisper tiny.en) -> $OUT/models"
-python -m demo.tiny_models --output_dir "$OUT/models"
+python -m testing.tiny_models --output_dir "$OUT/models"
 
 echo "== 2/5 dataset: the clips in tests/data encoded with the tiny codec -> $OUT/dataset"
 python create_dataset.py --dataset tests/data --output_dir "$OUT/dataset" --codec_id "$OUT/models/codec" \

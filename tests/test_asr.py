@@ -114,7 +114,7 @@ class TestBackendAgreement:
 
     def test_multilingual_prefix_and_text_without_leading_space(self, tmp_path, clips):
         # a multilingual model (51865 tokens) gets <|zh|><|transcribe|>; Chinese text tokens take no leading space
-        from demo.tiny_whisper import build_openai_whisper
+        from testing.tiny_whisper import build_openai_whisper
 
         path = build_openai_whisper(tmp_path / "multilingual.pt", n_vocab=51865)
         backend = load_backend("openai-whisper", str(path), device="cpu", language="zh", max_new_tokens=SHORT)

@@ -86,13 +86,6 @@ def truncated_wav(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def codec(tiny_codec_dir):
-    from llasa.codec import load_codec
-
-    return load_codec(tiny_codec_dir, device="cpu")
-
-
 # ------------------------------------------------------------------------------------------ create_dataset: output
 
 
@@ -393,16 +386,6 @@ def test_good_text_is_spoken(tmp_path, tiny_llasa_dir, tiny_codec_dir):
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-
-
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory, tiny_codec_dir, tiny_en):
-    """The paper's reward config with Whisper tiny.en through faster-whisper, on the CPU."""
-    config = json.loads((REPO / "reward_models" / "wer_nll.json").read_text())
-    config.update(asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir), device="cpu")
-    path = tmp_path_factory.mktemp("reward") / "tiny_en.json"
-    path.write_text(json.dumps(config))
-    return path
 
 
 def compare_argv(test_list, output_dir, tiny_codec_dir, reward_config, *models: str) -> list[str]:

@@ -13,7 +13,6 @@ from llasa.audio import load_audio
 from llasa.codec import (
     BATCHING_MODES,
     ENCODER_MODULES,
-    MAX_PADDING,
     XCODEC2_INSTALL_HINT,
     OriginalXcodec2,
     TransformersXcodec2,
@@ -64,7 +63,7 @@ def clip_codes(codec, clips):
 
 @pytest.fixture(scope="module")
 def original_codec(tiny_original_codec_dir):
-    from tiny_original_xcodec2 import offline_original_xcodec2
+    from testing.tiny_original_xcodec2 import offline_original_xcodec2
 
     with offline_original_xcodec2():
         return load_codec(tiny_original_codec_dir, device="cpu")
@@ -229,7 +228,6 @@ class TestBatching:
     def test_masked_batches_bound_their_padding(self, decode_only_codec):
         # Longest first, a clip joins a batch only while at most MAX_PADDING (25%) of the batch's frames are
         # padding: 60, 47, 33 (22% padding) | 20, 12 (20%) | 5 (with it, 38%) | 2, 1 (25%).
-        assert MAX_PADDING == 0.25
         assert _decoder_calls(decode_only_codec, _random_codes(self.LENGTHS)) == 4
 
     def test_exact_mode_is_one_at_a_time_bit_for_bit(self, codec):
@@ -311,7 +309,7 @@ class TestOriginalBackend:
     def test_decode_only_skips_the_encoders_and_decodes_the_same(self, original_codec, tiny_original_codec_dir):
         # decode_only=True builds just `generator` and `fc_post_a` (no w2v-BERT, no CodecEnc), decodes as the full
         # model does, and refuses to encode.
-        from tiny_original_xcodec2 import offline_original_xcodec2
+        from testing.tiny_original_xcodec2 import offline_original_xcodec2
 
         with offline_original_xcodec2():
             codec = load_codec(tiny_original_codec_dir, device="cpu", decode_only=True)

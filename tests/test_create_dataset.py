@@ -74,13 +74,6 @@ class WarningList(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def codec(tiny_codec_dir):
-    from llasa.codec import load_codec
-
-    return load_codec(tiny_codec_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, codec):
     """One run over a folder of the six clips, plus a corrupt file and an empty transcript, with max_duration 2.5 s.
 

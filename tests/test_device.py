@@ -100,7 +100,7 @@ def test_models_loaded_later_stay_outside_zero3(zero3, init_contexts, tiny_codec
 def test_original_xcodec2_asks_for_w2v_bert_outside_zero3(zero3, tiny_original_codec_dir, monkeypatch):
     # The original `xcodec2` package loads facebook/w2v-bert-2.0 from its own constructor: that load, too, runs with
     # ZeRO-3 off (the stand-in records the state when the package asks for it), and ZeRO-3 is on again after.
-    from tiny_original_xcodec2 import _TinyWav2Vec2Bert, offline_original_xcodec2
+    from testing.tiny_original_xcodec2 import _TinyWav2Vec2Bert, offline_original_xcodec2
 
     seen = []
     original = _TinyWav2Vec2Bert.from_pretrained

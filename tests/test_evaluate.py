@@ -22,21 +22,6 @@ METADATA = list(csv.DictReader((DATA / "metadata.csv").open()))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory, tiny_codec_dir, tiny_en):
-    """The paper's reward config with Whisper tiny.en through faster-whisper, on the CPU."""
-    config = json.loads((Path(__file__).parent.parent / "reward_models" / "wer_nll.json").read_text())
-    config.update(
-        asr_backend="faster-whisper",
-        asr_model=tiny_en,
-        codec_id=str(tiny_codec_dir),
-        device="cpu",
-    )
-    path = tmp_path_factory.mktemp("reward") / "tiny_en.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) from the PNG's IHDR chunk, after checking the signature."""
     data = path.read_bytes()

@@ -96,16 +96,6 @@ def test_protocol_on_a_hardcase_list(tmp_path, monkeypatch, tiny_wavlm):
     assert "| system | CER (%) | SIM |\n|---|---|---|\n| tts | 16.67 | 1.000 |\n" in table
 
 
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory, tiny_codec_dir, tiny_en):
-    """The paper's reward config with Whisper tiny.en through faster-whisper, on the CPU."""
-    config = json.loads((Path(__file__).parent.parent / "reward_models" / "wer_nll.json").read_text())
-    config.update(asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir), device="cpu")
-    path = tmp_path_factory.mktemp("reward") / "tiny_en.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
 def test_resynthesis_row(tmp_path, tiny_codec_dir, reward_config, espeak):
     # meta.lst lines: g1 has a ground-truth recording of its text (5th field), p1 only a voice prompt (resynthesised
     # and scored against the prompt's transcript), n1 neither (missing). The tiny codec's clips last its codes' time

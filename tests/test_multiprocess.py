@@ -41,8 +41,8 @@ def test_two_processes_train_save_and_resume(tiny_llasa_dir, tiny_codec_dir, tmp
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from demo.tiny_models import write_demo_reward_config
     from llasa import render_prompt
+    from testing.tiny_models import write_demo_reward_config
 
     reward = write_demo_reward_config(tmp_path / "reward.json", tiny_codec_dir)
     config = json.loads(reward.read_text())

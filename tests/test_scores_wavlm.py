@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_wavlm import XVECTOR_DIM
 
 from llasa.audio import load_audio
 from llasa.rewards import load_reward
 from llasa.scores import SpeakerSimilarityScorer
+from testing.tiny_wavlm import XVECTOR_DIM
 
 DATA = Path(__file__).parent / "data"
 CLIPS = ("fox_en_us.wav", "fox_en_f3.wav", "rainbow_en_us.wav")

@@ -29,13 +29,6 @@ def llasa(tiny_llasa_dir):
 
 
 @pytest.fixture(scope="module")
-def codec(tiny_codec_dir):
-    from llasa.codec import load_codec
-
-    return load_codec(str(tiny_codec_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def whisper_reward_config(tiny_codec_dir, tiny_en):
     return {
         "asr_backend": "faster-whisper",

@@ -3,7 +3,7 @@
 They load through exactly the code paths the real models use, so the whole pipeline (dataset,
 GRPO, inference) runs on a CPU in minutes. Their speech is noise: they test plumbing, not quality.
 
-    python -m demo.tiny_models --output_dir demo_models
+    python -m testing.tiny_models --output_dir demo_models
 """
 
 from dataclasses import dataclass, field

