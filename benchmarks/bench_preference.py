@@ -11,15 +11,16 @@ on the held-out sentences' pairs. --ai_label also judges the pairs with a reward
 those machine judgments agree with the construction, and trains on them instead.
 """
 
-import argparse
 import json
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.listening_clips import construction_winner, judge_by_construction, make_kind_folders
 from llasa.audio import load_audio
+from llasa.cli import ScriptParser
 from llasa.listening.clips import find_clips, pair_clips
 from llasa.listening.labeling import label_pairs
 from llasa.listening.preference import (
@@ -69,13 +70,16 @@ def accuracy_rows(store: PreferenceStore, label: str, options: TrainingOptions) 
     return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n_texts", "--n-texts", type=int, default=16, help="sentences (at most 16)")
-    parser.add_argument("--held_out", "--held-out", type=float, default=0.25, help="share of sentences held out")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ai_label", "--ai-label", action="store_true", help="also judge the pairs with a reward")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Arguments:
+    n_texts: int = field(default=16, metadata={"help": "Sentences (at most 16)."})
+    held_out: float = field(default=0.25, metadata={"help": "Share of sentences held out."})
+    seed: int = field(default=0, metadata={"help": "Seed of the clips, the judgments and the training."})
+    ai_label: bool = field(default=False, metadata={"help": "Also judge the pairs with a reward."})
+
+
+def main(argv=None):
+    [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
     options = TrainingOptions(held_out=args.held_out, seed=args.seed)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

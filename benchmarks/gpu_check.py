@@ -12,7 +12,6 @@ completions run to the budget, and a third of their tokens are speech codes.
     bash benchmarks/gpu_check.sh --tiny     # the same path with tiny models on a CPU (the test suite runs it)
 """
 
-import argparse
 import json
 import logging
 import subprocess
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from llasa.cli import ScriptParser
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "llasa-1b-grpo.yaml"
@@ -343,11 +344,15 @@ def run(size: Size, work_dir: Path) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Arguments:
+    tiny: bool = field(default=False, metadata={"help": "Tiny models on the CPU: the same path, in a minute."})
+    work_dir: str | None = field(default=None, metadata={"help": "Where to write the models (default: temp)."})
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU: the same path, in a minute")
-    parser.add_argument("--work_dir", "--work-dir", default=None, help="where to write the models (default: temp)")
-    args = parser.parse_args(argv)
+    parser = ScriptParser(Arguments, description=__doc__.split("\n\n")[0])
+    [args] = parser.parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     size = TINY if args.tiny else FULL
     if not args.tiny and not torch.cuda.is_available():

@@ -10,13 +10,13 @@ completion) and no_speech (share of completions without a speech code), with the
     python -m benchmarks.speech_only
 """
 
-import argparse
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from llasa import synthesis
+from llasa.cli import ScriptParser
 from llasa.sampling import sampling_shares
 from llasa.synthesis import Request, SamplingOptions
 
@@ -49,14 +49,17 @@ def compare(llasa: synthesis.Llasa, num_samples: int, room: int, seed: int) -> d
     return shares
 
 
+@dataclass(frozen=True)
+class Arguments:
+    num_samples: int = field(default=16, metadata={"help": "Samples per text."})
+    room: int = field(default=160, metadata={"help": "Tokens each completion may generate."})
+    text_offset: float = field(default=3.25, metadata={"help": "Logit added to non-speech tokens."})
+    end_offset: float = field(default=6.2, metadata={"help": "Logit added to END and end of turn."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_samples", type=int, default=16, help="samples per text")
-    parser.add_argument("--room", type=int, default=160, help="tokens each completion may generate")
-    parser.add_argument("--text_offset", type=float, default=3.25, help="logit added to non-speech tokens")
-    parser.add_argument("--end_offset", type=float, default=6.2, help="logit added to END and end of turn")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
     from testing.tiny_models import build_tiny_llasa
 
     with tempfile.TemporaryDirectory() as folder:
