@@ -7,6 +7,7 @@ spelling, and the reference implementation's spellings are mapped to ours. Libra
 they take the option dataclasses the parser fills.
 """
 
+import dataclasses
 import difflib
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,12 @@ class ScriptParser(TrlParser):
     def __init__(self, dataclass_types, renamed: dict[str, str] | None = None, **kwargs):
         self.renamed = dict(renamed or {})  # an older spelling -> our flag (`--model-id` -> `--model_name_or_path`)
         super().__init__(dataclass_types, **kwargs)
+        # TRL reads the file before argparse sees the command line; the flag is declared for --help.
+        self.add_argument(
+            CONFIG_FLAG,
+            metavar="FILE.yaml",
+            help="YAML file of flags (its keys are the flags' names); flags given here win",
+        )
 
     @staticmethod
     def _parse_dataclass_field(parser, field):
@@ -68,7 +75,7 @@ class ScriptParser(TrlParser):
         if from_line:
             flag = next((s for s in from_line if s.startswith("-")), from_line[0])
             self.error(f"unrecognised argument {flag}{self.suggestion(flag)}")
-        return tuple(options)
+        return tuple(option for option in options if dataclasses.is_dataclass(option))  # not the --config holder
 
     def map_spellings(self, argv: list[str]) -> list[str]:
         """`--config=x` as `--config x` (TRL looks for the flag alone), and renamed flags as ours, with a note."""

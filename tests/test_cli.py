@@ -2,6 +2,8 @@
 style, dashed and underscored flags, the nearest valid spelling for an unknown flag, and the reference
 implementation's flags mapped or refused with the reason."""
 
+import re
+
 import pytest
 
 import create_dataset
@@ -112,3 +114,27 @@ class TestReferenceFlags:
         assert create_dataset.parse_options(["--dataset", "d", "--config", "clean"]).dataset_config == "clean"
         config = write_yaml(tmp_path / "c.yaml", "dataset: d\ndataset_config: other\n")
         assert create_dataset.parse_options(["--config", config]).dataset_config == "other"
+
+
+@pytest.mark.parametrize(
+    ("parse", "argv"),
+    [
+        (create_dataset.parse_options, []),
+        (train.parse_args, []),
+        (inference.parse_args, []),
+        (reward_whisper.parse_args, []),
+        *((evaluate.parse_args, [command]) for command in ("compare", "curves", "profile", "measure")),
+        *((listen.parse_args, [command]) for command in ("pairs", "serve", "results", "export", "ai-label")),
+    ],
+)
+def test_every_help_shows_config_and_both_spellings(parse, argv, capsys):
+    # --help lists --config, and every flag of several words in both spellings (--output_dir, --output-dir).
+    with pytest.raises(SystemExit) as stop:
+        parse([*argv, "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--config FILE.yaml" in text
+    option_lines = [line.strip() for line in text.splitlines() if line.startswith("  -")]
+    flags = {flag for line in option_lines for flag in re.findall(r"(?:^|, )(--[\w-]+)", line)}
+    underscored = {flag for flag in flags if "_" in flag}
+    assert len(flags) >= 3 and all(flag.replace("_", "-") in flags for flag in underscored)
