@@ -119,12 +119,18 @@ def reward_config(tmp_path_factory, tiny_codec_dir, tiny_en):
 
 
 @pytest.fixture(scope="session")
-def clips():
-    """(16 kHz waveform, transcript) of every clip in tests/data, in metadata.csv's order."""
+def clips_by_name():
+    """File name -> (16 kHz waveform, transcript) of every clip in tests/data, in metadata.csv's order."""
     from llasa.audio import load_audio
 
-    rows = csv.DictReader((DATA_DIR / "metadata.csv").open(encoding="utf-8"))
-    return [(load_audio(DATA_DIR / row["file_name"]), row["text"]) for row in rows]
+    with open(DATA_DIR / "metadata.csv", newline="", encoding="utf-8") as f:
+        return {row["file_name"]: (load_audio(DATA_DIR / row["file_name"]), row["text"]) for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="session")
+def clips(clips_by_name):
+    """(16 kHz waveform, transcript) of every clip in tests/data, in metadata.csv's order."""
+    return list(clips_by_name.values())
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from llasa.audio import load_audio
 from llasa.codec import (
     BATCHING_MODES,
     ENCODER_MODULES,
@@ -42,8 +41,9 @@ ORIGINAL_RELEASE_CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def clips():
-    return [load_audio(DATA_DIR / name) for name in CLIP_NAMES]
+def waves(clips_by_name):
+    """Three bundled clips of different lengths."""
+    return [clips_by_name[name][0] for name in CLIP_NAMES]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def decode_only_codec(tiny_codec_dir):
 
 
 @pytest.fixture(scope="module")
-def clip_codes(codec, clips):
-    return codec.encode(clips)
+def clip_codes(codec, waves):
+    return codec.encode(waves)
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +120,20 @@ class TestLoadCodec:
 
 
 class TestTransformersBackend:
-    def test_codes_are_ints_in_the_codebook_at_50_per_second(self, clips, clip_codes):
+    def test_codes_are_ints_in_the_codebook_at_50_per_second(self, waves, clip_codes):
         # One int code in [0, 65535] per 320 samples: N // 320 + 1, within one of duration * 50.
-        for wav, codes in zip(clips, clip_codes, strict=True):
+        for wav, codes in zip(waves, clip_codes, strict=True):
             assert all(type(code) is int and 0 <= code < CODEBOOK_SIZE for code in codes)
             assert len(codes) == num_codes(len(wav))
             assert abs(len(codes) - len(wav) / SAMPLES_PER_TOKEN) <= 1
             assert abs(len(codes) - len(wav) / 16000 * TOKENS_PER_SECOND) <= 1
             assert len(set(codes)) > 10  # the tiny codec does not collapse to one code
 
-    def test_batched_encode_equals_one_at_a_time(self, codec, clips, clip_codes):
+    def test_batched_encode_equals_one_at_a_time(self, codec, waves, clip_codes):
         # Clips of different lengths, batched in pairs, encode as they do alone; so do two clips of equal
         # code length (16000 and 16100 samples: 51 codes), which share a batch, next to a 100-sample one.
-        assert clip_codes == [codec.encode([wav])[0] for wav in clips]
-        short = [clips[0][:16000], clips[1][:16100], clips[2][:100]]
+        assert clip_codes == [codec.encode([wav])[0] for wav in waves]
+        short = [waves[0][:16000], waves[1][:16100], waves[2][:100]]
         assert codec.encode(short) == [codec.encode([wav])[0] for wav in short]
 
     def test_decoded_length_is_exactly_n_codes_times_320(self, codec, clip_codes):
@@ -288,16 +288,16 @@ class TestDecodeOnly:
         for codes in clip_codes:
             np.testing.assert_array_equal(decode_only_codec.decode([codes])[0], codec.decode([codes])[0])
 
-    def test_encode_is_refused_with_the_fix(self, decode_only_codec, clips):
+    def test_encode_is_refused_with_the_fix(self, decode_only_codec, waves):
         # Encoding needs the encoders it never loaded: the error says so and how to load a codec that encodes.
         with pytest.raises(RuntimeError, match=DECODE_ONLY_ERROR + r".*decode_only=False"):
-            decode_only_codec.encode(clips[:1])
+            decode_only_codec.encode(waves[:1])
 
 
 class TestOriginalBackend:
-    def test_round_trip(self, original_codec, clips):
+    def test_round_trip(self, original_codec, waves):
         # encode_code / decode_code one clip at a time: N // 320 + 1 codes in range, n * 320 samples back.
-        two_clips = [clips[0][:16000], clips[1][:9000]]
+        two_clips = [waves[0][:16000], waves[1][:9000]]
         codes = original_codec.encode(two_clips)
         assert [len(c) for c in codes] == [num_codes(len(wav)) for wav in two_clips]
         assert all(0 <= code < CODEBOOK_SIZE for clip_codes in codes for code in clip_codes)
@@ -330,15 +330,15 @@ class TestOriginalBackend:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_round_trip(tiny_codec_dir, clips, dtype):
+def test_gpu_round_trip(tiny_codec_dir, waves, dtype):
     # On a GPU, in each precision: lengths exact, codes in range, batched encode as one at a time up to
     # rounding ties (GPU kernels, chosen per batch shape, may flip a code that sits on an FSQ boundary).
     codec = load_codec(tiny_codec_dir, dtype=dtype, batch_size=2)
     assert codec.device.type == "cuda"
-    codes = codec.encode(clips)
-    assert [len(c) for c in codes] == [num_codes(len(wav)) for wav in clips]
+    codes = codec.encode(waves)
+    assert [len(c) for c in codes] == [num_codes(len(wav)) for wav in waves]
     assert all(0 <= code < CODEBOOK_SIZE for clip_codes in codes for code in clip_codes)
-    alone = [codec.encode([wav])[0] for wav in clips]
+    alone = [codec.encode([wav])[0] for wav in waves]
     assert np.mean(np.concatenate(codes) == np.concatenate(alone)) >= 0.95
     audio = codec.decode(codes)
     assert [len(a) for a in audio] == [len(c) * SAMPLES_PER_TOKEN for c in codes]
