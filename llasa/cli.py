@@ -7,11 +7,10 @@ spelling, and the reference implementation's spellings are mapped to ours. Libra
 they take the option dataclasses the parser fills.
 """
 
-import dataclasses
 import difflib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 
 from trl import TrlParser
 
@@ -75,7 +74,7 @@ class ScriptParser(TrlParser):
         if from_line:
             flag = next((s for s in from_line if s.startswith("-")), from_line[0])
             self.error(f"unrecognised argument {flag}{self.suggestion(flag)}")
-        return tuple(option for option in options if dataclasses.is_dataclass(option))  # not the --config holder
+        return tuple(option for option in options if is_dataclass(option))  # not the --config holder
 
     def map_spellings(self, argv: list[str]) -> list[str]:
         """`--config=x` as `--config x` (TRL looks for the flag alone), and renamed flags as ours, with a note."""
@@ -92,7 +91,7 @@ class ScriptParser(TrlParser):
         return mapped
 
     def suggestion(self, flag: str) -> str:
-        """': did you mean --x?' for the nearest valid flag, or '' when none is near."""
+        """': did you mean --x?' for the nearest valid flag, or ' (see --help)' when none is near."""
         name = flag.partition("=")[0]
         spellings = [s for s in self._option_string_actions if s.startswith("--")] + [CONFIG_FLAG]
         if not name.startswith("-"):
