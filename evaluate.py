@@ -91,36 +91,29 @@ class MeasureArguments:
     device: str = field(default="auto", metadata={"help": "Torch device of the speaker encoder."})
 
 
-def make_parsers() -> dict[str, ScriptParser]:
-    compare_parser = ScriptParser(
-        (CompareOptions, SamplingOptions, ModelOptions),
-        prog="evaluate.py compare",
-        description="synthesise and score a test list with several systems",
-    )
-    compare_parser.set_defaults(seed=0)  # every model samples from the same seed
-    return {
-        "compare": compare_parser,
-        "curves": ScriptParser(
-            CurvesArguments,
-            prog="evaluate.py curves",
-            description="plot a training run's reward, KL and length curves",
-        ),
-        "profile": ScriptParser(
-            ProfileArguments,
-            prog="evaluate.py profile",
-            description="where a training run's step time went (generation, reward, ...)",
-        ),
-        "measure": ScriptParser(
-            MeasureArguments,
-            prog="evaluate.py measure",
-            description="raw speech measures of audio files (seconds, F0 spread, speaker cosine, DNSMOS)",
-        ),
-    }
+def compare_parser() -> ScriptParser:
+    parser = ScriptParser((CompareOptions, SamplingOptions, ModelOptions))
+    parser.set_defaults(seed=0)  # every model samples from the same seed
+    return parser
+
+
+COMMANDS = {
+    "compare": ("synthesise and score a test list with several systems", compare_parser),
+    "curves": ("plot a training run's reward, KL and length curves", lambda: ScriptParser(CurvesArguments)),
+    "profile": (
+        "where a training run's step time went (generation, reward, ...)",
+        lambda: ScriptParser(ProfileArguments),
+    ),
+    "measure": (
+        "raw speech measures of audio files (seconds, F0 spread, speaker cosine, DNSMOS)",
+        lambda: ScriptParser(MeasureArguments),
+    ),
+}
 
 
 def parse_args(argv=None) -> tuple[str, tuple]:
     """(command, its option dataclasses)."""
-    return parse_command(make_parsers(), argv, "evaluate.py", __doc__.split("\n\n")[0])
+    return parse_command(COMMANDS, argv, "evaluate.py", __doc__.split("\n\n")[0])
 
 
 def run_command(command: str, options: tuple) -> None:

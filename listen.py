@@ -32,7 +32,6 @@ from llasa.audio import PLAYABLE_AUDIO_TYPES
 from llasa.checks import check_distinct_systems
 from llasa.cli import ScriptParser, parse_command
 from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
-from llasa.listening.preference import FeatureConfig, TrainingOptions
 from llasa.listening.store import KINDS, PreferenceStore
 
 logger = logging.getLogger(__name__)
@@ -228,6 +227,7 @@ def command_ai_label(args: "LabelArguments") -> None:
 
 
 def command_train_reward(args: "TrainRewardArguments", options, features) -> None:
+    """`options`: the preference model's TrainingOptions; `features`: its FeatureConfig."""
     from llasa.audio import load_audio
     from llasa.listening.preference import SAMPLE_RATE, comparisons_from_judgments, train_preference_model
 
@@ -240,31 +240,28 @@ def command_train_reward(args: "TrainRewardArguments", options, features) -> Non
     logger.info("Saved the preference model to %s", args.output_dir)
 
 
-def make_parsers() -> dict[str, ScriptParser]:
-    def parser(name: str, description: str, *option_classes) -> ScriptParser:
-        return ScriptParser(option_classes, prog=f"listen.py {name}", description=description)
+def train_reward_parser() -> ScriptParser:
+    from llasa.listening.preference import FeatureConfig, TrainingOptions  # torch: only for this command
 
-    return {
-        "pairs": parser("pairs", "register the systems' clips and their pairs in the store", Systems),
-        "serve": parser("serve", "the A/B listening page", ServeArguments),
-        "results": parser(
-            "results", "win rates, Bradley-Terry strengths, agreement, table and plot", ResultsArguments
-        ),
-        "export": parser("export", "judgments to JSONL and/or a datasets dataset", ExportArguments),
-        "ai-label": parser("ai-label", "judge pairs with a reward config, as machine judgments", LabelArguments),
-        "train-reward": parser(
-            "train-reward",
-            "train the preference model on the stored judgments",
-            TrainRewardArguments,
-            TrainingOptions,
-            FeatureConfig,
-        ),
-    }
+    return ScriptParser((TrainRewardArguments, TrainingOptions, FeatureConfig))
+
+
+PARSERS = {
+    "pairs": ("register the systems' clips and their pairs in the store", lambda: ScriptParser(Systems)),
+    "serve": ("the A/B listening page", lambda: ScriptParser(ServeArguments)),
+    "results": (
+        "win rates, Bradley-Terry strengths, agreement, table and plot",
+        lambda: ScriptParser(ResultsArguments),
+    ),
+    "export": ("judgments to JSONL and/or a datasets dataset", lambda: ScriptParser(ExportArguments)),
+    "ai-label": ("judge pairs with a reward config, as machine judgments", lambda: ScriptParser(LabelArguments)),
+    "train-reward": ("train the preference model on the stored judgments", train_reward_parser),
+}
 
 
 def parse_args(argv=None) -> tuple[str, tuple]:
     """(command, its option dataclasses)."""
-    return parse_command(make_parsers(), argv, "listen.py", __doc__.split("\n\n")[0])
+    return parse_command(PARSERS, argv, "listen.py", __doc__.split("\n\n")[0])
 
 
 COMMANDS = {

@@ -9,7 +9,7 @@ they take the option dataclasses the parser fills.
 
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, is_dataclass
 
 from trl import TrlParser
@@ -100,11 +100,17 @@ class ScriptParser(TrlParser):
         return f": did you mean {match[0]}?" if match else " (see --help)"
 
 
-def parse_command(commands: dict[str, ScriptParser], argv: Sequence[str] | None, prog: str, description: str):
-    """(command, its option dataclasses) for scripts with commands (`evaluate.py compare ...`); each command has its
-    own parser, so `--config` and `--help` work per command."""
+def parse_command(
+    commands: dict[str, tuple[str, Callable[[], ScriptParser]]],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+):
+    """(command, its option dataclasses) for scripts with commands (`evaluate.py compare ...`). `commands` maps each
+    name to its description and a function building its parser: only the chosen command's parser is built (and its
+    option classes imported), and `--config` and `--help` work per command."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    listing = "\n".join(f"  {name:<14} {parser.description}" for name, parser in commands.items())
+    listing = "\n".join(f"  {name:<14} {about}" for name, (about, _) in commands.items())
     usage = f"usage: {prog} {{{','.join(commands)}}} ...\n\n{description}\n\ncommands:\n{listing}\n"
     if not argv or argv[0] in ("-h", "--help"):
         print(usage, file=sys.stdout if argv else sys.stderr)
@@ -114,4 +120,7 @@ def parse_command(commands: dict[str, ScriptParser], argv: Sequence[str] | None,
         hint = f": did you mean {match[0]}?" if match else f": choose one of {', '.join(commands)}"
         sys.stderr.write(f"{usage}\n{prog}: error: unknown command {argv[0]!r}{hint}\n")
         sys.exit(2)
-    return argv[0], commands[argv[0]].parse(argv[1:])
+    about, build = commands[argv[0]]
+    parser = build()
+    parser.prog, parser.description = f"{prog} {argv[0]}", about
+    return argv[0], parser.parse(argv[1:])
