@@ -36,7 +36,6 @@ length (--min_speech_fraction); --no-speech-only lets the model draw any token, 
 
 import argparse
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,9 +48,11 @@ from llasa.checks import (
     check_voice_prompt,
     has_speakable_text,
 )
-from llasa.cli import add_flag, add_model_arguments, positive_int, sampling_options
+from llasa.cli import add_flag, add_model_arguments, fail, positive_int, reported_errors, sampling_options
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.outputs import check_replaceable, claim
+from llasa.rewards import check_reward_config
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.synthesis import (
     INPUT_FORMATS,
@@ -59,6 +60,7 @@ from llasa.synthesis import (
     Skipped,
     load_model,
     load_scorer,
+    output_paths,
     read_input_file,
     run,
     synthesize,
@@ -133,40 +135,44 @@ def check_paths(args) -> None:
         check_output_dir(args.output_dir)
     else:
         check_output_audio(args.output)
+        check_replaceable([args.output], "--output")
     if args.prompt_wav is not None:
         check_voice_prompt(args.prompt_wav)
     if args.reward_config is not None:
-        check_input_file(args.reward_config, "--reward_config")
+        check_reward_config(args.reward_config)
+
+
+def read_requests(args) -> tuple[list[Request], list[Skipped]]:
+    """The texts to speak, with their voice prompts, and the lines skipped; their outputs are checked too."""
+    if args.input_file is None:
+        text = args.text.strip()
+        if not text:
+            raise ValueError("--text is empty: give the text to speak.")
+        if not has_speakable_text(text):
+            raise ValueError(f"--text {text!r} has no letter or digit: nothing to speak.")
+        return [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")], []
+    requests, skipped = read_input_file(args.input_file, args.input_format)
+    if args.prompt_wav is not None:
+        requests = [
+            replace(r, prompt_wav=args.prompt_wav, prompt_text=args.prompt_text)
+            if r.prompt_wav is None and r.prompt_text is None
+            else r
+            for r in requests
+        ]
+    check_replaceable(output_paths(requests, args.output_dir, args.reward_config is not None), "--output_dir")
+    return requests, skipped
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors():
         check_paths(args)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        requests, skipped = read_requests(args)
+        speak(args, requests, skipped)
 
-    if args.input_file is not None:
-        try:
-            requests, skipped = read_input_file(args.input_file, args.input_format)
-        except (OSError, ValueError) as e:
-            sys.exit(f"error: {e}")
-        if args.prompt_wav is not None:
-            requests = [
-                replace(r, prompt_wav=args.prompt_wav, prompt_text=args.prompt_text)
-                if r.prompt_wav is None and r.prompt_text is None
-                else r
-                for r in requests
-            ]
-    else:
-        text = args.text.strip()
-        if not text:
-            sys.exit("error: --text is empty: give the text to speak.")
-        if not has_speakable_text(text):
-            sys.exit(f"error: --text {text!r} has no letter or digit: nothing to speak.")
-        requests = [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")]
-        skipped = []
+
+def speak(args, requests: list[Request], skipped: list[Skipped]) -> None:
     llasa = load_model(args.model_name_or_path, args.device, args.dtype)
     logger.info(
         "Sampling: %s.",
@@ -178,7 +184,8 @@ def main(argv=None):
     if args.input_file is None:
         [outcome] = synthesize(llasa, codec, requests, args.sampling, num_samples=args.num_samples, scorer=scorer)
         if isinstance(outcome, Skipped):
-            sys.exit(f"error: {outcome.reason}")
+            fail(outcome.reason)
+        claim(output_paths(requests, Path(args.output).parent, scorer is not None), "--output")
         path = write_clip(outcome, args.output, args.keep_prompt)
         logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(args.keep_prompt)) / CODEC_SAMPLE_RATE)
         return
@@ -195,7 +202,7 @@ def main(argv=None):
         skipped=skipped,
     )
     if not summary.written:
-        sys.exit("error: no clip was written; see the skipped lines above.")
+        fail("no clip was written; see the skipped lines above.")
 
 
 if __name__ == "__main__":
