@@ -28,7 +28,7 @@ from llasa.format import (
     codes_to_tokens,
     training_pair,
 )
-from llasa.outputs import foreign_entries, replace_folder
+from llasa.outputs import foreign_entries, naming_folder, replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -415,15 +415,16 @@ def create_dataset(options: Options, codec=None) -> Summary:
             if fresh:  # a wrong --codec_id leaves no unfinished run behind to block the corrected command
                 shutil.rmtree(work_dir)
             raise
-    summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
-    if dataset is None:
-        raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")
-    # Write the whole dataset beside --output_dir, then rename: a crash never leaves half a dataset there.
-    staging = work_dir / "dataset"
-    if staging.exists():
-        shutil.rmtree(staging)
-    dataset.save_to_disk(str(staging))
-    (staging / MARKER_FILE).write_text(json.dumps({"settings": settings, "summary": asdict(summary)}, indent=2))
+    with naming_folder(work_dir):  # a full disk is named by the folder being written; finished shards are kept
+        summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
+        if dataset is None:
+            raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")
+        # Write the whole dataset beside --output_dir, then rename: a crash never leaves half a dataset there.
+        staging = work_dir / "dataset"
+        if staging.exists():
+            shutil.rmtree(staging)
+        dataset.save_to_disk(str(staging))
+        (staging / MARKER_FILE).write_text(json.dumps({"settings": settings, "summary": asdict(summary)}, indent=2))
     replace_folder(staging, output_dir.resolve())
     shutil.rmtree(work_dir)
     logger.info("Saved %d rows to %s", summary.kept, output_dir)

@@ -10,7 +10,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RECORD_FILE = ".llasa_written.json"
@@ -101,3 +102,15 @@ def replace_folder(staging, target) -> None:
     target.rename(old / target.name)
     staging.rename(target)
     shutil.rmtree(old)
+
+
+@contextmanager
+def naming_folder(folder) -> Iterator[None]:
+    """An OS error that names no file (pyarrow's "No space left on device") is raised again naming `folder`, the
+    folder being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(folder)) from e
