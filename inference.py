@@ -17,7 +17,8 @@ len(prompt codes) * 320 samples are cut off: the output holds only the new speec
 
 Many texts, in batches, to <output_dir>/<id>.wav. The list is plain text (one text per line; ids are
 line numbers), JSONL (`text`, optional `id`, `prompt_wav`, `prompt_text`) or Seed-TTS-eval's
-`id|prompt_text|prompt_wav|text`; relative prompt_wav paths are read from the list file's folder:
+`id|prompt_text|prompt_wav|text`, told by the suffix (.jsonl, .lst) or by every line, or named by --input_format;
+relative prompt_wav paths are read from the list file's folder:
 
     python inference.py --llasa-id HKUSTAudio/Llasa-1B --codec-id HKUSTAudio/xcodec2 \
         --input_file texts.jsonl --output_dir outputs/base --batch_size 8 --seed 0
@@ -83,7 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flag(parser, "output", default="gen.wav", help="output WAV for --text (default: gen.wav)")
     add_flag(parser, "output_dir", help="output folder for --input_file: <output_dir>/<id>.wav")
     add_flag(
-        parser, "input_format", default="auto", choices=INPUT_FORMATS, help="format of --input_file (default: auto)"
+        parser,
+        "input_format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="format of --input_file (default: auto: by suffix, else by every line)",
     )
     add_flag(parser, "prompt_wav", help="voice prompt audio (for --input_file: lines without their own prompt)")
     add_flag(parser, "prompt_text", help="transcript of --prompt_wav")

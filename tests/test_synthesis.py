@@ -111,7 +111,7 @@ class TestReadInputFile:
         assert "used by an earlier line" in reasons[2] and "cannot name a file" in reasons[3]
 
     def test_seedtts_list(self, tmp_path):
-        # Seed-TTS-eval's id|prompt_text|prompt_wav|text, detected from the first line.
+        # Seed-TTS-eval's id|prompt_text|prompt_wav|text, detected from its lines.
         path = tmp_path / "meta.txt"
         path.write_text("utt1|Prompt words.|prompt-wavs/utt1.wav|Target words.\nutt2|P.|/abs/p.wav|T.\n")
         requests, _ = synthesis.read_input_file(path)
