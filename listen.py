@@ -128,10 +128,11 @@ def command_ai_label(args) -> None:
     from llasa.asr import WHISPER_SAMPLE_RATE
     from llasa.audio import load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
-    from llasa.rewards import load_reward
+    from llasa.rewards import check_reward_config, load_reward
 
+    config = check_reward_config(args.reward_config, device=args.device)  # before the store is created
     store = open_store(args.db, args.systems, args.pair_by)
-    reward = load_reward(args.reward_config, device=args.device)
+    reward = load_reward(config)
     reward.load_models(codec=False)  # clips are audio already: no codec
 
     def score(waveforms, texts):

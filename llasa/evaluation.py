@@ -365,6 +365,7 @@ def plot_comparison(records: list[dict], systems: list[str], path) -> Path:
 def check_inputs(args) -> None:
     """Every model, folder and file compare needs, checked before any model loads or any clip is synthesised."""
     from llasa.checks import check_codec, check_input_file, check_llasa_model, check_output_dir
+    from llasa.rewards import check_reward_config
 
     check_input_file(args.test_list, "--test_list")
     check_output_dir(args.output_dir)
@@ -375,7 +376,7 @@ def check_inputs(args) -> None:
     if args.models:
         check_codec(args.codec_id)
     if isinstance(args.reward_config, str | Path):
-        check_input_file(args.reward_config, "--reward_config")
+        check_reward_config(args.reward_config)
 
 
 REPORT_FILES = ("clips.jsonl", "summary.json", "summary.md", "comparison.png")
@@ -628,6 +629,7 @@ def plot_curves(run_dir, output=None, weight: float = EMA_WEIGHT) -> tuple[Path,
     figure.suptitle(f"{Path(run_dir).name}: {state_path.relative_to(run_dir)} (EMA {weight})")
     figure.tight_layout()
     output = Path(run_dir) / "training_curves.png" if output is None else Path(output)
+    claim([output], "--output")
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return output, list(series)
