@@ -599,7 +599,15 @@ def test_listen_results_never_replace_a_file_they_did_not_write(tmp_path):
     import listen
     from llasa.listening.store import PreferenceStore
 
-    PreferenceStore(tmp_path / "db.sqlite")
+    for system in ("a", "b"):
+        (tmp_path / system).mkdir()
+        shutil.copy(DATA_DIR / CLIP, tmp_path / system / "0.wav")
+    listen.main(
+        ["pairs", "--pairs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--db", str(tmp_path / "db.sqlite")]
+    )
+    store = PreferenceStore(tmp_path / "db.sqlite")
+    shown = store.next_pair("ann")
+    store.record("ann", shown.pair_id, shown.a, shown.b, "a")
     argv = ["results", "--db", str(tmp_path / "db.sqlite"), "--output_dir", str(tmp_path / "out"), "--bootstrap", "5"]
     listen.main(argv)
     listen.main(argv)
