@@ -24,6 +24,7 @@ from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
 from llasa.checks import check_codec, check_exists, check_llasa_model, check_output_dir, check_voice_prompt
 from llasa.cli import reported_errors
+from llasa.data import check_saved_rows
 from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND, SpeechVocab
 from llasa.rewards import check_reward_config
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
@@ -238,6 +239,7 @@ def check_paths(script_args, training_args, model_args, check_reward: bool = Tru
     check_llasa_model(model_args.model_name_or_path, "--model_name_or_path")
     check_output_dir(training_args.output_dir)
     check_exists(script_args.dataset, "--dataset")
+    check_saved_rows(script_args.dataset, script_args.dataset_split)
     check_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     if script_args.codec_id is not None:
         check_codec(script_args.codec_id)

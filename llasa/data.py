@@ -49,7 +49,7 @@ def load_source(
         if any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):
             from datasets import load_from_disk
 
-            _check_saved_rows(path, dataset, split)
+            check_saved_rows(dataset, split)
             return Source(_pick_split(load_from_disk(str(path)), split, dataset), base_dir=None)
         return Source(_rows_to_dataset(_audio_folder_rows(path, text_columns), dataset), base_dir=path.resolve())
     if path.is_file():
@@ -62,8 +62,10 @@ def load_source(
     return Source(load_dataset(dataset, config, split=split), base_dir=None)
 
 
-def _check_saved_rows(path: Path, name: str, split: str) -> None:
-    """A save_to_disk folder (or the split of one) saved without rows, refused by name: datasets cannot load it."""
+def check_saved_rows(dataset: str, split: str = "train") -> None:
+    """A save_to_disk folder (or the split of one) saved without rows, refused by name: datasets cannot load it.
+    Anything else is left to the loader."""
+    path = Path(dataset).expanduser()
     state = path / split / "state.json" if (path / "dataset_dict.json").is_file() else path / "state.json"
     try:
         data_files = json.loads(state.read_text(encoding="utf-8")).get("_data_files")
@@ -71,7 +73,7 @@ def _check_saved_rows(path: Path, name: str, split: str) -> None:
         return  # not readable here: datasets' own error says why
     if data_files == []:
         raise ValueError(
-            f"{name} is a dataset without any row: give a dataset with rows (create_dataset.py writes one)."
+            f"{dataset} is a dataset without any row: give a dataset with rows (create_dataset.py writes one)."
         )
 
 

@@ -689,24 +689,21 @@ def train_argv(tiny_llasa_dir, dataset, output_dir, *extra: str) -> list[str]:
 def test_missing_checkpoint_to_resume_is_named_before_loading(tmp_path, tiny_llasa_dir, monkeypatch):
     # --resume_from_checkpoint naming no folder, or "last" where the run has no checkpoint: refused before the
     # policy loads.
-    import llasa.training
-
-    def no_policy(*args, **kwargs):
-        raise AssertionError("the policy loaded")
-
-    monkeypatch.setattr(train, "load_policy", no_policy)
+    monkeypatch.setattr(train, "load_policy", None)  # never called: a call would fail with a TypeError
     for value, message in [
         (str(tmp_path / "nonexistent"), f"--resume_from_checkpoint {tmp_path / 'nonexistent'}: no such folder"),
         ("last", f"--resume_from_checkpoint last: {tmp_path / 'run'} holds no checkpoint-N folder"),
     ]:
         with pytest.raises(SystemExit, match=message):
             train.main(train_argv(tiny_llasa_dir, DATA_DIR, tmp_path / "run", "--resume_from_checkpoint", value))
-    assert llasa.training.load_policy is not no_policy  # only train.py's name was replaced
 
 
-def test_empty_saved_dataset_is_named(tmp_path, tiny_llasa_dir):
-    # A save_to_disk folder without rows: a one-line error naming it, not datasets' IndexError.
+def test_empty_saved_dataset_is_named_before_loading(tmp_path, tiny_llasa_dir, monkeypatch):
+    # A save_to_disk folder without rows: a one-line error naming it before the policy loads, not datasets'
+    # IndexError after.
     from datasets import Dataset
+
+    monkeypatch.setattr(train, "load_policy", None)  # never called: a call would fail with a TypeError
 
     Dataset.from_dict({"text": [], "audio_code_ids": []}).save_to_disk(str(tmp_path / "empty"))
     with pytest.raises(SystemExit, match=f"{tmp_path / 'empty'} is a dataset without any row"):
