@@ -652,6 +652,19 @@ def test_one_unreadable_clip_is_skipped_and_the_rest_scored(tmp_path, reward_con
     assert "Skipped 1 of 2 clips that could not be read" in caplog.text
 
 
+def test_unreadable_reference_audio_is_left_out_not_fatal(tmp_path, capsys, caplog):
+    # A corrupt --reference_audio: named in the log, and the clip scored without a reference (None), not a crash.
+    (tmp_path / "duration.json").write_text(json.dumps({"components": {"duration": {"weight": 1.0}}}))
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    argv = ["--reward_config", str(tmp_path / "duration.json"), "--audio", str(DATA_DIR / CLIP), "--text", CLIP_TEXT]
+    with caplog.at_level(logging.WARNING):
+        reward_whisper.main([*argv, "--reference_audio", str(corrupt)])
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["reward"] is None
+    assert f"Leaving out the reference audio {corrupt}: Failed to load audio" in caplog.text
+
+
 @pytest.mark.parametrize("key", ["asr_model", "codec_id"])
 def test_missing_model_path_in_a_reward_config_is_named_before_loading(tmp_path, tiny_llasa_dir, key, capsys):
     # A local path in the reward config that does not exist: train.py and reward_whisper.py say so before any
