@@ -98,10 +98,6 @@ class RewardConfig:
             raise ValueError(
                 f"Unknown language {self.language!r}: use a Whisper language code such as en, zh, ja, de."
             )
-        from llasa.checks import check_exists
-
-        for key in ("asr_model", "codec_id"):  # a local path that is not there is no hub id to look up later
-            check_exists(str(getattr(self, key)), key)
         if not isinstance(self.components, dict) or not self.components:
             raise ValueError('components must name at least one component, e.g. {"wer": {"weight": 1.0}}.')
         built = [build_component(name, params) for name, params in self.components.items()]
@@ -149,7 +145,7 @@ class RewardConfig:
             raise ValueError(f'The reward config {path} must hold a JSON object, e.g. {{"asr_model": "large-v3"}}.')
         try:
             return cls.from_dict({**values, **overrides})
-        except (ValueError, FileNotFoundError) as e:  # a bad value, a local model path that is not there
+        except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 
 
@@ -413,10 +409,16 @@ def _clean(score) -> float | None:
 
 def check_reward_config(path, flag: str = "--reward_config", **overrides) -> RewardConfig:
     """A reward config file checked before any model loads: its values, and the local model paths it names."""
-    from llasa.checks import check_input_file
+    from llasa.checks import check_exists, check_input_file
 
     check_input_file(path, flag)
-    return RewardConfig.from_json(path, **{key: value for key, value in overrides.items() if value is not None})
+    config = RewardConfig.from_json(path, **{key: value for key, value in overrides.items() if value is not None})
+    for key in ("asr_model", "codec_id"):  # a local path that is not there is no hub id to look up later
+        try:
+            check_exists(str(getattr(config, key)), key)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{path}: {e}") from None
+    return config
 
 
 def load_reward(
