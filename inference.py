@@ -140,11 +140,17 @@ def check_paths(args) -> None:
         check_output_dir(args.output_dir)
     else:
         check_output_audio(args.output)
-        check_replaceable([args.output], "--output")
+        check_replaceable(text_outputs(args), "--output")
     if args.prompt_wav is not None:
         check_voice_prompt(args.prompt_wav)
     if args.reward_config is not None:
         check_reward_config(args.reward_config)
+
+
+def text_outputs(args) -> list[Path]:
+    """What --text writes: --output, and beside it the candidates' scores when --reward_config scores them."""
+    output = Path(args.output)
+    return [output, output.with_suffix(".json")] if args.reward_config is not None else [output]
 
 
 def read_requests(args) -> tuple[list[Request], list[Skipped]]:
@@ -190,7 +196,7 @@ def speak(args, requests: list[Request], skipped: list[Skipped]) -> None:
         [outcome] = synthesize(llasa, codec, requests, args.sampling, num_samples=args.num_samples, scorer=scorer)
         if isinstance(outcome, Skipped):
             fail(outcome.reason)
-        claim(output_paths(requests, Path(args.output).parent, scorer is not None), "--output")
+        claim(text_outputs(args), "--output")
         path = write_clip(outcome, args.output, args.keep_prompt)
         logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(args.keep_prompt)) / CODEC_SAMPLE_RATE)
         return
