@@ -107,8 +107,7 @@ def command_results(args) -> None:
 def command_export(args) -> None:
     from llasa.listening.export import export_records, write_dataset, write_jsonl
 
-    outputs = [("--output", args.output), ("--dataset_dir", args.dataset_dir)]
-    for flag, path in outputs:  # all checked before any is written
+    for flag, path in (("--output", args.output), ("--dataset_dir", args.dataset_dir)):  # checked before writing
         if path:
             check_replaceable([path], flag)
     judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
