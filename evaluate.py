@@ -45,10 +45,9 @@ from the profiling timings train.py logs:
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 
-from llasa.cli import add_flag, add_model_arguments, sampling_options
+from llasa.cli import add_flag, add_model_arguments, reported_errors, sampling_options
 from llasa.evaluation import (
     EMA_WEIGHT,
     PROTOCOLS,
@@ -175,21 +174,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.command == "compare":
-        try:
+    with reported_errors():  # a wrong --test_list, reward config or model; not a run folder; a path taken
+        if args.command == "compare":
             compare(args)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:  # a wrong --test_list or reward config, a model
-            sys.exit(f"error: {e}")
-        print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
-        return
-    try:
-        if args.command == "profile":
+            print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
+        elif args.command == "profile":
             print(profile_report(step_profile(read_log_history(args.run_dir), skip_first=not args.keep_first)))
-            return
-        path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
-    except (FileNotFoundError, ValueError) as e:  # not a run folder, or a run that logged nothing to plot
-        sys.exit(f"error: {e}")
-    logger.info("Wrote %s (%s).", path, ", ".join(keys))
+        else:
+            path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
+            logger.info("Wrote %s (%s).", path, ", ".join(keys))
 
 
 if __name__ == "__main__":

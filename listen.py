@@ -22,14 +22,16 @@ preference model trained on the judgments, usable as the "preference" reward com
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-from llasa.cli import add_flag, non_negative_float, positive_int
+from llasa.cli import add_flag, non_negative_float, positive_int, reported_errors
 from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
 from llasa.listening.store import KINDS, PreferenceStore
+from llasa.outputs import check_replaceable, claim, write_text
 
 logger = logging.getLogger(__name__)
+
+RESULT_FILES = ("results.json", "results.md", "results.png")
 
 
 def system_folder(value: str) -> tuple[str, Path]:
@@ -39,8 +41,12 @@ def system_folder(value: str) -> tuple[str, Path]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: str) -> None:
-    """Find, pair and register the folders' clips; report what was paired and what was not."""
+def open_store(db, systems: list[tuple[str, Path]] | None, pair_by: str = "auto") -> PreferenceStore:
+    """The store of --db, with the --pairs folders' clips registered when given; they are found and paired before
+    the file is created, so that a wrong folder leaves no empty store behind. Without folders the store must exist.
+    """
+    if not systems:
+        return PreferenceStore(db, create=False)
     names = [name for name, _ in systems]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -55,6 +61,7 @@ def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: s
             f"No clip of one system matches another's by {pairing.by}: give folders of the same test list "
             "(same <id>.wav names, or texts in clips.jsonl / samples.jsonl / <id>.json / metadata.csv)."
         )
+    store = PreferenceStore(db)
     registered = store.register(pairing)
     logger.info(
         "Paired %d clips of %s by %s into %d pairs (%d new; %d pairs in %s). Unpaired clips: %d.",
@@ -67,14 +74,13 @@ def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: s
         store.path,
         len(pairing.unpaired),
     )
+    return store
 
 
 def command_serve(args) -> None:
     from llasa.listening.server import serve
 
-    store = PreferenceStore(args.db)
-    if args.systems:
-        register(store, args.systems, args.pair_by)
+    store = open_store(args.db, args.systems, args.pair_by)
     if store.pair_count() == 0:
         raise ValueError(f"{args.db} holds no pair to rate: name the systems' folders with --pairs NAME=DIR ...")
     query = f"?token={args.token}" if args.token else ""
@@ -89,22 +95,28 @@ def command_results(args) -> None:
     kinds = KINDS if args.include_machine else ("human",)
     summary = summarize(store.judgments(kinds), samples=args.bootstrap, seed=args.seed)
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    claim([output_dir / name for name in RESULT_FILES], "--output_dir")
+    write_text(output_dir / "results.json", json.dumps(summary, indent=2) + "\n")
     report = markdown_report(summary, f"Listening test ({Path(args.db).name})")
-    (output_dir / "results.md").write_text(report, encoding="utf-8")
+    write_text(output_dir / "results.md", report)
     plot_results(summary, output_dir / "results.png")
     print(report)
     logger.info("Wrote results.json, results.md and results.png to %s", output_dir)
 
 
 def command_export(args) -> None:
-    from llasa.listening.export import export_records, refuse_existing, write_dataset, write_jsonl
+    from llasa.listening.export import export_records, write_dataset, write_jsonl
 
-    for path in (args.output, args.dataset_dir):  # both checked before either is written
+    for flag, path in (("--output", args.output), ("--dataset_dir", args.dataset_dir)):  # checked before writing
         if path:
-            refuse_existing(path)
-    records = export_records(PreferenceStore(args.db, create=False).judgments(tuple(args.kinds)))
+            check_replaceable([path], flag)
+    judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
+    if not judgments:
+        raise ValueError(
+            f"{args.db} holds no {' or '.join(args.kinds)} judgment yet: nothing to export. Rate pairs with "
+            "`listen.py serve` or `listen.py ai-label` first."
+        )
+    records = export_records(judgments)
     if args.output:
         logger.info("Wrote %d judgments to %s", len(records), write_jsonl(records, args.output))
     if args.dataset_dir:
@@ -115,12 +127,11 @@ def command_ai_label(args) -> None:
     from llasa.asr import WHISPER_SAMPLE_RATE
     from llasa.audio import load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
-    from llasa.rewards import load_reward
+    from llasa.rewards import check_reward_config, load_reward
 
-    store = PreferenceStore(args.db)
-    if args.systems:
-        register(store, args.systems, args.pair_by)
-    reward = load_reward(args.reward_config, device=args.device)
+    config = check_reward_config(args.reward_config, device=args.device)  # before the store is created
+    store = open_store(args.db, args.systems, args.pair_by)
+    reward = load_reward(config)
     reward.load_models(codec=False)  # clips are audio already: no codec
 
     def score(waveforms, texts):
@@ -139,13 +150,17 @@ def command_ai_label(args) -> None:
 def command_train_reward(args) -> None:
     from llasa.audio import load_audio
     from llasa.listening.preference import (
+        CONFIG_NAME,
         SAMPLE_RATE,
+        WEIGHTS_NAME,
         FeatureConfig,
         TrainingOptions,
         comparisons_from_judgments,
         train_preference_model,
     )
 
+    model_files = [Path(args.output_dir) / name for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    check_replaceable(model_files, "--output_dir")
     judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
     options = TrainingOptions(hidden=args.hidden, steps=args.steps, held_out=args.held_out, seed=args.seed)
     model = train_preference_model(
@@ -154,6 +169,7 @@ def command_train_reward(args) -> None:
         FeatureConfig(embedding=args.embedding),
         options,
     )
+    claim(model_files, "--output_dir")
     model.save(args.output_dir)
     print(json.dumps(model.metrics, indent=2))
     logger.info("Saved the preference model to %s", args.output_dir)
@@ -228,7 +244,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 COMMANDS = {
-    "pairs": lambda args: register(PreferenceStore(args.db), args.systems, args.pair_by),
+    "pairs": lambda args: open_store(args.db, args.systems, args.pair_by),
     "serve": command_serve,
     "results": command_results,
     "export": command_export,
@@ -240,10 +256,8 @@ COMMANDS = {
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors():  # an empty store, no clips, an output path taken
         COMMANDS[args.command](args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # an empty store, no clips, an export path taken
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 from llasa.asr import WHISPER_SAMPLE_RATE
 from llasa.audio import load_audio
 from llasa.format import CODEC_SAMPLE_RATE, VOICE_AUDIO_COLUMN
+from llasa.outputs import check_replaceable, claim, write_text
 from llasa.scores import (
     DEFAULT_WAVLM_MODEL,
     DNSMOS_METRICS,
@@ -24,7 +25,7 @@ from llasa.scores import (
     SpeakerSimilarityScorer,
     text_length,
 )
-from llasa.synthesis import Request, read_input_file
+from llasa.synthesis import Request, output_paths, read_input_file
 from llasa.text import CER_LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,8 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
         llasa = load_model(system.model, args.device, args.dtype)
         # Every model restarts from the same seed, so differences come from the weights.
         run(llasa, codec, requests, system.audio_dir, options, batch_size=args.batch_size)
-        system.audio_dir.mkdir(parents=True, exist_ok=True)
-        (system.audio_dir / SYNTHESIS_MARKER).write_text(json.dumps(settings[system.name], indent=2) + "\n")
+        claim([system.audio_dir / SYNTHESIS_MARKER], "--output_dir")
+        write_text(system.audio_dir / SYNTHESIS_MARKER, json.dumps(settings[system.name], indent=2) + "\n")
         del llasa
         gc.collect()
         if torch.cuda.is_available():
@@ -364,6 +365,7 @@ def plot_comparison(records: list[dict], systems: list[str], path) -> Path:
 def check_inputs(args) -> None:
     """Every model, folder and file compare needs, checked before any model loads or any clip is synthesised."""
     from llasa.checks import check_codec, check_input_file, check_llasa_model, check_output_dir
+    from llasa.rewards import check_reward_config
 
     check_input_file(args.test_list, "--test_list")
     check_output_dir(args.output_dir)
@@ -374,7 +376,21 @@ def check_inputs(args) -> None:
     if args.models:
         check_codec(args.codec_id)
     if isinstance(args.reward_config, str | Path):
-        check_input_file(args.reward_config, "--reward_config")
+        check_reward_config(args.reward_config)
+
+
+REPORT_FILES = ("clips.jsonl", "summary.json", "summary.md", "comparison.png")
+
+
+def compare_outputs(systems: Sequence[System], requests: list[Request], output_dir: Path) -> list[Path]:
+    """Every file compare writes: the reports, and each synthesised system's clips and synthesis record."""
+    paths = [output_dir / name for name in REPORT_FILES]
+    for system in systems:
+        if system.model is not None:
+            paths += [*output_paths(requests, system.audio_dir), system.audio_dir / SYNTHESIS_MARKER]
+        elif system.recordings is not None:
+            paths += [system.audio_dir / f"{clip_id}.wav" for clip_id in system.recordings]
+    return paths
 
 
 def compare(args) -> dict:
@@ -396,6 +412,7 @@ def compare(args) -> dict:
     systems += [System(name, Path(path)) for name, path in args.audio_dir or []]
     if args.resynthesis:
         systems.append(resynthesis_system(args.test_list, requests, output_dir))
+    check_replaceable(compare_outputs(systems, requests, output_dir), "--output_dir")
     # The reward config is checked and its models loaded before hours of synthesis, not after.
     reward_config = args.reward_config
     if args.protocol is not None:
@@ -416,15 +433,16 @@ def compare(args) -> dict:
     names = [system.name for system in systems]
     summary = summarize(records, names, args.baseline or names[0])
     summary.update(test_list=str(args.test_list), n_texts=len(requests), n_skipped_lines=len(skipped))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "clips.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    claim([output_dir / name for name in REPORT_FILES], "--output_dir")
+    write_text(
+        output_dir / "clips.jsonl", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    )
+    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     title = f"Evaluation on {Path(args.test_list).name} ({len(requests)} texts)"
     table = markdown_table(summary, title)
     if args.protocol is not None:
         table += "\n" + protocol_table(summary, args.language)
-    (output_dir / "summary.md").write_text(table, encoding="utf-8")
+    write_text(output_dir / "summary.md", table)
     plot_comparison(records, names, output_dir / "comparison.png")
     logger.info(
         "Wrote %s", ", ".join(str(output_dir / name) for name in ("clips.jsonl", "summary.json", "summary.md"))
@@ -516,7 +534,7 @@ def resynthesize(system: System, codec_id: str, device: str) -> None:
     from llasa.codec import load_codec
 
     codec = load_codec(codec_id, device=device)
-    system.audio_dir.mkdir(parents=True, exist_ok=True)
+    claim([system.audio_dir / f"{clip_id}.wav" for clip_id in system.recordings], "--output_dir")
     items = list(system.recordings.items())
     for start in range(0, len(items), SCORE_CHUNK):
         chunk = items[start : start + SCORE_CHUNK]
@@ -611,6 +629,7 @@ def plot_curves(run_dir, output=None, weight: float = EMA_WEIGHT) -> tuple[Path,
     figure.suptitle(f"{Path(run_dir).name}: {state_path.relative_to(run_dir)} (EMA {weight})")
     figure.tight_layout()
     output = Path(run_dir) / "training_curves.png" if output is None else Path(output)
+    claim([output], "--output")
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return output, list(series)

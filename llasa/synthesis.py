@@ -35,6 +35,7 @@ from llasa.format import (
     SpeechVocab,
     render_prompt,
 )
+from llasa.outputs import claim
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 
 logger = logging.getLogger(__name__)
@@ -195,16 +196,33 @@ def read_input_file(path, input_format: str = "auto") -> tuple[list[Request], li
 
 
 def _detect_format(path: Path, lines: list[str]) -> str:
+    """The list's format from its suffix (.jsonl, .lst), else from every line: JSONL when each is a JSON object,
+    Seed-TTS-eval when each has its 4 or 5 fields, plain text when none is either. A list that mixes them is an
+    error: one line alone (`{laughs} Hello`, a text with three |) must not decide how the others are read."""
     if path.suffix == ".jsonl":
         return "jsonl"
     if path.suffix == ".lst":
         return "seedtts"
-    first = next((line.strip() for line in lines if line.strip()), "")
-    if first.startswith("{"):
-        return "jsonl"
-    if len(first.split("|")) in SEEDTTS_FIELDS:
-        return "seedtts"
-    return "text"
+    kinds = {number: _line_format(line) for number, line in enumerate(lines, 1) if line.strip()}
+    found = set(kinds.values())
+    if len(found) == 1:
+        return found.pop()
+    examples = ", ".join(
+        f"{kind} (line {next(n for n, k in kinds.items() if k == kind)})" for kind in INPUT_FORMATS if kind in found
+    )
+    raise ValueError(
+        f"{path}: its lines read as different formats: {examples}. Pass --input_format text, jsonl or seedtts to "
+        "say how every line is read."
+    )
+
+
+def _line_format(line: str) -> str:
+    try:
+        if isinstance(json.loads(line), dict):
+            return "jsonl"
+    except json.JSONDecodeError:
+        pass
+    return "seedtts" if len(line.split("|")) in SEEDTTS_FIELDS else "text"
 
 
 def _parse_line(line: str, input_format: str, default_id: str, source: str, folder: Path) -> Request:
@@ -508,6 +526,12 @@ def write_clip(clip: Clip, wav_path, keep_prompt: bool = False) -> Path:
     return wav_path
 
 
+def output_paths(requests: list[Request], output_dir, scored: bool = False) -> list[Path]:
+    """What `run` writes: <output_dir>/<id>.wav, and <id>.json with the candidates' scores when they are scored."""
+    suffixes = (".wav", ".json") if scored else (".wav",)
+    return [Path(output_dir) / f"{request.id}{suffix}" for request in requests for suffix in suffixes]
+
+
 def run(
     llasa: Llasa,
     codec,
@@ -526,6 +550,7 @@ def run(
     `skipped` carries earlier skips (bad lines of the list file) into the closing summary.
     """
     output_dir = Path(output_dir)
+    claim(output_paths(requests, output_dir, scorer is not None), "--output_dir")
     written, skipped = [], list(skipped)
     for outcome in synthesize(
         llasa, codec, requests, options, batch_size=batch_size, num_samples=num_samples, scorer=scorer

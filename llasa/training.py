@@ -5,6 +5,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from trl import GRPOConfig, ModelConfig
 
@@ -356,6 +357,24 @@ def resume_target(value: str | None) -> str | bool | None:
     if value is not None and value.lower() in ("true", "last"):
         return True
     return value
+
+
+def check_resume(value: str | None, output_dir) -> None:
+    """--resume_from_checkpoint, checked before any model loads: an existing checkpoint folder, or "true"/"last"
+    with a checkpoint-N folder in output_dir."""
+    target = resume_target(value)
+    if target is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if not Path(output_dir).is_dir() or get_last_checkpoint(str(output_dir)) is None:
+            raise ValueError(
+                f"--resume_from_checkpoint {value}: {output_dir} holds no checkpoint-N folder to resume from; "
+                "drop the flag to start afresh."
+            )
+    elif target is not None and not Path(target).is_dir():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: no such folder; name a checkpoint-N folder of a run's --output_dir."
+        )
 
 
 def load_reward_funcs(reward_config: str, tokenizer, training_args: GRPOConfig | None = None) -> list:

@@ -14,4 +14,11 @@ from llasa.rewards.components import (
     combine_scores,
     register_component,
 )
-from llasa.rewards.reward import ClipScore, RewardConfig, WhisperReward, load_reward, load_reward_functions
+from llasa.rewards.reward import (
+    ClipScore,
+    RewardConfig,
+    WhisperReward,
+    check_reward_config,
+    load_reward,
+    load_reward_functions,
+)

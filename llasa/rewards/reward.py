@@ -407,6 +407,20 @@ def _clean(score) -> float | None:
     return min(max(float(score), 0.0), 1.0)
 
 
+def check_reward_config(path, flag: str = "--reward_config", **overrides) -> RewardConfig:
+    """A reward config file checked before any model loads: its values, and the local model paths it names."""
+    from llasa.checks import check_exists, check_input_file
+
+    check_input_file(path, flag)
+    config = RewardConfig.from_json(path, **{key: value for key, value in overrides.items() if value is not None})
+    for key in ("asr_model", "codec_id"):  # a local path that is not there is no hub id to look up later
+        try:
+            check_exists(str(getattr(config, key)), key)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{path}: {e}") from None
+    return config
+
+
 def load_reward(
     config: str | os.PathLike | dict | RewardConfig, *, speech_vocab: SpeechVocab | None = None, **overrides
 ) -> WhisperReward:
