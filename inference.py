@@ -52,6 +52,7 @@ from llasa.checks import (
 from llasa.cli import add_flag, add_model_arguments, positive_int, sampling_options
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.rewards import codec_of
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.synthesis import (
     INPUT_FORMATS,
@@ -143,6 +144,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        args.codec_id = codec_of(args.codec_id, args.reward_config)
         check_paths(args)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

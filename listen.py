@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from llasa.cli import add_flag, non_negative_float, positive_int
-from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
+from llasa.listening.clips import PAIR_BY, find_clips, identical_notes, pair_clips, parse_system
 from llasa.listening.store import KINDS, PreferenceStore
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: s
         store.path,
         len(pairing.unpaired),
     )
+    for note in identical_notes(pairing.pairs):  # a listener can only answer "same" to identical clips
+        logger.warning("%s", note)
 
 
 def command_serve(args) -> None:

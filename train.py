@@ -40,6 +40,7 @@ from llasa.training import (
     load_run_codec,
     load_training_dataset,
     load_voice_prompt,
+    no_pin_memory_without_accelerator,
     resume_target,
     run_codec_id,
 )
@@ -149,6 +150,7 @@ class LlasaGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         fall_back_to_fp32_without_gpu(self)
+        no_pin_memory_without_accelerator(self)
         super().__post_init__()
 
 

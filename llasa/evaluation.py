@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.asr import WHISPER_SAMPLE_RATE
-from llasa.audio import load_audio
+from llasa.audio import count_identical, identical_clips_note, load_audio
 from llasa.format import CODEC_SAMPLE_RATE, VOICE_AUDIO_COLUMN
 from llasa.scores import (
     DEFAULT_WAVLM_MODEL,
@@ -288,6 +288,24 @@ def summarize(records: list[dict], systems: list[str], baseline: str) -> dict:
     return summary
 
 
+def identical_to_baseline(records: list[dict], systems: list[str], baseline: str) -> dict[str, dict]:
+    """Per system whose clips include files identical to the baseline's (same id): how many, of how many shared."""
+    audio = {(r["system"], r["id"]): r["audio"] for r in records if r["status"] != "missing" and r.get("audio")}
+    found = {}
+    for system in systems:
+        if system == baseline:
+            continue
+        shared = [
+            (path, audio[baseline, i])
+            for (name, i), path in audio.items()
+            if name == system and (baseline, i) in audio
+        ]
+        identical = count_identical(shared)
+        if identical:
+            found[system] = {"identical": identical, "compared": len(shared)}
+    return found
+
+
 def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -307,6 +325,8 @@ def markdown_table(summary: dict, title: str) -> str:
     ]
     for system, entry in summary["systems"].items():
         lines.append(f"| {system} | {entry['n_clips']} | {entry['n_scored']} | {entry['n_missing']} |")
+    for system, counts in summary.get("identical_to_baseline", {}).items():
+        lines += ["", "> " + identical_clips_note(baseline, system, counts["identical"], counts["compared"])]
     lines += [
         "",
         f"| metric | system | n | mean | median | Δ mean vs {baseline} | Δ median vs {baseline} |",
@@ -383,9 +403,11 @@ def compare(args) -> dict:
     `args` holds `evaluate.py compare`'s flags (test_list, input_format, models, audio_dir, baseline, reward_config,
     speech_scores, output_dir, sampling, codec_id, device, dtype, batch_size).
     """
-    from llasa.rewards import load_reward
+    from llasa.rewards import codec_of, load_reward
 
     output_dir = Path(args.output_dir)
+    # Synthesis decodes with the codec the reward's scores assume, unless --codec_id names another.
+    args.codec_id = codec_of(args.codec_id, None if args.protocol is not None else args.reward_config)
     check_inputs(args)
     requests, skipped = read_input_file(args.test_list, args.input_format)
     for skip in skipped:
@@ -416,6 +438,11 @@ def compare(args) -> dict:
     names = [system.name for system in systems]
     summary = summarize(records, names, args.baseline or names[0])
     summary.update(test_list=str(args.test_list), n_texts=len(requests), n_skipped_lines=len(skipped))
+    summary["identical_to_baseline"] = identical_to_baseline(records, names, summary["baseline"])
+    for system, counts in summary["identical_to_baseline"].items():
+        logger.warning(
+            "%s", identical_clips_note(summary["baseline"], system, counts["identical"], counts["compared"])
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / "clips.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)

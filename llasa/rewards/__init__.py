@@ -14,4 +14,11 @@ from llasa.rewards.components import (
     combine_scores,
     register_component,
 )
-from llasa.rewards.reward import ClipScore, RewardConfig, WhisperReward, load_reward, load_reward_functions
+from llasa.rewards.reward import (
+    ClipScore,
+    RewardConfig,
+    WhisperReward,
+    codec_of,
+    load_reward,
+    load_reward_functions,
+)
