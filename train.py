@@ -20,6 +20,9 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
+import llasa  # noqa: F401  before TRL: llasa.quiet filters notices that importing TRL would print
+
+# isort: split
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
 from llasa.checks import check_exists, check_input_file, check_llasa_model, check_output_dir, check_voice_prompt
