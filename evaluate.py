@@ -36,6 +36,8 @@ synthesised again.
 
     python evaluate.py curves --run_dir llasa-grpo-exp1
 
+With --summary, one figure of the run instead: its reward beside where the step time went (<run_dir>/summary.png).
+
 `profile` prints where a run's optimizer step time went (generation, reward, reference log-probs, policy update),
 from the profiling timings train.py logs:
 
@@ -55,6 +57,7 @@ from llasa.evaluation import (
     SPEECH_SCORES,
     compare,
     plot_curves,
+    plot_summary,
     profile_report,
     read_log_history,
     step_profile,
@@ -156,7 +159,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     curves = commands.add_parser("curves", help="plot a training run's reward, KL and length curves")
     add_flag(curves, "run_dir", required=True, help="the run's --output_dir")
-    add_flag(curves, "output", help="PNG path (default: <run_dir>/training_curves.png)")
+    add_flag(curves, "output", help="PNG path (default: <run_dir>/training_curves.png, or summary.png)")
+    add_flag(
+        curves,
+        "summary",
+        action="store_true",
+        help="one figure instead: the reward beside where the step time went (default output <run_dir>/summary.png)",
+    )
     add_flag(curves, "smoothing", type=float, default=EMA_WEIGHT, help=f"EMA weight in [0, 1) (default: {EMA_WEIGHT})")
 
     profiling = commands.add_parser("profile", help="where a training run's step time went (generation, reward, ...)")
@@ -180,6 +189,8 @@ def main(argv=None):
             print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
         elif args.command == "profile":
             print(profile_report(step_profile(read_log_history(args.run_dir), skip_first=not args.keep_first)))
+        elif args.summary:
+            logger.info("Wrote %s (reward and step time).", plot_summary(args.run_dir, args.output, args.smoothing))
         else:
             path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
             logger.info("Wrote %s (%s).", path, ", ".join(keys))

@@ -53,7 +53,7 @@ from llasa.cli import add_flag, add_model_arguments, fail, positive_int, reporte
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
 from llasa.outputs import check_replaceable, claim
-from llasa.rewards import check_reward_config
+from llasa.rewards import check_reward_config, codec_of
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.synthesis import (
     INPUT_FORMATS,
@@ -178,6 +178,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     with reported_errors():
+        args.codec_id = codec_of(args.codec_id, args.reward_config)
         check_paths(args)
         requests, skipped = read_requests(args)
         speak(args, requests, skipped)

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from llasa.cli import add_flag, non_negative_float, positive_int, reported_errors
-from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
+from llasa.listening.clips import PAIR_BY, find_clips, identical_notes, pair_clips, parse_system
 from llasa.listening.store import KINDS, PreferenceStore
 from llasa.outputs import check_replaceable, claim, write_text
 
@@ -74,6 +74,8 @@ def open_store(db, systems: list[tuple[str, Path]] | None, pair_by: str = "auto"
         store.path,
         len(pairing.unpaired),
     )
+    for note in identical_notes(pairing.pairs):  # a listener can only answer "same" to identical clips
+        logger.warning("%s", note)
     return store
 
 

@@ -20,6 +20,9 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
+import llasa  # noqa: F401  before TRL: llasa.quiet filters notices that importing TRL would print
+
+# isort: split
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
 from llasa.checks import check_codec, check_exists, check_llasa_model, check_output_dir, check_voice_prompt
@@ -44,6 +47,7 @@ from llasa.training import (
     load_run_codec,
     load_training_dataset,
     load_voice_prompt,
+    no_pin_memory_without_accelerator,
     resume_target,
     run_codec_id,
 )
@@ -153,6 +157,7 @@ class LlasaGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         fall_back_to_fp32_without_gpu(self)
+        no_pin_memory_without_accelerator(self)
         super().__post_init__()
 
 

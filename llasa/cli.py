@@ -93,7 +93,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from llasa.codec import DEFAULT_CODEC_ID
     from llasa.device import DTYPES
 
-    add_flag(parser, "codec_id", default=DEFAULT_CODEC_ID, help=f"XCodec2 checkpoint (default: {DEFAULT_CODEC_ID})")
+    add_flag(
+        parser,
+        "codec_id",
+        help=f"XCodec2 checkpoint (default: the --reward_config's codec_id, else {DEFAULT_CODEC_ID})",
+    )
     add_flag(
         parser,
         "max_length",

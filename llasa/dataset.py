@@ -394,6 +394,10 @@ def create_dataset(options: Options, codec=None) -> Summary:
     """The whole run: load, encode (resumably), save to --output_dir and/or push; returns the counts."""
     output_dir = Path(options.output_dir)
     check_output_dir(output_dir, options.dataset, options.overwrite)
+    default = options.output_dir == Options.output_dir
+    logger.info(
+        "Output: %s%s", output_dir.resolve(), " (the default; --output_dir chooses another)" if default else ""
+    )
     if codec is None:
         check_codec(options.codec_id)
     source = load_source(options.dataset, options.split, options.config, options.text_column)
@@ -427,7 +431,7 @@ def create_dataset(options: Options, codec=None) -> Summary:
         (staging / MARKER_FILE).write_text(json.dumps({"settings": settings, "summary": asdict(summary)}, indent=2))
     replace_folder(staging, output_dir.resolve())
     shutil.rmtree(work_dir)
-    logger.info("Saved %d rows to %s", summary.kept, output_dir)
+    logger.info("Saved %d rows to %s (datasets.load_from_disk reads it)", summary.kept, output_dir.resolve())
     if options.push_id is not None:
         from datasets import load_from_disk
 

@@ -5,9 +5,12 @@ import itertools
 import json
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llasa.audio import count_identical, identical_clips_note
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +142,12 @@ def pair_clips(clips: dict[str, list[Clip]], by: str = "auto") -> Pairing:
             unpaired += by_system.values()
         pairs += itertools.combinations(by_system.values(), 2)
     return Pairing(pairs=pairs, by=by, unpaired=unpaired)
+
+
+def identical_notes(pairs: list[tuple[Clip, Clip]]) -> list[str]:
+    """A note per two systems some of whose paired clips are identical files."""
+    by_systems = defaultdict(list)
+    for a, b in pairs:
+        by_systems[a.system, b.system].append((a.path, b.path))
+    notes = [identical_clips_note(a, b, count_identical(paths), len(paths)) for (a, b), paths in by_systems.items()]
+    return [note for note in notes if note]

@@ -19,6 +19,7 @@ from llasa.rewards.reward import (
     RewardConfig,
     WhisperReward,
     check_reward_config,
+    codec_of,
     load_reward,
     load_reward_functions,
 )

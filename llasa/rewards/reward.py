@@ -440,6 +440,21 @@ def load_reward(
     return WhisperReward(checked, speech_vocab=speech_vocab)
 
 
+def codec_of(codec_id: str | None, reward_config: str | os.PathLike | dict | None) -> str:
+    """The codec a command uses: the one given, else the reward config's `codec_id` (the codec its scores assume),
+    else the default; the choice is logged when not given."""
+    if codec_id is not None:
+        return codec_id
+    if reward_config is None:
+        chosen, source = DEFAULT_CODEC_ID, "the default"
+    else:
+        config = reward_config if isinstance(reward_config, dict) else None
+        checked = RewardConfig.from_dict(config) if config is not None else RewardConfig.from_json(reward_config)
+        chosen, source = checked.codec_id, "the reward config's codec_id"
+    logger.info("Codec: %s (%s; --codec_id chooses another).", chosen, source)
+    return chosen
+
+
 class ComponentScores:
     """The scores of one reward config shared by its per-component reward functions: the first function TRL calls
     for a batch scores every component (one codec decode, one Whisper pass), the others read the cache.
