@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+EXPORT_FORMATS = ("judgments", "dpo")  # one record per judgment; one preference pair per decided pair (dpo_data)
 EXPORT_FIELDS = (
     "judgment_id",
     "rater",
@@ -49,19 +50,22 @@ def write_jsonl(records: list[dict], path) -> Path:
     return path
 
 
-def write_dataset(records: list[dict], folder) -> Path:
-    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it)."""
+def write_dataset(records: list[dict], folder, judgments: bool = True) -> Path:
+    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it): of
+    `export_records`' judgments, or (judgments=False) of records whose types datasets infers."""
     import datasets
 
     folder = refuse_existing(folder)
-    features = datasets.Features(
-        {
-            **{name: datasets.Value("string") for name in EXPORT_FIELDS},
-            "judgment_id": datasets.Value("int64"),
-            "pair_id": datasets.Value("int64"),
-            "tags": datasets.Sequence(datasets.Value("string")),
-        }
-    )
+    features = None
+    if judgments:
+        features = datasets.Features(
+            {
+                **{name: datasets.Value("string") for name in EXPORT_FIELDS},
+                "judgment_id": datasets.Value("int64"),
+                "pair_id": datasets.Value("int64"),
+                "tags": datasets.Sequence(datasets.Value("string")),
+            }
+        )
     dataset = datasets.Dataset.from_list(records, features=features)
     dataset.save_to_disk(str(folder))
     return Path(folder)
