@@ -203,3 +203,21 @@ def log_ratio_margin(model_dir, rows) -> float:
             log_probs = masked.log_softmax(-1).gather(1, torch.tensor(ids[side])[:, None])
             total += sign * log_probs.sum().item()
     return total
+
+
+def test_training_samples_keep_their_codes(tmp_path, tiny_tokenizer, tiny_codec_dir):
+    # The trainer's samples (samples/step-N/sample-K.wav) get the same codes file: the prompt GRPO sampled from and
+    # the completion's codes, the non-speech tokens left out as when decoding.
+    from llasa.format import build_messages
+    from llasa.trainer import write_samples
+
+    vocab = SpeechVocab.from_tokenizer(tiny_tokenizer)
+    codec = load_codec(tiny_codec_dir, device="cpu", decode_only=True)
+    prompts = [build_messages(text) for text in TEXTS[:2]]
+    completions = [vocab.codes_to_ids([5, 6, 7]) + [vocab.speech_end_id], [vocab.eot_id, *vocab.codes_to_ids([9, 10])]]
+    completions[0].insert(1, vocab.eot_id - 1)  # a stray text token, dropped
+    write_samples(tmp_path, TEXTS[:2], [None, None], completions, vocab, codec, prompts)
+    clip = read_clip_codes(tmp_path / "sample-0.wav")
+    assert (clip.text, clip.prompt, clip.codes, clip.samples) == (TEXTS[0], prompts[0], [5, 6, 7], 3 * 320)
+    # A completion without speech has no clip, and no codes file.
+    assert not (tmp_path / "sample-1.wav").exists() and not codes_path(tmp_path / "sample-1.wav").exists()
