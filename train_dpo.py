@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, ModelConfig, TrlParser, get_peft_config
 
 from llasa.checks import check_exists, check_llasa_model, check_output_dir
-from llasa.dpo import LlasaDPOTrainer
+from llasa.dpo import LlasaDPOTrainer, check_preference_dataset
 from llasa.format import MAX_CONTEXT_TOKENS, SpeechVocab
 from llasa.training import fall_back_to_fp32_without_gpu, load_policy, load_training_dataset, resume_target
 
@@ -90,6 +90,7 @@ def build_trainer(
     check_exists(script_args.dataset, "--dataset")
     with training_args.main_process_first(desc="loading the preference dataset"):
         dataset = load_training_dataset(script_args.dataset, script_args.dataset_split, script_args.dataset_config)
+    check_preference_dataset(dataset)
     model, tokenizer = load_policy(model_args, training_args)
     trainer = LlasaDPOTrainer(
         model=model,

@@ -221,3 +221,36 @@ def test_training_samples_keep_their_codes(tmp_path, tiny_tokenizer, tiny_codec_
     assert (clip.text, clip.prompt, clip.codes, clip.samples) == (TEXTS[0], prompts[0], [5, 6, 7], 3 * 320)
     # A completion without speech has no clip, and no codes file.
     assert not (tmp_path / "sample-1.wav").exists() and not codes_path(tmp_path / "sample-1.wav").exists()
+
+
+def test_recipe_values_land_and_cite_their_source():
+    # The DPO recipe's values reach DPOConfig (flags after --config win), each paper value naming its source.
+    recipe = Path(__file__).parents[1] / "recipes" / "llasa-1b-dpo.yaml"
+    script_args, args, model_args = train_dpo.parse_args(["--config", str(recipe), "--use_cpu", "--beta", "0.2"])
+    assert (args.learning_rate, args.loss_type, args.max_length, args.beta) == (1e-6, ["sigmoid"], 2048, 0.2)
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 64
+    assert script_args.speech_only and model_args.model_name_or_path == "HKUSTAudio/Llasa-1B"
+    lines = recipe.read_text().splitlines()
+    for key in ("beta", "learning_rate", "loss_type"):
+        [line] = [line for line in lines if line.startswith(f"{key}:")]
+        assert "2305.18290" in line.split("#", 1)[1], line
+
+
+def test_bad_input_is_refused_before_the_model_loads(tmp_path, judged):
+    # No model, no dataset, or a dataset that is not preference pairs (the judgments export): one-line errors.
+    with pytest.raises(SystemExit, match="No model"):
+        train_dpo.main(["--dataset", "d", "--output_dir", str(tmp_path / "o"), *CPU_FLAGS])
+    with pytest.raises(SystemExit, match="No dataset"):
+        train_dpo.main(["--model_name_or_path", "m", "--output_dir", str(tmp_path / "o"), *CPU_FLAGS])
+    judgments = tmp_path / "judgments.jsonl"
+    listen.main(["export", "--db", str(judged), "--output", str(judgments)])
+    argv = [
+        "--model_name_or_path",
+        "HKUSTAudio/Llasa-1B",
+        "--dataset",
+        str(judgments),
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
+    with pytest.raises(SystemExit, match=r"lacks the column\(s\) \['prompt', 'chosen', 'rejected'\].*--format dpo"):
+        train_dpo.main([*argv, *CPU_FLAGS])
