@@ -11,12 +11,15 @@ Win rates (Bradley-Terry, bootstrap intervals), rater agreement, results.md and 
 
     python listen.py results --db ratings.sqlite --output_dir listening_results
 
-Judgments as JSONL and a `datasets` dataset; machine judgments by a reward config to start without raters; a
-preference model trained on the judgments, usable as the "preference" reward component:
+Judgments as JSONL and a `datasets` dataset; machine judgments by an audio-language model (both orders, with its
+reasons) or by a reward config, to start without raters; a preference model trained on the judgments, usable as the
+"preference" reward component; the judgments as DPO pairs for train_dpo.py:
 
     python listen.py export --db ratings.sqlite --output ratings.jsonl --dataset_dir ratings_dataset
+    python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --judge Qwen/Qwen2-Audio-7B-Instruct
     python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --reward_config reward_models/wer_nll.json
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
+    python listen.py export --db ratings.sqlite --format dpo --dataset_dir prefs_round1
 """
 
 import argparse

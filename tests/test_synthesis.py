@@ -292,7 +292,8 @@ class TestCommandLine:
                 + ["--max_length", str(prompt_length + ROOM), "--seed", "0", "--device", "cpu"]
             )
         # Each clip has its codes and prompt beside it (what preference data trains on).
-        assert sorted(p.name for p in output_dir.iterdir()) == ["one.codes.json", "one.wav", "two.codes.json", "two.wav"]
+        written = sorted(p.name for p in output_dir.iterdir())
+        assert written == ["one.codes.json", "one.wav", "two.codes.json", "two.wav"]
         assert f"Skipped list.jsonl line 2: Failed to load audio {tmp_path / 'missing.wav'}" in caplog.text
         assert f"Wrote 2 clips to {output_dir}; skipped 1." in caplog.text
 

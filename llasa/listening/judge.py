@@ -168,6 +168,7 @@ class AudioJudge:
                 add_generation_prompt=True,
                 return_tensors="pt",
                 processor_kwargs={"padding": True, "sampling_rate": self.sample_rate},
+                sanitize_control_tokens=True,  # a text holding <|AUDIO|> or <|im_end|> stays text
             ).to(self.model.device)
             inputs = {
                 key: value.to(self.model.dtype) if torch.is_floating_point(value) else value
@@ -216,7 +217,12 @@ def load_judge(
     from llasa.device import outside_zero3, resolve_device, resolve_dtype
 
     torch_device = resolve_device(device)
-    processor = AutoProcessor.from_pretrained(name)
+    try:
+        processor = AutoProcessor.from_pretrained(name)
+    except OSError as e:  # a hub id that is not there, or not reachable from here
+        raise ValueError(
+            f"The judge {name} could not be loaded ({e}): give a model folder or a reachable hub id."
+        ) from e
     if getattr(processor, "feature_extractor", None) is None or not getattr(processor, "chat_template", None):
         raise ValueError(
             f"{name} has no audio processor with a chat template: the judge needs an audio-language model such as "
