@@ -254,3 +254,15 @@ def test_bad_input_is_refused_before_the_model_loads(tmp_path, judged):
     ]
     with pytest.raises(SystemExit, match=r"lacks the column\(s\) \['prompt', 'chosen', 'rejected'\].*--format dpo"):
         train_dpo.main([*argv, *CPU_FLAGS])
+
+
+def test_export_without_a_decided_pair_is_an_error(systems, tmp_path):
+    # Only a tie to export: nothing to train on, said with the counts, and nothing written.
+    db = tmp_path / "ties.sqlite"
+    listen.main(["pairs", "--db", str(db), "--pairs", f"first={systems / 'first'}", f"second={systems / 'second'}"])
+    store = PreferenceStore(db)
+    pair = store.pairs()[0]
+    store.record("listener", pair["pair_id"], pair["clip_a"], pair["clip_b"], "same")
+    with pytest.raises(SystemExit, match="No preference pair to export: 0 preference pairs from 1 judged pairs"):
+        listen.main(["export", "--db", str(db), "--format", "dpo", "--dataset_dir", str(tmp_path / "prefs")])
+    assert not (tmp_path / "prefs").exists()
