@@ -184,9 +184,9 @@ def judge_with_audio_llm(args) -> None:
     judge = load_judge(args.judge, args.device or "auto", args.dtype, args.batch_size, args.max_new_tokens)
     done = judge_pairs(store, judge, lambda path: load_audio(path, judge.sample_rate), args.rater, rubric)
     print(
-        f"{done.rater}: {done.new} new judgments ({done.position_flips} judged differently in the two orders, stored as 'same'), {done.already} pairs "
-        f"judged before, {done.malformed} left unlabelled for a malformed answer, {done.unreadable} for an "
-        f"unreadable clip; store: {store.path}"
+        f"{done.rater}: {done.new} new judgments ({done.position_flips} judged differently in the two orders, "
+        f"stored as 'same'), {done.already} pairs judged before, {done.malformed} left unlabelled for a malformed "
+        f"answer, {done.unreadable} for an unreadable clip; store: {store.path}"
     )
 
 
@@ -314,6 +314,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "export" and not (args.output or args.dataset_dir):
         export.error("Name at least one output: --output FILE.jsonl and/or --dataset_dir DIR.")
+    if args.command == "ai-label" and args.rubric is not None and args.judge is None:
+        label.error("--rubric is the audio-language judge's (--judge): a reward config scores by its components.")
     return args
 
 
