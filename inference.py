@@ -30,6 +30,9 @@ scored by the Whisper reward; the best is written, with every candidate's scores
         --input_file texts.jsonl --output_dir outputs/best_of_8 \
         --num_samples 8 --reward_config reward_models/wer_nll.json
 
+Beside each clip, <id>.codes.json keeps its text, Llasa's prompt and the generated speech codes: preference data
+(`listen.py export --format dpo`) trains on exactly those tokens.
+
 Only speech tokens and <|SPEECH_GENERATION_END|> are sampled, the end not before half of each text's expected
 length (--min_speech_fraction); --no-speech-only lets the model draw any token, as training with
 --speech_only false does.

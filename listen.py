@@ -11,12 +11,15 @@ Win rates (Bradley-Terry, bootstrap intervals), rater agreement, results.md and 
 
     python listen.py results --db ratings.sqlite --output_dir listening_results
 
-Judgments as JSONL and a `datasets` dataset; machine judgments by a reward config to start without raters; a
-preference model trained on the judgments, usable as the "preference" reward component:
+Judgments as JSONL and a `datasets` dataset; machine judgments by an audio-language model (both orders, with its
+reasons) or by a reward config, to start without raters; a preference model trained on the judgments, usable as the
+"preference" reward component; the judgments as DPO pairs for train_dpo.py:
 
     python listen.py export --db ratings.sqlite --output ratings.jsonl --dataset_dir ratings_dataset
+    python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --judge Qwen/Qwen2-Audio-7B-Instruct
     python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --reward_config reward_models/wer_nll.json
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
+    python listen.py export --db ratings.sqlite --format dpo --dataset_dir prefs_round1
 """
 
 import argparse
@@ -26,6 +29,8 @@ from pathlib import Path
 
 from llasa.cli import add_flag, non_negative_float, positive_int, reported_errors
 from llasa.listening.clips import PAIR_BY, find_clips, identical_notes, pair_clips, parse_system
+from llasa.listening.export import EXPORT_FORMATS
+from llasa.listening.judge import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from llasa.listening.store import KINDS, PreferenceStore
 from llasa.outputs import check_replaceable, claim, write_text
 
@@ -118,6 +123,9 @@ def command_export(args) -> None:
             f"{args.db} holds no {' or '.join(args.kinds)} judgment yet: nothing to export. Rate pairs with "
             "`listen.py serve` or `listen.py ai-label` first."
         )
+    if args.format == "dpo":
+        export_preferences(args, judgments)
+        return
     records = export_records(judgments)
     if args.output:
         logger.info("Wrote %d judgments to %s", len(records), write_jsonl(records, args.output))
@@ -125,7 +133,31 @@ def command_export(args) -> None:
         logger.info("Saved %d judgments as a dataset in %s", len(records), write_dataset(records, args.dataset_dir))
 
 
+def export_preferences(args, judgments: list[dict]) -> None:
+    """The judgments as DPO rows (Llasa's prompt, the clips' speech tokens as chosen / rejected) for train_dpo.py."""
+    from llasa.checks import check_codec
+    from llasa.codec import load_codec
+    from llasa.listening.dpo_data import codec_encoder, preference_rows
+    from llasa.listening.export import write_dataset, write_jsonl
+
+    encode = None
+    if args.codec_id is not None:
+        check_codec(args.codec_id)
+        encode = codec_encoder(lambda: load_codec(args.codec_id, device=args.device))
+    data = preference_rows(judgments, encode)
+    if not data.rows:
+        raise ValueError(f"No preference pair to export: {data.report()}. Judge more pairs first.")
+    if args.output:
+        write_jsonl(data.rows, args.output)
+    if args.dataset_dir:
+        write_dataset(data.rows, args.dataset_dir, judgments=False)
+    print(f"{data.report()}; written to {' and '.join(p for p in (args.output, args.dataset_dir) if p)}")
+
+
 def command_ai_label(args) -> None:
+    if args.judge is not None:
+        judge_with_audio_llm(args)
+        return
     from llasa.asr import WHISPER_SAMPLE_RATE
     from llasa.audio import load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
@@ -146,6 +178,25 @@ def command_ai_label(args) -> None:
     print(
         f"{rater}: {done.new} new judgments, {done.already} pairs judged before, {done.unscored} left unlabelled "
         f"(a clip could not be scored); store: {store.path}"
+    )
+
+
+def judge_with_audio_llm(args) -> None:
+    """Both orders of every pair judged by an audio-language model, as machine judgments with its reasons."""
+    from llasa.audio import load_audio
+    from llasa.listening.judge import DEFAULT_RUBRIC, check_judge_model, judge_pairs, load_judge, read_rubric
+
+    check_judge_model(args.judge)
+    rubric = DEFAULT_RUBRIC if args.rubric is None else read_rubric(args.rubric)
+    store = open_store(args.db, args.systems, args.pair_by)
+    if store.pair_count() == 0:
+        raise ValueError(f"{args.db} holds no pair to judge: name the systems' folders with --pairs NAME=DIR ...")
+    judge = load_judge(args.judge, args.device or "auto", args.dtype, args.batch_size, args.max_new_tokens)
+    done = judge_pairs(store, judge, lambda path: load_audio(path, judge.sample_rate), args.rater, rubric)
+    print(
+        f"{done.rater}: {done.new} new judgments ({done.position_flips} judged differently in the two orders, "
+        f"stored as 'same'), {done.already} pairs judged before, {done.malformed} left unlabelled for a malformed "
+        f"answer, {done.unreadable} for an unreadable clip; store: {store.path}"
     )
 
 
@@ -218,16 +269,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     export.add_argument("--output", help="JSONL file to write")
     add_flag(export, "dataset_dir", help="folder for the datasets dataset (save_to_disk)")
     export.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="(default: both)")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="judgments",
+        help="judgments: one record per judgment; dpo: one preference pair per decided pair (prompt, chosen, "
+        "rejected speech tokens) for train_dpo.py (default: judgments)",
+    )
+    add_flag(export, "codec_id", help="dpo: XCodec2 checkpoint that encodes clips written without their codes")
+    export.add_argument("--device", default="auto", help="dpo: the codec's device (default: auto)")
 
-    label = commands.add_parser("ai-label", help="judge pairs with a reward config, as machine judgments")
+    label = commands.add_parser(
+        "ai-label", help="judge pairs with an audio-language model or a reward config, as machine judgments"
+    )
     add_systems(label, required=False)
     label.add_argument("--db", required=True)
-    add_flag(label, "reward_config", required=True, help="the reward config whose score decides")
-    label.add_argument("--rater", help="machine rater name (default: ai:<config file stem>)")
-    label.add_argument(
-        "--margin", type=non_negative_float, default=0.0, help="score difference judged 'same' (default: 0)"
+    judge = label.add_mutually_exclusive_group(required=True)
+    judge.add_argument(
+        "--judge",
+        help="audio-language model (hub id or folder, e.g. Qwen/Qwen2-Audio-7B-Instruct) that compares "
+        "each pair in both orders on a rubric",
     )
-    label.add_argument("--device", help="the reward's device (overrides the config)")
+    add_flag(judge, "reward_config", help="the reward config whose score decides")
+    label.add_argument("--rater", help="machine rater name (default: ai:<model name> or ai:<config file stem>)")
+    label.add_argument(
+        "--margin", type=non_negative_float, default=0.0, help="reward: score difference judged 'same' (default: 0)"
+    )
+    label.add_argument("--device", help="the judge's or reward's device (default: auto / the config's)")
+    label.add_argument(
+        "--rubric",
+        help="judge: a file of criteria, one per line (default: prosody, pronunciation, voice consistency, artefacts)",
+    )
+    label.add_argument("--dtype", default="auto", help="judge: auto, float32, bfloat16 or float16 (default: auto)")
+    add_flag(
+        label,
+        "batch_size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"judge: answers generated at once (default: {DEFAULT_BATCH_SIZE})",
+    )
+    add_flag(
+        label,
+        "max_new_tokens",
+        type=positive_int,
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help=f"judge: longest answer in tokens (default: {DEFAULT_MAX_NEW_TOKENS})",
+    )
 
     train = commands.add_parser("train-reward", help="train the preference model on the stored judgments")
     train.add_argument("--db", required=True)
@@ -242,6 +329,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "export" and not (args.output or args.dataset_dir):
         export.error("Name at least one output: --output FILE.jsonl and/or --dataset_dir DIR.")
+    if args.command == "ai-label" and args.rubric is not None and args.judge is None:
+        label.error("--rubric is the audio-language judge's (--judge): a reward config scores by its components.")
     return args
 
 

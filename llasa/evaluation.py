@@ -100,6 +100,7 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
     A system whose synthesis finished earlier with the same settings (its SYNTHESIS_MARKER) is kept, not redone."""
     import torch
 
+    from llasa.clip_codes import codes_path
     from llasa.codec import load_codec
     from llasa.synthesis import load_model, run
 
@@ -119,6 +120,7 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
         (system.audio_dir / SYNTHESIS_MARKER).unlink(missing_ok=True)
         for request in requests:
             (system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
+            codes_path(system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
         llasa = load_model(system.model, args.device, args.dtype)
         # Every model restarts from the same seed, so differences come from the weights.
         run(llasa, codec, requests, system.audio_dir, options, batch_size=args.batch_size)

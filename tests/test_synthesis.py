@@ -292,7 +292,9 @@ class TestCommandLine:
                 ["--llasa-id", "tiny", "--input_file", str(path), "--output_dir", str(output_dir), "--batch_size", "3"]
                 + ["--max_length", str(prompt_length + ROOM), "--seed", "0", "--device", "cpu"]
             )
-        assert sorted(p.name for p in output_dir.iterdir()) == [RECORD_FILE, "one.wav", "two.wav"]
+        # Each clip has its codes and prompt beside it (what preference data trains on).
+        written = sorted(p.name for p in output_dir.iterdir())
+        assert written == [RECORD_FILE, "one.codes.json", "one.wav", "two.codes.json", "two.wav"]
         assert f"Skipped list.jsonl line 2: Failed to load audio {tmp_path / 'missing.wav'}" in caplog.text
         assert f"Wrote 2 clips to {output_dir}; skipped 1." in caplog.text
 

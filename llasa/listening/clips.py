@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llasa.audio import count_identical, identical_clips_note
+from llasa.clip_codes import clip_text
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,15 @@ def parse_system(value: str) -> tuple[str, Path]:
 
 def find_clips(system: str, folder) -> list[Clip]:
     """The audio files directly in `folder`, with texts from whatever the project wrote beside them: evaluate.py's
-    clips.jsonl (two levels up, for audio/<system>/), train.py's samples.jsonl, best-of-N's <id>.json, or a
-    dataset folder's metadata.jsonl / metadata.csv (file_name, text)."""
+    clips.jsonl (two levels up, for audio/<system>/), train.py's samples.jsonl, best-of-N's <id>.json, a
+    dataset folder's metadata.jsonl / metadata.csv (file_name, text), or the clip's <id>.codes.json."""
     folder = Path(folder).resolve()
     texts = _texts_beside(folder)
     files = sorted(path for path in folder.iterdir() if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file())
-    return [Clip(system, path.stem, path, texts.get(path.name) or _best_of_n_text(path)) for path in files]
+    return [
+        Clip(system, path.stem, path, texts.get(path.name) or _best_of_n_text(path) or clip_text(path))
+        for path in files
+    ]
 
 
 def _texts_beside(folder: Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+EXPORT_FORMATS = ("judgments", "dpo")  # one record per judgment; one preference pair per decided pair (dpo_data)
 EXPORT_FIELDS = (
     "judgment_id",
     "rater",
@@ -43,22 +44,25 @@ def write_jsonl(records: list[dict], path) -> Path:
     return write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
-def write_dataset(records: list[dict], folder) -> Path:
-    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it); `folder` is
-    checked to be new or an earlier export's, and replaced only once the new one is complete."""
+def write_dataset(records: list[dict], folder, judgments: bool = True) -> Path:
+    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it): of
+    `export_records`' judgments, or (judgments=False) of records whose types datasets infers. `folder` is checked to
+    be new or an earlier export's, and replaced only once the new one is complete."""
     import datasets
 
     from llasa.outputs import check_replaceable, replace_folder, staging_folder
 
     check_replaceable([folder], "--dataset_dir")
-    features = datasets.Features(
-        {
-            **{name: datasets.Value("string") for name in EXPORT_FIELDS},
-            "judgment_id": datasets.Value("int64"),
-            "pair_id": datasets.Value("int64"),
-            "tags": datasets.Sequence(datasets.Value("string")),
-        }
-    )
+    features = None
+    if judgments:
+        features = datasets.Features(
+            {
+                **{name: datasets.Value("string") for name in EXPORT_FIELDS},
+                "judgment_id": datasets.Value("int64"),
+                "pair_id": datasets.Value("int64"),
+                "tags": datasets.Sequence(datasets.Value("string")),
+            }
+        )
     staging = staging_folder(folder)
     try:
         datasets.Dataset.from_list(records, features=features).save_to_disk(str(staging))
