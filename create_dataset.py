@@ -33,7 +33,7 @@ dataset's configuration, as `--dataset_config NAME`.
 import logging
 import sys
 
-from llasa.cli import YAML_SUFFIXES, SampleRateArguments, ScriptParser
+from llasa.cli import YAML_SUFFIXES, SampleRateArguments, ScriptParser, reported_errors
 from llasa.dataset import Options, create_dataset
 
 
@@ -57,11 +57,8 @@ def main(argv: list[str] | None = None) -> None:
 
     options = parse_options(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        with logging_redirect_tqdm():
-            create_dataset(options)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from e
+    with reported_errors(), logging_redirect_tqdm():
+        create_dataset(options)
 
 
 if __name__ == "__main__":

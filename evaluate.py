@@ -36,6 +36,8 @@ synthesised again.
 
     python evaluate.py curves --run_dir llasa-grpo-exp1
 
+With --summary, one figure of the run instead: its reward beside where the step time went (<run_dir>/summary.png).
+
 `profile` prints where a run's optimizer step time went (generation, reward, reference log-probs, policy update),
 from the profiling timings train.py logs:
 
@@ -51,13 +53,12 @@ Every command takes `--config file.yaml` (its flags as YAML keys) and `--help`.
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llasa.cli import ScriptParser, parse_command
+from llasa.cli import ScriptParser, parse_command, reported_errors
 from llasa.evaluation.compare import CompareOptions, compare
-from llasa.evaluation.curves import EMA_WEIGHT, plot_curves
+from llasa.evaluation.curves import EMA_WEIGHT, plot_curves, plot_summary
 from llasa.evaluation.profiling import profile_report, step_profile
 from llasa.evaluation.run_log import read_log_history
 from llasa.synthesis import ModelOptions, SamplingOptions
@@ -68,7 +69,16 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CurvesArguments:
     run_dir: str = field(metadata={"help": "The run's --output_dir."})
-    output: str | None = field(default=None, metadata={"help": "PNG path (default: <run_dir>/training_curves.png)."})
+    output: str | None = field(
+        default=None, metadata={"help": "PNG path (default: <run_dir>/training_curves.png, or summary.png)."}
+    )
+    summary: bool = field(
+        default=False,
+        metadata={
+            "help": "One figure instead: the reward beside where the step time went (default output "
+            "<run_dir>/summary.png)."
+        },
+    )
     smoothing: float = field(default=EMA_WEIGHT, metadata={"help": "EMA weight in [0, 1)."})
 
     def __post_init__(self):
@@ -130,17 +140,19 @@ def run_command(command: str, options: tuple) -> None:
         print("\n".join(measure_files(arguments.audio, arguments.reference, arguments.device)))
     else:
         [arguments] = options
-        path, keys = plot_curves(arguments.run_dir, arguments.output, arguments.smoothing)
-        logger.info("Wrote %s (%s).", path, ", ".join(keys))
+        if arguments.summary:
+            path = plot_summary(arguments.run_dir, arguments.output, arguments.smoothing)
+            logger.info("Wrote %s (reward and step time).", path)
+        else:
+            path, keys = plot_curves(arguments.run_dir, arguments.output, arguments.smoothing)
+            logger.info("Wrote %s (%s).", path, ", ".join(keys))
 
 
 def main(argv=None):
     command, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors():  # a wrong --test_list, reward config or model; not a run folder; a path taken
         run_command(command, options)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # a wrong list, run folder or reward config, a model
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

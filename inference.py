@@ -17,7 +17,8 @@ len(prompt codes) * 320 samples are cut off: the output holds only the new speec
 
 Many texts, in batches, to <output_dir>/<id>.wav. The list is plain text (one text per line; ids are
 line numbers), JSONL (`text`, optional `id`, `prompt_wav`, `prompt_text`) or Seed-TTS-eval's
-`id|prompt_text|prompt_wav|text`; relative prompt_wav paths are read from the list file's folder:
+`id|prompt_text|prompt_wav|text`, told by the suffix (.jsonl, .lst) or by every line, or named by --input_format;
+relative prompt_wav paths are read from the list file's folder:
 
     python inference.py --llasa-id HKUSTAudio/Llasa-1B --codec-id HKUSTAudio/xcodec2 \
         --input_file texts.jsonl --output_dir outputs/base --batch_size 8 --seed 0
@@ -29,13 +30,15 @@ scored by the Whisper reward; the best is written, with every candidate's scores
         --input_file texts.jsonl --output_dir outputs/best_of_8 \
         --num_samples 8 --reward_config reward_models/wer_nll.json
 
+Beside each clip, <id>.codes.json keeps its text, Llasa's prompt and the generated speech codes: preference data
+(`listen.py export --format dpo`) trains on exactly those tokens.
+
 Only speech tokens and <|SPEECH_GENERATION_END|> are sampled, the end not before half of each text's expected
 length (--min_speech_fraction); --no-speech-only lets the model draw any token, as training with
 --no_speech_only does. Every flag can also come from `--config file.yaml`.
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -49,9 +52,11 @@ from llasa.checks import (
     check_voice_prompt,
     has_speakable_text,
 )
-from llasa.cli import SampleRateArguments, ScriptParser
+from llasa.cli import SampleRateArguments, ScriptParser, fail, reported_errors
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.outputs import check_replaceable, claim
+from llasa.rewards import check_reward_config, codec_of
 from llasa.sampling import SpeechOnly, describe_sampling
 from llasa.synthesis import (
     INPUT_FORMATS,
@@ -61,6 +66,7 @@ from llasa.synthesis import (
     Skipped,
     load_model,
     load_scorer,
+    output_paths,
     read_input_file,
     run,
     synthesize,
@@ -86,7 +92,9 @@ class InferenceArguments:
     output_dir: str | None = field(
         default=None, metadata={"help": "Output folder for --input_file: <output_dir>/<id>.wav."}
     )
-    input_format: Literal[INPUT_FORMATS] = field(default="auto", metadata={"help": "Format of --input_file."})
+    input_format: Literal[INPUT_FORMATS] = field(
+        default="auto", metadata={"help": "Format of --input_file (auto: by suffix, else by every line)."}
+    )
     prompt_wav: str | None = field(
         default=None, metadata={"help": "Voice prompt audio (for --input_file: lines without their own prompt)."}
     )
@@ -133,14 +141,22 @@ def check_paths(arguments: InferenceArguments, models: ModelOptions) -> None:
         check_output_dir(arguments.output_dir)
     else:
         check_output_audio(arguments.output)
+        check_replaceable(text_outputs(arguments), "--output")
     if arguments.prompt_wav is not None:
         check_voice_prompt(arguments.prompt_wav)
     if arguments.reward_config is not None:
-        check_input_file(arguments.reward_config, "--reward_config")
+        check_reward_config(arguments.reward_config)
+
+
+def text_outputs(arguments: InferenceArguments) -> list[Path]:
+    """What --text writes: --output, and beside it the candidates' scores when --reward_config scores them."""
+    output = Path(arguments.output)
+    return [output, output.with_suffix(".json")] if arguments.reward_config is not None else [output]
 
 
 def read_requests(arguments: InferenceArguments) -> tuple[list[Request], list[Skipped]]:
-    """The texts to speak (--text, or --input_file's lines, with --prompt_wav for lines without their own voice)."""
+    """The texts to speak (--text, or --input_file's lines, with --prompt_wav for lines without their own voice) and
+    the lines skipped; their outputs are checked too."""
     if arguments.input_file is None:
         text = arguments.text.strip()
         if not text:
@@ -153,17 +169,28 @@ def read_requests(arguments: InferenceArguments) -> tuple[list[Request], list[Sk
     if arguments.prompt_wav is not None:
         voice = {"prompt_wav": arguments.prompt_wav, "prompt_text": arguments.prompt_text}
         requests = [r if r.prompt_wav or r.prompt_text else replace(r, **voice) for r in requests]
+    outputs = output_paths(requests, arguments.output_dir, arguments.reward_config is not None)
+    check_replaceable(outputs, "--output_dir")
     return requests, skipped
 
 
 def main(argv=None):
     arguments, sampling, models = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors():
+        models = replace(models, codec_id=codec_of(models.codec_id, arguments.reward_config))
         check_paths(arguments, models)
         requests, skipped = read_requests(arguments)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        speak(arguments, sampling, models, requests, skipped)
+
+
+def speak(
+    arguments: InferenceArguments,
+    sampling: SamplingOptions,
+    models: ModelOptions,
+    requests: list[Request],
+    skipped: list[Skipped],
+) -> None:
     llasa = load_model(arguments.model_name_or_path, models.device, models.dtype)
     speech_only = SpeechOnly(llasa.vocab, sampling.min_speech_fraction) if sampling.speech_only else None
     logger.info("Sampling: %s.", describe_sampling(speech_only))
@@ -173,7 +200,8 @@ def main(argv=None):
     if arguments.input_file is None:
         [outcome] = synthesize(llasa, codec, requests, sampling, num_samples=arguments.num_samples, scorer=scorer)
         if isinstance(outcome, Skipped):
-            sys.exit(f"error: {outcome.reason}")
+            fail(outcome.reason)
+        claim(text_outputs(arguments), "--output")
         path = write_clip(outcome, arguments.output, arguments.keep_prompt)
         logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(arguments.keep_prompt)) / CODEC_SAMPLE_RATE)
         return
@@ -190,7 +218,7 @@ def main(argv=None):
         skipped=skipped,
     )
     if not summary.written:
-        sys.exit("error: no clip was written; see the skipped lines above.")
+        fail("no clip was written; see the skipped lines above.")
 
 
 if __name__ == "__main__":

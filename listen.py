@@ -11,30 +11,37 @@ Win rates (Bradley-Terry, bootstrap intervals), rater agreement, results.md and 
 
     python listen.py results --db ratings.sqlite --output_dir listening_results
 
-Judgments as JSONL and a `datasets` dataset; machine judgments by a reward config to start without raters; a
-preference model trained on the judgments, usable as the "preference" reward component:
+Judgments as JSONL and a `datasets` dataset; machine judgments by an audio-language model (both orders, with its
+reasons) or by a reward config, to start without raters; a preference model trained on the judgments, usable as the
+"preference" reward component; the judgments as DPO pairs for train_dpo.py:
 
     python listen.py export --db ratings.sqlite --output ratings.jsonl --dataset_dir ratings_dataset
+    python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --judge Qwen/Qwen2-Audio-7B-Instruct
     python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --reward_config reward_models/wer_nll.json
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
+    python listen.py export --db ratings.sqlite --format dpo --dataset_dir prefs_round1
 
 Every command takes `--config file.yaml` (its flags as YAML keys) and `--help`.
 """
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from llasa.audio import PLAYABLE_AUDIO_TYPES
 from llasa.checks import check_distinct_systems
-from llasa.cli import ScriptParser, parse_command
-from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
+from llasa.cli import ScriptParser, parse_command, reported_errors
+from llasa.listening.clips import PAIR_BY, find_clips, identical_notes, pair_clips, parse_system
+from llasa.listening.export import EXPORT_FORMATS
+from llasa.listening.judge import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from llasa.listening.store import KINDS, PreferenceStore
+from llasa.outputs import check_replaceable, claim, write_text
 
 logger = logging.getLogger(__name__)
+
+RESULT_FILES = ("results.json", "results.md", "results.png")
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,17 @@ class ExportArguments(Store):
     kinds: list[str] = field(
         default_factory=lambda: list(KINDS), metadata={"help": "Judgments to export.", "choices": KINDS}
     )
+    format: Literal[EXPORT_FORMATS] = field(
+        default="judgments",
+        metadata={
+            "help": "judgments: one record per judgment; dpo: one preference pair per decided pair (prompt, chosen, "
+            "rejected speech tokens) for train_dpo.py."
+        },
+    )
+    codec_id: str | None = field(
+        default=None, metadata={"help": "dpo: XCodec2 checkpoint that encodes clips written without their codes."}
+    )
+    device: str = field(default="auto", metadata={"help": "dpo: the codec's device."})
 
     def __post_init__(self):
         if not (self.output or self.dataset_dir):
@@ -104,17 +122,51 @@ class ExportArguments(Store):
 
 @dataclass(frozen=True)
 class LabelArguments(Systems):
-    reward_config: str | None = field(default=None, metadata={"help": "The reward config whose score decides."})
-    rater: str | None = field(default=None, metadata={"help": "Machine rater name (default: ai:<config file stem>)."})
-    margin: float = field(default=0.0, metadata={"help": "Score difference judged 'same'."})
-    device: str | None = field(default=None, metadata={"help": "The reward's device (overrides the config)."})
+    judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "Audio-language model (hub id or folder, e.g. Qwen/Qwen2-Audio-7B-Instruct) that compares each "
+            "pair in both orders on a rubric (or --reward_config)."
+        },
+    )
+    reward_config: str | None = field(
+        default=None, metadata={"help": "The reward config whose score decides (or --judge)."}
+    )
+    rater: str | None = field(
+        default=None, metadata={"help": "Machine rater name (default: ai:<model name> or ai:<config file stem>)."}
+    )
+    margin: float = field(default=0.0, metadata={"help": "Reward: score difference judged 'same'."})
+    device: str | None = field(
+        default=None, metadata={"help": "The judge's or reward's device (default: auto / the config's)."}
+    )
+    rubric: str | None = field(
+        default=None,
+        metadata={
+            "help": "Judge: a file of criteria, one per line (default: prosody, pronunciation, voice consistency, "
+            "artefacts)."
+        },
+    )
+    dtype: str = field(default="auto", metadata={"help": "Judge: auto, float32, bfloat16 or float16."})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Judge: answers generated at once."})
+    max_new_tokens: int = field(default=DEFAULT_MAX_NEW_TOKENS, metadata={"help": "Judge: longest answer in tokens."})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.reward_config is None:
-            raise ValueError("ai-label needs --reward_config: the reward config whose score decides.")
+        if (self.judge is None) == (self.reward_config is None):
+            raise ValueError(
+                "ai-label needs one judge: --judge (an audio-language model) or --reward_config (a reward config "
+                "whose score decides)."
+            )
+        if self.rubric is not None and self.judge is None:
+            raise ValueError(
+                "--rubric is the audio-language judge's (--judge): a reward config scores by its components."
+            )
         if self.margin < 0:
             raise ValueError(f"--margin must be >= 0, got {self.margin}.")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError(
+                f"--batch_size and --max_new_tokens must be >= 1, got {self.batch_size} and {self.max_new_tokens}."
+            )
 
 
 @dataclass(frozen=True)
@@ -125,8 +177,12 @@ class TrainRewardArguments(Store):
     )
 
 
-def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: str) -> None:
-    """Find, pair and register the folders' clips; report what was paired and what was not."""
+def open_store(db, systems: list[tuple[str, Path]] | None, pair_by: str = "auto") -> PreferenceStore:
+    """The store of --db, with the --pairs folders' clips registered when given; they are found and paired before
+    the file is created, so that a wrong folder leaves no empty store behind. Without folders the store must exist.
+    """
+    if not systems:
+        return PreferenceStore(db, create=False)
     names = [name for name, _ in systems]
     check_distinct_systems(names)
     clips = {name: find_clips(name, folder) for name, folder in systems}
@@ -139,6 +195,7 @@ def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: s
             f"No clip of one system matches another's by {pairing.by}: give folders of the same test list "
             "(same <id>.wav names, or texts in clips.jsonl / samples.jsonl / <id>.json / metadata.csv)."
         )
+    store = PreferenceStore(db)
     registered = store.register(pairing)
     logger.info(
         "Paired %d clips of %s by %s into %d pairs (%d new; %d pairs in %s). Unpaired clips: %d.",
@@ -151,20 +208,21 @@ def register(store: PreferenceStore, systems: list[tuple[str, Path]], pair_by: s
         store.path,
         len(pairing.unpaired),
     )
+    for note in identical_notes(pairing.pairs):  # a listener can only answer "same" to identical clips
+        logger.warning("%s", note)
+    return store
 
 
 def command_pairs(args: "Systems") -> None:
     if not args.systems:
         raise ValueError("Name the systems' folders: --pairs NAME=DIR NAME=DIR ...")
-    register(PreferenceStore(args.db), args.folders, args.pair_by)
+    open_store(args.db, args.folders, args.pair_by)
 
 
 def command_serve(args: "ServeArguments") -> None:
     from llasa.listening.server import serve
 
-    store = PreferenceStore(args.db)
-    if args.systems:
-        register(store, args.folders, args.pair_by)
+    store = open_store(args.db, args.folders, args.pair_by)
     if store.pair_count() == 0:
         raise ValueError(f"{args.db} holds no pair to rate: name the systems' folders with --pairs NAME=DIR ...")
     query = f"?token={args.token}" if args.token else ""
@@ -179,38 +237,70 @@ def command_results(args: "ResultsArguments") -> None:
     kinds = KINDS if args.include_machine else ("human",)
     summary = summarize(store.judgments(kinds), samples=args.bootstrap, seed=args.seed)
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    claim([output_dir / name for name in RESULT_FILES], "--output_dir")
+    write_text(output_dir / "results.json", json.dumps(summary, indent=2) + "\n")
     report = markdown_report(summary, f"Listening test ({Path(args.db).name})")
-    (output_dir / "results.md").write_text(report, encoding="utf-8")
+    write_text(output_dir / "results.md", report)
     plot_results(summary, output_dir / "results.png")
     print(report)
     logger.info("Wrote results.json, results.md and results.png to %s", output_dir)
 
 
 def command_export(args: "ExportArguments") -> None:
-    from llasa.listening.export import export_records, refuse_existing, write_dataset, write_jsonl
+    from llasa.listening.export import export_records, write_dataset, write_jsonl
 
-    for path in (args.output, args.dataset_dir):  # both checked before either is written
+    for flag, path in (("--output", args.output), ("--dataset_dir", args.dataset_dir)):  # checked before writing
         if path:
-            refuse_existing(path)
-    records = export_records(PreferenceStore(args.db, create=False).judgments(tuple(args.kinds)))
+            check_replaceable([path], flag)
+    judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
+    if not judgments:
+        raise ValueError(
+            f"{args.db} holds no {' or '.join(args.kinds)} judgment yet: nothing to export. Rate pairs with "
+            "`listen.py serve` or `listen.py ai-label` first."
+        )
+    if args.format == "dpo":
+        export_preferences(args, judgments)
+        return
+    records = export_records(judgments)
     if args.output:
         logger.info("Wrote %d judgments to %s", len(records), write_jsonl(records, args.output))
     if args.dataset_dir:
         logger.info("Saved %d judgments as a dataset in %s", len(records), write_dataset(records, args.dataset_dir))
 
 
+def export_preferences(args: "ExportArguments", judgments: list[dict]) -> None:
+    """The judgments as DPO rows (Llasa's prompt, the clips' speech tokens as chosen / rejected) for train_dpo.py."""
+    from llasa.checks import check_codec
+    from llasa.codec import load_codec
+    from llasa.listening.dpo_data import codec_encoder, preference_rows
+    from llasa.listening.export import write_dataset, write_jsonl
+
+    encode = None
+    if args.codec_id is not None:
+        check_codec(args.codec_id)
+        encode = codec_encoder(lambda: load_codec(args.codec_id, device=args.device))
+    data = preference_rows(judgments, encode)
+    if not data.rows:
+        raise ValueError(f"No preference pair to export: {data.report()}. Judge more pairs first.")
+    if args.output:
+        write_jsonl(data.rows, args.output)
+    if args.dataset_dir:
+        write_dataset(data.rows, args.dataset_dir, judgments=False)
+    print(f"{data.report()}; written to {' and '.join(p for p in (args.output, args.dataset_dir) if p)}")
+
+
 def command_ai_label(args: "LabelArguments") -> None:
+    if args.judge is not None:
+        judge_with_audio_llm(args)
+        return
     from llasa.asr import WHISPER_SAMPLE_RATE
     from llasa.audio import load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
-    from llasa.rewards import load_reward
+    from llasa.rewards import check_reward_config, load_reward
 
-    store = PreferenceStore(args.db)
-    if args.systems:
-        register(store, args.folders, args.pair_by)
-    reward = load_reward(args.reward_config, device=args.device)
+    config = check_reward_config(args.reward_config, device=args.device)  # before the store is created
+    store = open_store(args.db, args.folders, args.pair_by)
+    reward = load_reward(config)
     reward.load_models(codec=False)  # clips are audio already: no codec
 
     def score(waveforms, texts):
@@ -226,15 +316,43 @@ def command_ai_label(args: "LabelArguments") -> None:
     )
 
 
+def judge_with_audio_llm(args: "LabelArguments") -> None:
+    """Both orders of every pair judged by an audio-language model, as machine judgments with its reasons."""
+    from llasa.audio import load_audio
+    from llasa.listening.judge import DEFAULT_RUBRIC, check_judge_model, judge_pairs, load_judge, read_rubric
+
+    check_judge_model(args.judge)
+    rubric = DEFAULT_RUBRIC if args.rubric is None else read_rubric(args.rubric)
+    store = open_store(args.db, args.folders, args.pair_by)
+    if store.pair_count() == 0:
+        raise ValueError(f"{args.db} holds no pair to judge: name the systems' folders with --pairs NAME=DIR ...")
+    judge = load_judge(args.judge, args.device or "auto", args.dtype, args.batch_size, args.max_new_tokens)
+    done = judge_pairs(store, judge, lambda path: load_audio(path, judge.sample_rate), args.rater, rubric)
+    print(
+        f"{done.rater}: {done.new} new judgments ({done.position_flips} judged differently in the two orders, "
+        f"stored as 'same'), {done.already} pairs judged before, {done.malformed} left unlabelled for a malformed "
+        f"answer, {done.unreadable} for an unreadable clip; store: {store.path}"
+    )
+
+
 def command_train_reward(args: "TrainRewardArguments", options, features) -> None:
     """`options`: the preference model's TrainingOptions; `features`: its FeatureConfig."""
     from llasa.audio import load_audio
-    from llasa.listening.preference import SAMPLE_RATE, comparisons_from_judgments, train_preference_model
+    from llasa.listening.preference import (
+        CONFIG_NAME,
+        SAMPLE_RATE,
+        WEIGHTS_NAME,
+        comparisons_from_judgments,
+        train_preference_model,
+    )
 
+    model_files = [Path(args.output_dir) / name for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    check_replaceable(model_files, "--output_dir")
     judgments = PreferenceStore(args.db, create=False).judgments(tuple(args.kinds))
     model = train_preference_model(
         comparisons_from_judgments(judgments), lambda path: load_audio(path, SAMPLE_RATE), features, options
     )
+    claim(model_files, "--output_dir")
     model.save(args.output_dir)
     print(json.dumps(model.metrics, indent=2))
     logger.info("Saved the preference model to %s", args.output_dir)
@@ -253,8 +371,14 @@ PARSERS = {
         "win rates, Bradley-Terry strengths, agreement, table and plot",
         lambda: ScriptParser(ResultsArguments),
     ),
-    "export": ("judgments to JSONL and/or a datasets dataset", lambda: ScriptParser(ExportArguments)),
-    "ai-label": ("judge pairs with a reward config, as machine judgments", lambda: ScriptParser(LabelArguments)),
+    "export": (
+        "judgments to JSONL and/or a datasets dataset, or DPO pairs (--format dpo)",
+        lambda: ScriptParser(ExportArguments),
+    ),
+    "ai-label": (
+        "judge pairs with an audio-language model or a reward config, as machine judgments",
+        lambda: ScriptParser(LabelArguments),
+    ),
     "train-reward": ("train the preference model on the stored judgments", train_reward_parser),
 }
 
@@ -277,10 +401,8 @@ COMMANDS = {
 def main(argv=None) -> None:
     command, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors():  # an empty store, no clips, an output path taken
         COMMANDS[command](*options)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # an empty store, no clips, an export path taken
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,18 @@ Every script parses with `ScriptParser` (TRL's TrlParser), so that everywhere `-
 (flags given on the command line win), `--max_length` and `--max-length` are one flag, a boolean is `--flag` or
 `--flag false` (and, where it defaults to true, `--no_flag`), an unknown flag is an error naming the nearest valid
 spelling, and the reference implementation's spellings are mapped to ours. Library modules never import this one:
-they take the option dataclasses the parser fills.
+they take the option dataclasses the parser fills. Bad input the library reports by raising ends a script the same
+way bad usage does (`reported_errors`: `error: ...` and exit status 2).
 """
 
 import difflib
+import errno
+import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, is_dataclass
+from typing import NoReturn
 
 from trl import TrlParser
 
@@ -18,6 +23,45 @@ from llasa.format import CODEC_SAMPLE_RATE
 
 CONFIG_FLAG = "--config"
 YAML_SUFFIXES = (".yaml", ".yml")
+
+USAGE_ERROR_STATUS = 2  # argparse's exit status for bad usage; every script's for bad input
+# Errors the library raises on bad input: a wrong path, model or file, a bad value; a model or file that fails to load.
+BAD_INPUT_ERRORS = (OSError, ValueError, RuntimeError)
+# The fix for an operating-system error that names no fix of its own.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some space there or write elsewhere, then run the command again",
+    errno.EDQUOT: "free some space there or write elsewhere, then run the command again",
+    errno.EROFS: "that disk is read-only: pick a folder on a writable disk",
+    errno.EACCES: "check its permissions, or pick a folder you can write to",
+    errno.EPERM: "check its permissions, or pick a folder you can write to",
+}
+
+
+def fail(message: str) -> NoReturn:
+    """End the script as argparse ends bad usage: `error: message` on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    stop = SystemExit(f"error: {message}")  # the message stays readable to callers of main(argv)
+    stop.code = USAGE_ERROR_STATUS
+    raise stop
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an error: the library's own message, or an OS error's path, reason and fix."""
+    if isinstance(error, OSError) and error.errno in OS_ERROR_FIXES:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror}{where}: {OS_ERROR_FIXES[error.errno]}."
+    return str(error)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Bad input the library reports by raising (`BAD_INPUT_ERRORS`) ends the script with `error: ...` and exit
+    status 2, not a traceback (which is kept at debug level)."""
+    try:
+        yield
+    except BAD_INPUT_ERRORS as e:
+        logging.getLogger(__name__).debug("Traceback of the error below", exc_info=True)
+        fail(describe_error(e))
 
 
 @dataclass(frozen=True)

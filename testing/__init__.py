@@ -1,3 +1,3 @@
 """Test support shared by the tests, the CPU demo and the benchmarks: tiny random-weight checkpoints of every model
-the project loads (Llasa, XCodec2 in both layouts, Whisper in three formats, WavLM), built and saved to disk so that
-the real loading code reads them."""
+the project loads (Llasa, XCodec2 in both layouts, Whisper in three formats, WavLM, a Qwen2-Audio judge), built and
+saved to disk so that the real loading code reads them."""

@@ -6,7 +6,7 @@ import graphlib
 from pathlib import Path
 
 REPO = Path(__file__).parent.parent
-SCRIPTS = ("create_dataset", "train", "inference", "evaluate", "reward_whisper", "listen")
+SCRIPTS = ("create_dataset", "train", "train_dpo", "inference", "evaluate", "reward_whisper", "listen")
 
 
 def module_name(path: Path) -> str:

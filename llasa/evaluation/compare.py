@@ -4,16 +4,16 @@ system with the differences from a baseline, as JSON, a markdown table and a plo
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from llasa.asr import WHISPER_SAMPLE_RATE
-from llasa.audio import resample
+from llasa.audio import identical_clips_note, resample
 from llasa.checks import check_distinct_systems, split_system
-from llasa.evaluation.report import summarize, write_report
+from llasa.evaluation.report import REPORT_FILES, identical_to_baseline, summarize, write_report
 from llasa.evaluation.seedtts import PROTOCOLS, protocol_reward_config, protocol_speaker_options
 from llasa.evaluation.systems import (
     RESYNTHESIS,
@@ -24,8 +24,10 @@ from llasa.evaluation.systems import (
     resynthesis_system,
     resynthesize,
     synthesize_models,
+    system_outputs,
 )
 from llasa.format import CODEC_SAMPLE_RATE, VOICE_AUDIO_COLUMN
+from llasa.outputs import check_replaceable
 from llasa.scores import DNSMOS_METRICS, DnsmosScorer, PitchVariationScorer, SpeakerSimilarityScorer
 from llasa.synthesis import INPUT_FORMATS, ModelOptions, Request, SamplingOptions, read_input_file
 from llasa.text import text_length
@@ -201,6 +203,7 @@ def _speech_scores(
 def check_inputs(options: CompareOptions, models: ModelOptions) -> None:
     """Every model, folder and file compare needs, checked before any model loads or any clip is synthesised."""
     from llasa.checks import check_codec, check_input_file, check_llasa_model, check_output_dir
+    from llasa.rewards import check_reward_config
 
     check_input_file(options.test_list, "--test_list")
     check_output_dir(options.output_dir)
@@ -211,7 +214,7 @@ def check_inputs(options: CompareOptions, models: ModelOptions) -> None:
     if options.models:
         check_codec(models.codec_id)
     if options.protocol is None:
-        check_input_file(options.reward_config, "--reward_config")
+        check_reward_config(options.reward_config)
 
 
 def compare(
@@ -219,10 +222,13 @@ def compare(
 ) -> dict:
     """Synthesise with the models, score every system, write clips.jsonl, summary.json, summary.md and the plot;
     return the summary. Every model samples from `sampling`'s seed (default 0), so differences come from the weights."""
-    from llasa.rewards import load_reward
+    from llasa.rewards import codec_of, load_reward
 
     sampling = SamplingOptions(seed=0) if sampling is None else sampling
     models = ModelOptions() if models is None else models
+    # Synthesis decodes with the codec the reward's scores assume, unless --codec_id names another.
+    reward_codec = None if options.protocol is not None else options.reward_config
+    models = replace(models, codec_id=codec_of(models.codec_id, reward_codec))
 
     output_dir = Path(options.output_dir)
     check_inputs(options, models)
@@ -235,6 +241,8 @@ def compare(
     systems += [System(name, Path(path)) for name, path in options.audio_dirs]
     if options.resynthesis:
         systems.append(resynthesis_system(requests, output_dir))
+    paths = [output_dir / name for name in REPORT_FILES] + system_outputs(systems, requests)
+    check_replaceable(paths, "--output_dir")
     # The reward config is checked and its models loaded before hours of synthesis, not after.
     reward_config = options.reward_config
     if options.protocol is not None:
@@ -255,5 +263,10 @@ def compare(
     names = [system.name for system in systems]
     summary = summarize(records, names, options.baseline or names[0])
     summary.update(test_list=str(options.test_list), n_texts=len(requests), n_skipped_lines=len(skipped))
+    summary["identical_to_baseline"] = identical_to_baseline(records, names, summary["baseline"])
+    for system, counts in summary["identical_to_baseline"].items():
+        logger.warning(
+            "%s", identical_clips_note(summary["baseline"], system, counts["identical"], counts["compared"])
+        )
     write_report(output_dir, records, summary, options.test_list, options.language if options.protocol else None)
     return summary

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.audio import count_identical, identical_clips_note
 from llasa.evaluation.seedtts import protocol_table
 from llasa.numbers import is_number
+from llasa.outputs import claim, write_text
 from llasa.plotting import pyplot
 from llasa.scores import DNSMOS_METRICS
 
@@ -28,6 +30,7 @@ METRIC_ORDER = (
     *(f"dnsmos_{name}" for name in DNSMOS_METRICS),
     "pitch_semitones",
 )
+REPORT_FILES = ("clips.jsonl", "summary.json", "summary.md", "comparison.png")
 
 
 def metric_names(records: list[dict]) -> list[str]:
@@ -70,6 +73,24 @@ def summarize(records: list[dict], systems: list[str], baseline: str) -> dict:
     return summary
 
 
+def identical_to_baseline(records: list[dict], systems: list[str], baseline: str) -> dict[str, dict]:
+    """Per system whose clips include files identical to the baseline's (same id): how many, of how many shared."""
+    audio = {(r["system"], r["id"]): r["audio"] for r in records if r["status"] != "missing" and r.get("audio")}
+    found = {}
+    for system in systems:
+        if system == baseline:
+            continue
+        shared = [
+            (path, audio[baseline, i])
+            for (name, i), path in audio.items()
+            if name == system and (baseline, i) in audio
+        ]
+        identical = count_identical(shared)
+        if identical:
+            found[system] = {"identical": identical, "compared": len(shared)}
+    return found
+
+
 def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -89,6 +110,8 @@ def markdown_table(summary: dict, title: str) -> str:
     ]
     for system, entry in summary["systems"].items():
         lines.append(f"| {system} | {entry['n_clips']} | {entry['n_scored']} | {entry['n_missing']} |")
+    for system, counts in summary.get("identical_to_baseline", {}).items():
+        lines += ["", "> " + identical_clips_note(baseline, system, counts["identical"], counts["compared"])]
     lines += [
         "",
         f"| metric | system | n | mean | median | Δ mean vs {baseline} | Δ median vs {baseline} |",
@@ -139,15 +162,16 @@ def write_report(
 ) -> None:
     """clips.jsonl, summary.json, summary.md and comparison.png; with `protocol_language`, Seed-TTS-eval's table for
     that language under the summary."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "clips.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    claim([output_dir / name for name in REPORT_FILES], "--output_dir")
+    write_text(
+        output_dir / "clips.jsonl", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    )
+    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     title = f"Evaluation on {Path(test_list).name} ({summary['n_texts']} texts)"
     table = markdown_table(summary, title)
     if protocol_language is not None:
         table += "\n" + protocol_table(summary, protocol_language)
-    (output_dir / "summary.md").write_text(table, encoding="utf-8")
+    write_text(output_dir / "summary.md", table)
     plot_comparison(records, list(summary["systems"]), output_dir / "comparison.png")
     logger.info(
         "Wrote %s", ", ".join(str(output_dir / name) for name in ("clips.jsonl", "summary.json", "summary.md"))

@@ -13,7 +13,8 @@ import numpy as np
 
 from llasa.audio import PLAYABLE_AUDIO_TYPES, load_audio
 from llasa.format import CODEC_SAMPLE_RATE
-from llasa.synthesis import ModelOptions, Request, SamplingOptions
+from llasa.outputs import claim, write_text
+from llasa.synthesis import ModelOptions, Request, SamplingOptions, output_paths
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def synthesize_models(
     A system whose synthesis finished earlier with the same settings (its SYNTHESIS_MARKER) is kept, not redone."""
     import torch
 
+    from llasa.clip_codes import codes_path
     from llasa.codec import load_codec
     from llasa.synthesis import load_model, run
 
@@ -85,11 +87,12 @@ def synthesize_models(
         (system.audio_dir / SYNTHESIS_MARKER).unlink(missing_ok=True)
         for request in requests:
             (system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
+            codes_path(system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
         llasa = load_model(system.model, models.device, models.dtype)
         # Every model restarts from the same seed, so differences come from the weights.
         run(llasa, codec, requests, system.audio_dir, sampling, batch_size=models.batch_size)
-        system.audio_dir.mkdir(parents=True, exist_ok=True)
-        (system.audio_dir / SYNTHESIS_MARKER).write_text(json.dumps(settings[system.name], indent=2) + "\n")
+        claim([system.audio_dir / SYNTHESIS_MARKER], "--output_dir")
+        write_text(system.audio_dir / SYNTHESIS_MARKER, json.dumps(settings[system.name], indent=2) + "\n")
         del llasa
         gc.collect()
         if torch.cuda.is_available():
@@ -145,7 +148,7 @@ def resynthesize(system: System, codec_id: str, device: str) -> None:
     from llasa.codec import load_codec
 
     codec = load_codec(codec_id, device=device)
-    system.audio_dir.mkdir(parents=True, exist_ok=True)
+    claim([system.audio_dir / f"{clip_id}.wav" for clip_id in system.recordings], "--output_dir")
     items = list(system.recordings.items())
     for start in range(0, len(items), SCORE_CHUNK):
         chunk = items[start : start + SCORE_CHUNK]
@@ -157,3 +160,14 @@ def resynthesize(system: System, codec_id: str, device: str) -> None:
         for i, wav in zip(present, decoded, strict=True):
             write_wav(system.audio_dir / f"{chunk[i][0]}.wav", wav, CODEC_SAMPLE_RATE)
     logger.info("Resynthesised %d recordings with %s into %s.", len(items), codec_id, system.audio_dir)
+
+
+def system_outputs(systems: Sequence[System], requests: list[Request]) -> list[Path]:
+    """Every file the systems' synthesis writes: each model's clips and synthesis record, the resynthesised clips."""
+    paths = []
+    for system in systems:
+        if system.model is not None:
+            paths += [*output_paths(requests, system.audio_dir), system.audio_dir / SYNTHESIS_MARKER]
+        elif system.recordings is not None:
+            paths += [system.audio_dir / f"{clip_id}.wav" for clip_id in system.recordings]
+    return paths

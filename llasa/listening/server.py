@@ -12,7 +12,6 @@ from starlette.routing import Route
 
 from llasa.audio import PLAYABLE_AUDIO_TYPES
 from llasa.listening.store import TAGS, PreferenceStore, check_rater
-from llasa.numbers import is_count
 
 PAGE = Path(__file__).with_name("page.html")
 TOKEN_HEADER = "x-listen-token"
@@ -55,13 +54,9 @@ def create_app(store: PreferenceStore, token: str | None = None) -> Starlette:
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             rater = check_rater(body.get("rater", ""))
-            pair_id = body.get("pair_id")
-            if not is_count(pair_id):
-                raise ValueError(f"pair_id must be an integer, got {pair_id!r}")
-            tags = body.get("tags", [])
-            if not isinstance(tags, list):
-                raise ValueError(f"tags must be a list of {list(TAGS)}")
-            new = store.record(rater, pair_id, body.get("a"), body.get("b"), body.get("choice"), tags)
+            new = store.record(
+                rater, body.get("pair_id"), body.get("a"), body.get("b"), body.get("choice"), body.get("tags", [])
+            )
         except ValueError as e:  # also a body that is not JSON
             return JSONResponse({"error": str(e)}, 400)
         done, total = store.progress(rater)

@@ -3,7 +3,7 @@
 Importing the package registers the built-in components; register new ones with `@register_component("name")`.
 """
 
-from llasa.rewards import intelligibility, preference, speech  # noqa: F401  (registers the built-in components)
+from llasa.rewards import intelligibility, judge, preference, speech  # noqa: F401  (registers the built-in components)
 from llasa.rewards.components import (
     COMBINE_RULES,
     ComponentResult,
@@ -20,6 +20,8 @@ from llasa.rewards.reward import (
     RewardOverrides,
     SpeechReward,
     WhisperReward,
+    check_reward_config,
+    codec_of,
     load_reward,
     load_reward_functions,
 )
