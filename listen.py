@@ -17,6 +17,12 @@ preference model trained on the judgments, usable as the "preference" reward com
     python listen.py export --db ratings.sqlite --output ratings.jsonl --dataset_dir ratings_dataset
     python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --reward_config reward_models/wer_nll.json
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
+
+A prosody naturalness reward from your own recordings, no raters needed (each recording preferred to prosody
+failures made from it; a folder per speaker, some speakers held out), saved in the same format, scored by the
+"preference" component:
+
+    python listen.py train-prosody --recordings my_recordings --output_dir prosody_model
 """
 
 import argparse
@@ -25,6 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
+from llasa.alterations import FAILURES
 from llasa.cli import add_flag, non_negative_float, positive_int
 from llasa.listening.clips import PAIR_BY, find_clips, pair_clips, parse_system
 from llasa.listening.store import KINDS, PreferenceStore
@@ -159,6 +166,17 @@ def command_train_reward(args) -> None:
     logger.info("Saved the preference model to %s", args.output_dir)
 
 
+def command_train_prosody(args) -> None:
+    from llasa.listening.naturalness import find_recordings, train_naturalness_model
+    from llasa.listening.preference import TrainingOptions
+
+    options = TrainingOptions(hidden=args.hidden, steps=args.steps, held_out=args.held_out, seed=args.seed)
+    model = train_naturalness_model(find_recordings(args.recordings), args.failures, options)
+    model.save(args.output_dir)
+    print(json.dumps(model.metrics, indent=2))
+    logger.info("Saved the prosody naturalness model to %s", args.output_dir)
+
+
 def add_systems(parser, required: bool) -> None:
     add_flag(
         parser,
@@ -221,6 +239,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flag(train, "held_out", type=float, default=0.2, help="share of texts held out to measure accuracy")
     train.add_argument("--seed", type=int, default=0)
 
+    prosody = commands.add_parser(
+        "train-prosody", help="train a prosody naturalness model on recordings against failures made from them"
+    )
+    prosody.add_argument(
+        "--recordings", required=True, help="folder of recordings: DIR/<speaker>/*.wav, or DIR/<speaker>_*.wav"
+    )
+    add_flag(prosody, "output_dir", required=True, help="folder for config.json + model.safetensors")
+    prosody.add_argument(
+        "--failures", nargs="+", choices=list(FAILURES), default=list(FAILURES), help="(default: all)"
+    )
+    prosody.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: linear; default)")
+    prosody.add_argument("--steps", type=positive_int, default=500)
+    add_flag(prosody, "held_out", type=float, default=0.25, help="share of speakers held out to measure accuracy")
+    prosody.add_argument("--seed", type=int, default=0)
+
     args = parser.parse_args(argv)
     if args.command == "export" and not (args.output or args.dataset_dir):
         export.error("Name at least one output: --output FILE.jsonl and/or --dataset_dir DIR.")
@@ -234,6 +267,7 @@ COMMANDS = {
     "export": command_export,
     "ai-label": command_ai_label,
     "train-reward": command_train_reward,
+    "train-prosody": command_train_prosody,
 }
 
 

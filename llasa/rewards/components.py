@@ -160,6 +160,7 @@ class ScoringBatch:
     nll: list[float] | None = None  # NLL of each reference text (set when a component needs ASR)
     sample_rate: int = WHISPER_SAMPLE_RATE  # of `audio`
     references: ReferenceAudio = field(default_factory=ReferenceAudio)  # reads reference audio named by columns
+    speech: list | None = None  # silero-vad's SpeechActivity of each clip (set when the reward's "vad" is on)
 
     def first_values(self, names: Sequence[str]) -> list:
         """Per row, the value of the first of the `names` columns that has one (not None, not empty); else None."""
