@@ -158,7 +158,7 @@ def command_train_reward(args) -> None:
     model = train_preference_model(
         comparisons_from_judgments(judgments),
         lambda path: load_audio(path, SAMPLE_RATE),
-        FeatureConfig(embedding=args.embedding),
+        FeatureConfig(embedding=args.embedding, prosody=args.prosody),
         options,
     )
     model.save(args.output_dir)
@@ -234,6 +234,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flag(train, "output_dir", required=True, help="folder for config.json + model.safetensors")
     train.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="(default: both)")
     train.add_argument("--embedding", choices=("resemblyzer", "none"), default="resemblyzer")
+    train.add_argument(
+        "--prosody", action="store_true", help="add the prosody features (CREPE contour, pauses: train-prosody's)"
+    )
     train.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: linear; default)")
     train.add_argument("--steps", type=positive_int, default=500)
     add_flag(train, "held_out", type=float, default=0.2, help="share of texts held out to measure accuracy")

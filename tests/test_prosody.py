@@ -124,19 +124,21 @@ class _Parsed:
     ended, n_dropped = True, 0
 
 
-def test_naturalness_model_trains_on_recordings_and_scores_as_preference(tmp_path, espeak, monkeypatch, capsys):
+@pytest.mark.slow
+def test_naturalness_model_trains_on_recordings_and_scores_as_preference(tmp_path, espeak, capsys):
+    # one sentence by three voices (a folder each), each preferred (as recorded and vocoded) to its monotone and
+    # silent-tail copies; one voice held out
     import listen
     from llasa.rewards.preference import PreferenceComponent
 
     for voice in ("en-us", "en+f3", "en+m3"):
         (tmp_path / "recordings" / voice).mkdir(parents=True)
-        for i, text in enumerate(("A rainbow appeared after the rain.", "Please call Stella today.")):
-            espeak(text, tmp_path / "recordings" / voice / f"{i}.wav", voice)
+        espeak("A rainbow appeared after the rain.", tmp_path / "recordings" / voice / "0.wav", voice)
     argv = ["train-prosody", "--recordings", str(tmp_path / "recordings"), "--output_dir", str(tmp_path / "model")]
-    listen.main([*argv, "--failures", "monotone", "silent_tail", "jitter", "--held_out", "0.34"])
+    listen.main([*argv, "--failures", "monotone", "silent_tail", "--held_out", "0.34"])
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["n_speakers"] == 3 and metrics["n_held_out_items"] == 1 and metrics["n_held_out_decided"] == 12
-    assert metrics["held_out_accuracy"] >= 0.9
+    assert metrics["n_speakers"] == 3 and metrics["n_held_out_items"] == 1 and metrics["n_held_out_decided"] == 4
+    assert metrics["held_out_accuracy"] == 1.0
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["format"] == "llasa-preference-bt" and "pitch_roughness" in saved["feature_names"]
     component = PreferenceComponent(model=str(tmp_path / "model"))
