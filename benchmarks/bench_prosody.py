@@ -202,6 +202,8 @@ def main():
         results = {}
         for with_reference in (True, False):
             scored = score_rows(config, rows, whisper, with_reference, rates, intonation)
+            errors = [clips["natural"].metrics.get("wer") for clips in scored]
+            print(f"reference {with_reference}: natural clips' WER {[round(e, 2) for e in errors]}")
             results[with_reference] = (
                 orderings(scored, lambda clip: clip.reward),
                 orderings(scored, lambda clip: clip.components.get("intonation") or 0.0),
@@ -209,7 +211,6 @@ def main():
         totals = np.zeros((4, 2), dtype=int)
         for pair in results[True][0]:
             cells = [results[w][k][pair] for k in (0, 1) for w in (True, False)]
-            cells = [cells[0], cells[2], cells[1], cells[3]]
             totals += np.array(cells)
             table.append(f"| {pair} | " + " | ".join(f"{wins}/{n}" for wins, n in cells) + " |")
         table.append("| all | " + " | ".join(f"{w}/{n} ({w / n:.0%})" for w, n in totals) + " |")
