@@ -81,7 +81,7 @@ def _crepe(capacity: str, device: str):
 
 def _crepe_forward(model, frames):
     """CREPE's forward pass with its (k, 1) 2-D convolutions run as the 1-D convolutions they are: the same
-    arithmetic (equal outputs), 1.8x faster on a CPU."""
+    arithmetic (equal outputs), which a CPU runs faster."""
     import torch
     import torch.nn.functional as F
 
