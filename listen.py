@@ -20,6 +20,12 @@ reasons) or by a reward config, to start without raters; a preference model trai
     python listen.py ai-label --pairs base=... grpo=... --db ratings.sqlite --reward_config reward_models/wer_nll.json
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
     python listen.py export --db ratings.sqlite --format dpo --dataset_dir prefs_round1
+
+A prosody naturalness reward from your own recordings, no raters needed (each recording preferred to prosody
+failures made from it; a folder per speaker, some speakers held out), saved in the same format, scored by the
+"preference" component:
+
+    python listen.py train-prosody --recordings my_recordings --output_dir prosody_model
 """
 
 import argparse
@@ -27,6 +33,7 @@ import json
 import logging
 from pathlib import Path
 
+from llasa.alterations import FAILURES
 from llasa.cli import add_flag, non_negative_float, positive_int, reported_errors
 from llasa.listening.clips import PAIR_BY, find_clips, identical_notes, pair_clips, parse_system
 from llasa.listening.export import EXPORT_FORMATS
@@ -219,13 +226,27 @@ def command_train_reward(args) -> None:
     model = train_preference_model(
         comparisons_from_judgments(judgments),
         lambda path: load_audio(path, SAMPLE_RATE),
-        FeatureConfig(embedding=args.embedding),
+        FeatureConfig(embedding=args.embedding, prosody=args.prosody),
         options,
     )
     claim(model_files, "--output_dir")
     model.save(args.output_dir)
     print(json.dumps(model.metrics, indent=2))
     logger.info("Saved the preference model to %s", args.output_dir)
+
+
+def command_train_prosody(args) -> None:
+    from llasa.listening.naturalness import find_recordings, train_naturalness_model
+    from llasa.listening.preference import CONFIG_NAME, WEIGHTS_NAME, TrainingOptions
+
+    model_files = [Path(args.output_dir) / name for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    check_replaceable(model_files, "--output_dir")
+    options = TrainingOptions(hidden=args.hidden, steps=args.steps, held_out=args.held_out, seed=args.seed)
+    model = train_naturalness_model(find_recordings(args.recordings), args.failures, options)
+    claim(model_files, "--output_dir")
+    model.save(args.output_dir)
+    print(json.dumps(model.metrics, indent=2))
+    logger.info("Saved the prosody naturalness model to %s", args.output_dir)
 
 
 def add_systems(parser, required: bool) -> None:
@@ -321,10 +342,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flag(train, "output_dir", required=True, help="folder for config.json + model.safetensors")
     train.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="(default: both)")
     train.add_argument("--embedding", choices=("resemblyzer", "none"), default="resemblyzer")
+    train.add_argument(
+        "--prosody", action="store_true", help="add the prosody features (CREPE contour, pauses: train-prosody's)"
+    )
     train.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: linear; default)")
     train.add_argument("--steps", type=positive_int, default=500)
     add_flag(train, "held_out", type=float, default=0.2, help="share of texts held out to measure accuracy")
     train.add_argument("--seed", type=int, default=0)
+
+    prosody = commands.add_parser(
+        "train-prosody", help="train a prosody naturalness model on recordings against failures made from them"
+    )
+    prosody.add_argument(
+        "--recordings", required=True, help="folder of recordings: DIR/<speaker>/*.wav, or DIR/<speaker>_*.wav"
+    )
+    add_flag(prosody, "output_dir", required=True, help="folder for config.json + model.safetensors")
+    prosody.add_argument(
+        "--failures", nargs="+", choices=list(FAILURES), default=list(FAILURES), help="(default: all)"
+    )
+    prosody.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: linear; default)")
+    prosody.add_argument("--steps", type=positive_int, default=500)
+    add_flag(prosody, "held_out", type=float, default=0.25, help="share of speakers held out to measure accuracy")
+    prosody.add_argument("--seed", type=int, default=0)
 
     args = parser.parse_args(argv)
     if args.command == "export" and not (args.output or args.dataset_dir):
@@ -341,6 +380,7 @@ COMMANDS = {
     "export": command_export,
     "ai-label": command_ai_label,
     "train-reward": command_train_reward,
+    "train-prosody": command_train_prosody,
 }
 
 

@@ -244,16 +244,12 @@ def semitone_spread(wav: np.ndarray, *, fmin: float, fmax: float, min_voiced_fra
 
 @functools.cache
 def _worker_pool(num_workers: int):
-    """Worker processes kept for the life of this one. Spawned, not forked: a fork of a process that runs CUDA
-    and thread pools can hang."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """Threads kept for the life of this process. Threads, not processes: spawned worker processes re-imported the
+    training script (torch, TRL, the models' modules) and each held its own copy; pYIN's numpy work releases the
+    GIL, so threads still share the cores."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    # Compile pYIN's numba code here first, so that the workers load it from numba's cache: workers compiling and
-    # writing that cache at the same time, on a fresh install, crashed (segfault).
-    tone = 0.1 * np.sin(2 * np.pi * 220.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
-    semitone_spread(tone, fmin=65.0, fmax=600.0, min_voiced_frames=1)
-    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(num_workers, thread_name_prefix="pyin")
 
 
 @dataclass(frozen=True)
@@ -266,7 +262,8 @@ class PitchVariationScorer:
     module's command line to set it.
 
     pYIN is the costly scorer: 0.2-0.6 s of one CPU core per 5 s clip, mostly its Viterbi pass, which grows with the
-    square of the pitch range searched. `num_workers` spreads a batch over processes; a narrower fmin-fmax is cheaper.
+    square of the pitch range searched. `num_workers` spreads a batch over threads; a narrower fmin-fmax is cheaper.
+    The `intonation` component (llasa.prosody) scores the contour's shape instead, with CREPE or pYIN.
     """
 
     natural_range: tuple[float, float] = (2.0, 5.0)  # semitones scored 1 for rows without a reference
@@ -275,7 +272,7 @@ class PitchVariationScorer:
     fmin: float = 65.0  # Hz (C2): below low male voices
     fmax: float = 600.0  # Hz: above children's voices
     min_voiced_seconds: float = 0.5  # fewer voiced frames than this give no score
-    num_workers: int = 0  # processes running pYIN on a batch's clips in parallel; 0 = one at a time, here
+    num_workers: int = 0  # threads running pYIN on a batch's clips in parallel; 0 = one at a time
 
     def __post_init__(self):
         # A JSON config gives a list: hold a tuple, as a frozen dataclass should.
@@ -296,9 +293,7 @@ class PitchVariationScorer:
             )
         _check_positive("min_voiced_seconds", self.min_voiced_seconds)
         if not (_is_count(self.num_workers) and self.num_workers >= 0):
-            raise ValueError(
-                f"num_workers must be an integer >= 0 (0 = no worker processes), got {self.num_workers!r}."
-            )
+            raise ValueError(f"num_workers must be an integer >= 0 (0 = no worker threads), got {self.num_workers!r}.")
 
     def spreads(self, waveforms: Sequence[Waveform]) -> list[float | None]:
         """Each clip's F0 spread in semitones, or None if unusable or with too few voiced frames."""
@@ -600,9 +595,13 @@ def _format(value: float | None) -> str:
 
 
 def measure_files(paths: list[str], reference: str | None, device: str) -> list[str]:
-    """A markdown table of each file's raw measures: seconds, F0 spread, speaker cosine, DNSMOS."""
+    """A markdown table of each file's raw measures: seconds, F0 spread, intonation movement and roughness, speaker
+    cosine, DNSMOS."""
+    from llasa.prosody import IntonationScorer
+
     waveforms = [load_audio(path) for path in paths]
     spreads = PitchVariationScorer().spreads(waveforms)
+    intonation = IntonationScorer(device=device).measures(waveforms)
     if reference is None:
         cosines = [None] * len(paths)
     else:
@@ -610,12 +609,15 @@ def measure_files(paths: list[str], reference: str | None, device: str) -> list[
         cosines = SpeakerSimilarityScorer(device=device).similarities(waveforms, references)
     moses = DnsmosScorer().mos(waveforms)
     lines = [
-        "| file | seconds | F0 spread (semitones) | speaker cosine | DNSMOS SIG | BAK | OVRL |",
-        "|---|---|---|---|---|---|---|",
+        "| file | seconds | F0 spread (semitones) | movement | roughness | speaker cosine | DNSMOS SIG | BAK | OVRL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for path, wav, spread, cosine, mos in zip(paths, waveforms, spreads, cosines, moses, strict=True):
+    for path, wav, spread, shape, cosine, mos in zip(
+        paths, waveforms, spreads, intonation, cosines, moses, strict=True
+    ):
         sig, bak, ovrl = (None, None, None) if mos is None else (mos[metric] for metric in DNSMOS_METRICS)
-        cells = [wav.size / SAMPLE_RATE, spread, cosine, sig, bak, ovrl]
+        movement, roughness = (None, None) if shape is None else (shape.movement, shape.roughness)
+        cells = [wav.size / SAMPLE_RATE, spread, movement, roughness, cosine, sig, bak, ovrl]
         lines.append(f"| {path} | " + " | ".join(_format(cell) for cell in cells) + " |")
     return lines
 
