@@ -80,9 +80,8 @@ class TestPairing:
     def test_identical_clips_are_named(self, tmp_path, two_systems, caplog):
         # The two folders hold the same tone under each id: registering them warns that every shared clip is an
         # identical file; once one clip differs the count says 2 of 3, and none once all differ.
-        store = PreferenceStore(tmp_path / "identical.sqlite")
         with caplog.at_level("WARNING"):
-            listen.register(store, list(two_systems.items()), "auto")
+            listen.open_store(tmp_path / "identical.sqlite", list(two_systems.items()), "auto")
         assert "base and grpo made identical audio: all 3 clips they share are identical files" in caplog.text
 
         def notes():
