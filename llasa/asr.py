@@ -452,7 +452,11 @@ BACKEND_CLASSES = {
     for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend, ParaformerBackend)
 }
 _LOADED_BACKENDS: dict[tuple, AsrBackend] = {}
-_LOADED_CODECS: dict[tuple, Any] = {}
+
+
+def unload_backends() -> None:
+    """Forget every loaded back end: its memory is freed once nothing else holds it."""
+    _LOADED_BACKENDS.clear()
 
 
 def load_backend(
