@@ -214,6 +214,30 @@ def test_one_process_that_sees_several_gpus_trains_on_one(monkeypatch, tmp_path)
         AcceleratorState._reset_state(reset_partial_state=True)  # the simulated GPUs stay in this test
 
 
+def test_the_trainer_builds_where_one_process_counts_several_gpus(tiny_llasa_dir, tmp_path):
+    # TRL's GRPOTrainer refuses n_gpu > 1 (nn.DataParallel); LlasaGRPOTrainer applies the rule first and builds.
+    from trl import GRPOTrainer
+
+    trainer = tiny_trainer(tiny_llasa_dir, tmp_path, lambda completions, **kw: [0.0] * len(completions))
+    trainer.args._n_gpu = 8  # what transformers counts on an 8-GPU host
+    with pytest.raises(ValueError, match="DataParallel"):
+        GRPOTrainer(
+            model=trainer.model,
+            reward_funcs=trainer.reward_funcs,
+            args=trainer.args,
+            train_dataset=trainer.train_dataset,
+            processing_class=trainer.processing_class,
+        )
+    rebuilt = trainer_module.LlasaGRPOTrainer(
+        model=trainer.model,
+        reward_funcs=trainer.reward_funcs,
+        args=trainer.args,
+        train_dataset=trainer.train_dataset,
+        processing_class=trainer.processing_class,
+    )
+    assert rebuilt.args.n_gpu == 1
+
+
 def test_speech_only_bias_follows_an_fsdp2_head(tmp_path):
     # Under FSDP2 the head's weight is a DTensor and TRL calls full_tensor() on weight and bias: the speech-only bias
     # comes as a DTensor on the same mesh, whole once gathered (one CPU process, gloo).
