@@ -33,7 +33,7 @@ import functools
 import logging
 from dataclasses import fields
 
-from llasa.cli import add_flag, non_negative_float, positive_int
+from llasa.cli import add_flag, non_negative_float, positive_int, reported_errors
 from llasa.dataset import DEFAULT_MAX_DURATION, Options, create_dataset
 from llasa.format import CODEC_SAMPLE_RATE, MAX_CONTEXT_TOKENS
 
@@ -102,11 +102,8 @@ def main(argv: list[str] | None = None) -> None:
 
     options = parse_options(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        with logging_redirect_tqdm():
-            create_dataset(options)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from e
+    with reported_errors(), logging_redirect_tqdm():
+        create_dataset(options)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ synthesised again.
 
     python evaluate.py curves --run_dir llasa-grpo-exp1
 
+With --summary, one figure of the run instead: its reward beside where the step time went (<run_dir>/summary.png).
+
 `profile` prints where a run's optimizer step time went (generation, reward, reference log-probs, policy update),
 from the profiling timings train.py logs:
 
@@ -45,10 +47,9 @@ from the profiling timings train.py logs:
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 
-from llasa.cli import add_flag, add_model_arguments, sampling_options
+from llasa.cli import add_flag, add_model_arguments, reported_errors, sampling_options
 from llasa.evaluation import (
     EMA_WEIGHT,
     PROTOCOLS,
@@ -56,6 +57,7 @@ from llasa.evaluation import (
     SPEECH_SCORES,
     compare,
     plot_curves,
+    plot_summary,
     profile_report,
     read_log_history,
     step_profile,
@@ -157,7 +159,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     curves = commands.add_parser("curves", help="plot a training run's reward, KL and length curves")
     add_flag(curves, "run_dir", required=True, help="the run's --output_dir")
-    add_flag(curves, "output", help="PNG path (default: <run_dir>/training_curves.png)")
+    add_flag(curves, "output", help="PNG path (default: <run_dir>/training_curves.png, or summary.png)")
+    add_flag(
+        curves,
+        "summary",
+        action="store_true",
+        help="one figure instead: the reward beside where the step time went (default output <run_dir>/summary.png)",
+    )
     add_flag(curves, "smoothing", type=float, default=EMA_WEIGHT, help=f"EMA weight in [0, 1) (default: {EMA_WEIGHT})")
 
     profiling = commands.add_parser("profile", help="where a training run's step time went (generation, reward, ...)")
@@ -175,21 +183,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.command == "compare":
-        try:
+    with reported_errors():  # a wrong --test_list, reward config or model; not a run folder; a path taken
+        if args.command == "compare":
             compare(args)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:  # a wrong --test_list or reward config, a model
-            sys.exit(f"error: {e}")
-        print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
-        return
-    try:
-        if args.command == "profile":
+            print((Path(args.output_dir) / "summary.md").read_text(encoding="utf-8"))
+        elif args.command == "profile":
             print(profile_report(step_profile(read_log_history(args.run_dir), skip_first=not args.keep_first)))
-            return
-        path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
-    except (FileNotFoundError, ValueError) as e:  # not a run folder, or a run that logged nothing to plot
-        sys.exit(f"error: {e}")
-    logger.info("Wrote %s (%s).", path, ", ".join(keys))
+        elif args.summary:
+            logger.info("Wrote %s (reward and step time).", plot_summary(args.run_dir, args.output, args.smoothing))
+        else:
+            path, keys = plot_curves(args.run_dir, args.output, args.smoothing)
+            logger.info("Wrote %s (%s).", path, ", ".join(keys))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ len(prompt codes) * 320 samples are cut off: the output holds only the new speec
 
 Many texts, in batches, to <output_dir>/<id>.wav. The list is plain text (one text per line; ids are
 line numbers), JSONL (`text`, optional `id`, `prompt_wav`, `prompt_text`) or Seed-TTS-eval's
-`id|prompt_text|prompt_wav|text`; relative prompt_wav paths are read from the list file's folder:
+`id|prompt_text|prompt_wav|text`, told by the suffix (.jsonl, .lst) or by every line, or named by --input_format;
+relative prompt_wav paths are read from the list file's folder:
 
     python inference.py --llasa-id HKUSTAudio/Llasa-1B --codec-id HKUSTAudio/xcodec2 \
         --input_file texts.jsonl --output_dir outputs/base --batch_size 8 --seed 0
@@ -29,6 +30,9 @@ scored by the Whisper reward; the best is written, with every candidate's scores
         --input_file texts.jsonl --output_dir outputs/best_of_8 \
         --num_samples 8 --reward_config reward_models/wer_nll.json
 
+Beside each clip, <id>.codes.json keeps its text, Llasa's prompt and the generated speech codes: preference data
+(`listen.py export --format dpo`) trains on exactly those tokens.
+
 Only speech tokens and <|SPEECH_GENERATION_END|> are sampled, the end not before half of each text's expected
 length (--min_speech_fraction); --no-speech-only lets the model draw any token, as training with
 --speech_only false does.
@@ -36,7 +40,6 @@ length (--min_speech_fraction); --no-speech-only lets the model draw any token, 
 
 import argparse
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,9 +52,11 @@ from llasa.checks import (
     check_voice_prompt,
     has_speakable_text,
 )
-from llasa.cli import add_flag, add_model_arguments, positive_int, sampling_options
+from llasa.cli import add_flag, add_model_arguments, fail, positive_int, reported_errors, sampling_options
 from llasa.codec import load_codec
 from llasa.format import CODEC_SAMPLE_RATE
+from llasa.outputs import check_replaceable, claim
+from llasa.rewards import check_reward_config, codec_of
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.synthesis import (
     INPUT_FORMATS,
@@ -59,6 +64,7 @@ from llasa.synthesis import (
     Skipped,
     load_model,
     load_scorer,
+    output_paths,
     read_input_file,
     run,
     synthesize,
@@ -81,7 +87,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_flag(parser, "output", default="gen.wav", help="output WAV for --text (default: gen.wav)")
     add_flag(parser, "output_dir", help="output folder for --input_file: <output_dir>/<id>.wav")
     add_flag(
-        parser, "input_format", default="auto", choices=INPUT_FORMATS, help="format of --input_file (default: auto)"
+        parser,
+        "input_format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="format of --input_file (default: auto: by suffix, else by every line)",
     )
     add_flag(parser, "prompt_wav", help="voice prompt audio (for --input_file: lines without their own prompt)")
     add_flag(parser, "prompt_text", help="transcript of --prompt_wav")
@@ -133,40 +143,51 @@ def check_paths(args) -> None:
         check_output_dir(args.output_dir)
     else:
         check_output_audio(args.output)
+        check_replaceable(text_outputs(args), "--output")
     if args.prompt_wav is not None:
         check_voice_prompt(args.prompt_wav)
     if args.reward_config is not None:
-        check_input_file(args.reward_config, "--reward_config")
+        check_reward_config(args.reward_config)
+
+
+def text_outputs(args) -> list[Path]:
+    """What --text writes: --output, and beside it the candidates' scores when --reward_config scores them."""
+    output = Path(args.output)
+    return [output, output.with_suffix(".json")] if args.reward_config is not None else [output]
+
+
+def read_requests(args) -> tuple[list[Request], list[Skipped]]:
+    """The texts to speak, with their voice prompts, and the lines skipped; their outputs are checked too."""
+    if args.input_file is None:
+        text = args.text.strip()
+        if not text:
+            raise ValueError("--text is empty: give the text to speak.")
+        if not has_speakable_text(text):
+            raise ValueError(f"--text {text!r} has no letter or digit: nothing to speak.")
+        return [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")], []
+    requests, skipped = read_input_file(args.input_file, args.input_format)
+    if args.prompt_wav is not None:
+        requests = [
+            replace(r, prompt_wav=args.prompt_wav, prompt_text=args.prompt_text)
+            if r.prompt_wav is None and r.prompt_text is None
+            else r
+            for r in requests
+        ]
+    check_replaceable(output_paths(requests, args.output_dir, args.reward_config is not None), "--output_dir")
+    return requests, skipped
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors():
+        args.codec_id = codec_of(args.codec_id, args.reward_config)
         check_paths(args)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        requests, skipped = read_requests(args)
+        speak(args, requests, skipped)
 
-    if args.input_file is not None:
-        try:
-            requests, skipped = read_input_file(args.input_file, args.input_format)
-        except (OSError, ValueError) as e:
-            sys.exit(f"error: {e}")
-        if args.prompt_wav is not None:
-            requests = [
-                replace(r, prompt_wav=args.prompt_wav, prompt_text=args.prompt_text)
-                if r.prompt_wav is None and r.prompt_text is None
-                else r
-                for r in requests
-            ]
-    else:
-        text = args.text.strip()
-        if not text:
-            sys.exit("error: --text is empty: give the text to speak.")
-        if not has_speakable_text(text):
-            sys.exit(f"error: --text {text!r} has no letter or digit: nothing to speak.")
-        requests = [Request(Path(args.output).stem, text, args.prompt_wav, args.prompt_text, source="--text")]
-        skipped = []
+
+def speak(args, requests: list[Request], skipped: list[Skipped]) -> None:
     llasa = load_model(args.model_name_or_path, args.device, args.dtype)
     logger.info(
         "Sampling: %s.",
@@ -178,7 +199,8 @@ def main(argv=None):
     if args.input_file is None:
         [outcome] = synthesize(llasa, codec, requests, args.sampling, num_samples=args.num_samples, scorer=scorer)
         if isinstance(outcome, Skipped):
-            sys.exit(f"error: {outcome.reason}")
+            fail(outcome.reason)
+        claim(text_outputs(args), "--output")
         path = write_clip(outcome, args.output, args.keep_prompt)
         logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(args.keep_prompt)) / CODEC_SAMPLE_RATE)
         return
@@ -195,7 +217,7 @@ def main(argv=None):
         skipped=skipped,
     )
     if not summary.written:
-        sys.exit("error: no clip was written; see the skipped lines above.")
+        fail("no clip was written; see the skipped lines above.")
 
 
 if __name__ == "__main__":

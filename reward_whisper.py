@@ -29,10 +29,12 @@ import logging
 from pathlib import Path
 
 from llasa.asr import BACKENDS, WHISPER_SAMPLE_RATE
-from llasa.cli import add_flag, positive_int, read_jsonl
+from llasa.cli import add_flag, positive_int, read_jsonl, reported_errors
 from llasa.device import DTYPES
 from llasa.format import codes_from
-from llasa.rewards import COMBINE_RULES, RewardConfig, WhisperReward, load_reward
+from llasa.rewards import COMBINE_RULES, RewardConfig, WhisperReward, check_reward_config, load_reward
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RewardConfig", "WhisperReward", "load_reward"]
 
@@ -104,16 +106,39 @@ def main(argv=None):
         items, texts, columns, kind = rows_from_args(args, parser)
     except (OSError, ValueError) as e:  # an unreadable list, a bad line
         parser.error(str(e))
-    reward = load_reward(args.reward_config, **overrides)
-    if kind == "audio":
-        from llasa.audio import load_audio
-
-        clips = reward.score_audio([load_audio(path, WHISPER_SAMPLE_RATE) for path in items], texts, columns)
-    else:
-        clips = reward.score_codes(items, texts, columns)
+    with reported_errors():
+        config = check_reward_config(args.reward_config, **overrides)
+        if kind == "audio":
+            items, texts, columns, audio = readable_clips(items, texts, columns)
+            clips = load_reward(config).score_audio(audio, texts, columns)
+        else:
+            clips = load_reward(config).score_codes(items, texts, columns)
     for index, (item, clip) in enumerate(zip(items, clips, strict=True)):
         source = {"audio": item} if kind == "audio" else {"index": index}
         print(json.dumps({**source, **clip.to_json()}, ensure_ascii=False))
+
+
+def readable_clips(paths: list, texts: list, columns: dict) -> tuple[list, list, dict, list]:
+    """The rows whose audio loads, with their waveforms; each other clip is skipped, named and counted (an error
+    when none is left)."""
+    from llasa.audio import load_audio
+
+    kept, audio = [], []
+    for index, path in enumerate(paths):
+        try:
+            audio.append(load_audio(path, WHISPER_SAMPLE_RATE))
+        except (OSError, RuntimeError) as e:  # a missing, corrupt or unsupported file
+            logger.warning("Skipping %s: %s", path, e)
+            continue
+        kept.append(index)
+    if len(kept) < len(paths):
+        logger.warning(
+            "Skipped %d of %d clips that could not be read (named above).", len(paths) - len(kept), len(paths)
+        )
+    if not kept:
+        raise ValueError("No clip could be read: nothing to score.")
+    columns = {name: [values[i] for i in kept] for name, values in columns.items()}
+    return [paths[i] for i in kept], [texts[i] for i in kept], columns, audio
 
 
 if __name__ == "__main__":

@@ -20,10 +20,16 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
+import llasa  # noqa: F401  before TRL: llasa.quiet filters notices that importing TRL would print
+
+# isort: split
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
-from llasa.checks import check_exists, check_input_file, check_llasa_model, check_output_dir, check_voice_prompt
+from llasa.checks import check_codec, check_exists, check_llasa_model, check_output_dir, check_voice_prompt
+from llasa.cli import reported_errors
+from llasa.data import check_saved_rows
 from llasa.format import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, TOKENS_PER_SECOND, SpeechVocab
+from llasa.rewards import check_reward_config
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 from llasa.scores import DEFAULT_CHARS_PER_SECOND
 from llasa.trainer import LlasaGRPOTrainer, check_speech_only_support, check_trl_support
@@ -31,6 +37,7 @@ from llasa.training import (
     DEFAULT_LENGTH_MARGIN,
     PromptSummary,
     build_prompts,
+    check_resume,
     configure_generation,
     configure_speech_only,
     fall_back_to_fp32_without_gpu,
@@ -40,6 +47,7 @@ from llasa.training import (
     load_run_codec,
     load_training_dataset,
     load_voice_prompt,
+    no_pin_memory_without_accelerator,
     resume_target,
     run_codec_id,
 )
@@ -149,6 +157,7 @@ class LlasaGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         fall_back_to_fp32_without_gpu(self)
+        no_pin_memory_without_accelerator(self)
         super().__post_init__()
 
 
@@ -235,8 +244,12 @@ def check_paths(script_args, training_args, model_args, check_reward: bool = Tru
     check_llasa_model(model_args.model_name_or_path, "--model_name_or_path")
     check_output_dir(training_args.output_dir)
     check_exists(script_args.dataset, "--dataset")
+    check_saved_rows(script_args.dataset, script_args.dataset_split)
+    check_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    if script_args.codec_id is not None:
+        check_codec(script_args.codec_id)
     if check_reward and script_args.reward_config is not None:
-        check_input_file(script_args.reward_config, "--reward_config")
+        check_reward_config(script_args.reward_config)
     if script_args.prompt_wav is not None:
         check_voice_prompt(script_args.prompt_wav)
 
@@ -320,12 +333,10 @@ def train(trainer: LlasaGRPOTrainer, resume_from_checkpoint: str | bool | None =
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with reported_errors():  # bad input stops the run before training starts
         check_trl_support()
         script_args, training_args, model_args = parse_args(argv)
         trainer = build_trainer(script_args, training_args, model_args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        raise SystemExit(f"error: {e}") from e
     train(trainer, resume_target(training_args.resume_from_checkpoint))
     trainer.accelerator.print(f"Model, tokenizer and generation config saved to {training_args.output_dir}")
 

@@ -1,6 +1,10 @@
 """llasa-grpo's library: Llasa's format (re-exported here), the codec, audio, data, synthesis, training and the reward."""
 
-from llasa.format import (
+from llasa.quiet import silence_unactionable_notices
+
+silence_unactionable_notices()  # first: some of these notices come at import time
+
+from llasa.format import (  # noqa: E402
     CODEBOOK_SIZE,
     CODEC_SAMPLE_RATE,
     END_OF_TURN,

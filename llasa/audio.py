@@ -160,3 +160,23 @@ def write_wav(path, wav: np.ndarray, sample_rate: int = CODEC_SAMPLE_RATE) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, to_mono(wav), sample_rate, subtype=WAV_SUBTYPE, format="WAV")
     return path
+
+
+def count_identical(pairs) -> int:
+    """How many (path, path) pairs are byte-identical files: two systems that wrote exactly the same clip."""
+    import filecmp
+
+    return sum(filecmp.cmp(a, b, shallow=False) for a, b in pairs)
+
+
+def identical_clips_note(a: str, b: str, identical: int, compared: int) -> str | None:
+    """What `identical` byte-identical clips out of `compared` mean for systems a and b; None when there are none."""
+    if not identical:
+        return None
+    if identical < compared:
+        return f"{identical} of the {compared} clips {a} and {b} share are identical files."
+    return (
+        f"{a} and {b} made identical audio: all {compared} clips they share are identical files, so their scores "
+        "cannot differ. The same weights make the same clips with the same seed: check that the two models differ "
+        "(a training run whose updates were all zero leaves its checkpoint equal to the base model)."
+    )

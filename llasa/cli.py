@@ -1,8 +1,14 @@
 """Command-line conventions the scripts share: flags spelled with underscores or dashes, validated numbers, JSON
-Lines input, and the synthesis flags of inference.py and evaluate.py."""
+Lines input, the synthesis flags of inference.py and evaluate.py, and how bad input ends a script."""
 
 import argparse
+import errno
 import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 from llasa.format import MAX_CONTEXT_TOKENS, SAMPLING_TEMPERATURE, SAMPLING_TOP_K, SAMPLING_TOP_P
 
@@ -11,6 +17,46 @@ def add_flag(parser, name: str, *aliases: str, **kwargs) -> None:
     """A flag accepted as --max_length and --max-length (and likewise for each alias), stored under `name`."""
     spellings = dict.fromkeys(f"--{spelling}" for n in (name, *aliases) for spelling in (n, n.replace("_", "-")))
     parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+USAGE_ERROR_STATUS = 2  # argparse's exit status for bad usage; every script's for bad input
+# Errors the library raises on bad input: a wrong path, model or file, a bad value; a model or file that fails to load.
+BAD_INPUT_ERRORS = (OSError, ValueError, RuntimeError)
+# The fix for an operating-system error that names no fix of its own.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some space there or write elsewhere, then run the command again",
+    errno.EDQUOT: "free some space there or write elsewhere, then run the command again",
+    errno.EROFS: "that disk is read-only: pick a folder on a writable disk",
+    errno.EACCES: "check its permissions, or pick a folder you can write to",
+    errno.EPERM: "check its permissions, or pick a folder you can write to",
+}
+
+
+def fail(message: str) -> NoReturn:
+    """End the script as argparse ends bad usage: `error: message` on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    stop = SystemExit(f"error: {message}")  # the message stays readable to callers of main(argv)
+    stop.code = USAGE_ERROR_STATUS
+    raise stop
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an error: the library's own message, or an OS error's path, reason and fix."""
+    if isinstance(error, OSError) and error.errno in OS_ERROR_FIXES:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror}{where}: {OS_ERROR_FIXES[error.errno]}."
+    return str(error)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Bad input the library reports by raising (`BAD_INPUT_ERRORS`) ends the script with `error: ...` and exit
+    status 2, not a traceback (which is kept at debug level)."""
+    try:
+        yield
+    except BAD_INPUT_ERRORS as e:
+        logging.getLogger(__name__).debug("Traceback of the error below", exc_info=True)
+        fail(describe_error(e))
 
 
 def positive_int(text: str) -> int:
@@ -47,7 +93,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from llasa.codec import DEFAULT_CODEC_ID
     from llasa.device import DTYPES
 
-    add_flag(parser, "codec_id", default=DEFAULT_CODEC_ID, help=f"XCodec2 checkpoint (default: {DEFAULT_CODEC_ID})")
+    add_flag(
+        parser,
+        "codec_id",
+        help=f"XCodec2 checkpoint (default: the --reward_config's codec_id, else {DEFAULT_CODEC_ID})",
+    )
     add_flag(
         parser,
         "max_length",

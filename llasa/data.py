@@ -49,6 +49,7 @@ def load_source(
         if any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):
             from datasets import load_from_disk
 
+            check_saved_rows(dataset, split)
             return Source(_pick_split(load_from_disk(str(path)), split, dataset), base_dir=None)
         return Source(_rows_to_dataset(_audio_folder_rows(path, text_columns), dataset), base_dir=path.resolve())
     if path.is_file():
@@ -59,6 +60,21 @@ def load_source(
     from datasets import load_dataset
 
     return Source(load_dataset(dataset, config, split=split), base_dir=None)
+
+
+def check_saved_rows(dataset: str, split: str = "train") -> None:
+    """A save_to_disk folder (or the split of one) saved without rows, refused by name: datasets cannot load it.
+    Anything else is left to the loader."""
+    path = Path(dataset).expanduser()
+    state = path / split / "state.json" if (path / "dataset_dict.json").is_file() else path / "state.json"
+    try:
+        data_files = json.loads(state.read_text(encoding="utf-8")).get("_data_files")
+    except (OSError, ValueError, AttributeError):
+        return  # not readable here: datasets' own error says why
+    if data_files == []:
+        raise ValueError(
+            f"{dataset} is a dataset without any row: give a dataset with rows (create_dataset.py writes one)."
+        )
 
 
 def _pick_split(data, split: str, name: str):
@@ -125,12 +141,23 @@ def _read_csv(path: Path, content: str, text_columns) -> list[dict]:
         if column in text_columns:
             continue
         cells = table[column]
-        numbers = pandas.to_numeric(cells.where(cells != "", None), errors="coerce")
-        if (numbers.notna() | (cells == "")).all() and (cells != "").any():
+        # 007 or 0042 is an identifier: as a number it would lose its zeros.
+        numbers = pandas.to_numeric(cells.where(~cells.str.fullmatch(_LEADING_ZERO), None), errors="coerce")
+        written = cells != ""
+        if (numbers.notna() == written).all() and written.any():
             table[column] = numbers.astype(object).where(numbers.notna(), None)
-        else:
-            table[column] = cells.astype(object).where(cells != "", None)
+            continue
+        table[column] = cells.astype(object).where(written, None)
+        if numbers.notna().any():
+            _warn_mixed(path, column, int(numbers.notna().sum()))
     return table.to_dict("records")
+
+
+_LEADING_ZERO = r"\s*[-+]?0\d.*"
+
+
+def _warn_mixed(path: Path, column: str, converted: int) -> None:
+    logger.warning("%s: column %r mixes strings and other values; %d read as strings", path, column, converted)
 
 
 def _checked_rows(path: Path, rows: list, text_columns) -> list[dict]:
@@ -148,8 +175,7 @@ def _checked_rows(path: Path, rows: list, text_columns) -> list[dict]:
     for column in sorted({name for row in rows for name in row}):
         kinds = {type(row[column]) for row in rows if row.get(column) is not None}
         if str in kinds and len(kinds) > 1:
-            converted = sum(not isinstance(row.get(column), str | None) for row in rows)
-            logger.warning("%s: column %r mixes strings and other values; %d read as strings", path, column, converted)
+            _warn_mixed(path, column, sum(not isinstance(row.get(column), str | None) for row in rows))
             for row in rows:
                 if row.get(column) is not None:
                     row[column] = str(row[column])

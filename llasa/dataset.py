@@ -4,9 +4,7 @@ prompt/completion pair, encoded in resumable shards and moved into place only wh
 import hashlib
 import json
 import logging
-import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,6 +28,7 @@ from llasa.format import (
     codes_to_tokens,
     training_pair,
 )
+from llasa.outputs import foreign_entries, naming_folder, replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -328,12 +327,8 @@ def _encode_shard(
 
 # What the shards depend on: a work dir made with other values is not resumed.
 RESUME_SETTINGS = ("codec_id", "split", "config", "min_duration", "max_duration", "shard_size", "keep_audio")
-# Written into every dataset this tool creates: --overwrite replaces only a folder holding it.
+# Written into every dataset this tool creates: its settings and counts.
 MARKER_FILE = "llasa_dataset.json"
-# What save_to_disk writes into a dataset folder (besides MARKER_FILE); anything else is someone else's file.
-_SAVED_FILES = re.compile(
-    r"(data-\d+-of-\d+\.arrow|cache-.*\.arrow|dataset_info\.json|state\.json|dataset_dict\.json)"
-)
 
 
 def work_dir_for(output_dir) -> Path:
@@ -361,14 +356,13 @@ def check_output_dir(output_dir: Path, dataset: str, overwrite: bool) -> None:
     if source_path.exists() and source_path.is_relative_to(resolved):
         # --overwrite replaces --output_dir: it must never hold the source audio.
         raise ValueError(f"--output_dir {output_dir} holds the --dataset {dataset}: pick another folder.")
-    entries = [entry.name for entry in output_dir.iterdir()]
-    foreign = sorted(name for name in entries if name != MARKER_FILE and not _SAVED_FILES.fullmatch(name))
-    if entries and (MARKER_FILE not in entries or foreign):
+    foreign = foreign_entries(output_dir)
+    if foreign:
         listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise ValueError(
-            f"--output_dir {output_dir} is not a dataset written by create_dataset.py (it has "
-            f"{'no ' + MARKER_FILE if MARKER_FILE not in entries else 'other files: ' + listed}): --overwrite only "
-            "replaces this tool's own output. Pick another --output_dir, or move that folder away yourself."
+            f"--output_dir {output_dir} is not a dataset written by create_dataset.py (it holds files this tool did "
+            f"not write: {listed}): --overwrite only replaces this tool's own output. Pick another --output_dir, or "
+            "move that folder away yourself."
         )
 
 
@@ -396,22 +390,14 @@ def _check_work_dir(work_dir: Path, settings: dict, overwrite: bool = False) -> 
     settings_file.write_text(json.dumps(settings, indent=2))
 
 
-def _replace_output(staging: Path, output_dir: Path) -> None:
-    """Move the finished dataset into place; the old one (checked to be this tool's) is removed only then."""
-    if output_dir.exists():
-        # A fresh empty folder of our own to move the old dataset into: no other folder is ever replaced.
-        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-        output_dir.rename(old)
-        staging.rename(output_dir)
-        shutil.rmtree(old)
-    else:
-        staging.rename(output_dir)
-
-
 def create_dataset(options: Options, codec=None) -> Summary:
     """The whole run: load, encode (resumably), save to --output_dir and/or push; returns the counts."""
     output_dir = Path(options.output_dir)
     check_output_dir(output_dir, options.dataset, options.overwrite)
+    default = options.output_dir == Options.output_dir
+    logger.info(
+        "Output: %s%s", output_dir.resolve(), " (the default; --output_dir chooses another)" if default else ""
+    )
     if codec is None:
         check_codec(options.codec_id)
     source = load_source(options.dataset, options.split, options.config, options.text_column)
@@ -433,18 +419,19 @@ def create_dataset(options: Options, codec=None) -> Summary:
             if fresh:  # a wrong --codec_id leaves no unfinished run behind to block the corrected command
                 shutil.rmtree(work_dir)
             raise
-    summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
-    if dataset is None:
-        raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")
-    # Write the whole dataset beside --output_dir, then rename: a crash never leaves half a dataset there.
-    staging = work_dir / "dataset"
-    if staging.exists():
-        shutil.rmtree(staging)
-    dataset.save_to_disk(str(staging))
-    (staging / MARKER_FILE).write_text(json.dumps({"settings": settings, "summary": asdict(summary)}, indent=2))
-    _replace_output(staging, output_dir.resolve())
+    with naming_folder(work_dir):  # a full disk is named by the folder being written; finished shards are kept
+        summary, dataset = encode_shards(source, codec, work_dir, options, audio_column, text_column)
+        if dataset is None:
+            raise ValueError(f"No clip was kept from {options.dataset}: {summary.report()}.")
+        # Write the whole dataset beside --output_dir, then rename: a crash never leaves half a dataset there.
+        staging = work_dir / "dataset"
+        if staging.exists():
+            shutil.rmtree(staging)
+        dataset.save_to_disk(str(staging))
+        (staging / MARKER_FILE).write_text(json.dumps({"settings": settings, "summary": asdict(summary)}, indent=2))
+    replace_folder(staging, output_dir.resolve())
     shutil.rmtree(work_dir)
-    logger.info("Saved %d rows to %s", summary.kept, output_dir)
+    logger.info("Saved %d rows to %s (datasets.load_from_disk reads it)", summary.kept, output_dir.resolve())
     if options.push_id is not None:
         from datasets import load_from_disk
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from llasa.asr import WHISPER_SAMPLE_RATE
-from llasa.audio import load_audio
+from llasa.audio import count_identical, identical_clips_note, load_audio
 from llasa.format import CODEC_SAMPLE_RATE, VOICE_AUDIO_COLUMN
+from llasa.outputs import check_replaceable, claim, write_text
 from llasa.scores import (
     DEFAULT_WAVLM_MODEL,
     DNSMOS_METRICS,
@@ -24,7 +25,7 @@ from llasa.scores import (
     SpeakerSimilarityScorer,
     text_length,
 )
-from llasa.synthesis import Request, read_input_file
+from llasa.synthesis import Request, output_paths, read_input_file
 from llasa.text import CER_LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
     A system whose synthesis finished earlier with the same settings (its SYNTHESIS_MARKER) is kept, not redone."""
     import torch
 
+    from llasa.clip_codes import codes_path
     from llasa.codec import load_codec
     from llasa.synthesis import load_model, run
 
@@ -118,11 +120,12 @@ def synthesize_models(systems: Sequence[System], requests: list[Request], option
         (system.audio_dir / SYNTHESIS_MARKER).unlink(missing_ok=True)
         for request in requests:
             (system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
+            codes_path(system.audio_dir / f"{request.id}.wav").unlink(missing_ok=True)
         llasa = load_model(system.model, args.device, args.dtype)
         # Every model restarts from the same seed, so differences come from the weights.
         run(llasa, codec, requests, system.audio_dir, options, batch_size=args.batch_size)
-        system.audio_dir.mkdir(parents=True, exist_ok=True)
-        (system.audio_dir / SYNTHESIS_MARKER).write_text(json.dumps(settings[system.name], indent=2) + "\n")
+        claim([system.audio_dir / SYNTHESIS_MARKER], "--output_dir")
+        write_text(system.audio_dir / SYNTHESIS_MARKER, json.dumps(settings[system.name], indent=2) + "\n")
         del llasa
         gc.collect()
         if torch.cuda.is_available():
@@ -288,6 +291,24 @@ def summarize(records: list[dict], systems: list[str], baseline: str) -> dict:
     return summary
 
 
+def identical_to_baseline(records: list[dict], systems: list[str], baseline: str) -> dict[str, dict]:
+    """Per system whose clips include files identical to the baseline's (same id): how many, of how many shared."""
+    audio = {(r["system"], r["id"]): r["audio"] for r in records if r["status"] != "missing" and r.get("audio")}
+    found = {}
+    for system in systems:
+        if system == baseline:
+            continue
+        shared = [
+            (path, audio[baseline, i])
+            for (name, i), path in audio.items()
+            if name == system and (baseline, i) in audio
+        ]
+        identical = count_identical(shared)
+        if identical:
+            found[system] = {"identical": identical, "compared": len(shared)}
+    return found
+
+
 def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -307,6 +328,8 @@ def markdown_table(summary: dict, title: str) -> str:
     ]
     for system, entry in summary["systems"].items():
         lines.append(f"| {system} | {entry['n_clips']} | {entry['n_scored']} | {entry['n_missing']} |")
+    for system, counts in summary.get("identical_to_baseline", {}).items():
+        lines += ["", "> " + identical_clips_note(baseline, system, counts["identical"], counts["compared"])]
     lines += [
         "",
         f"| metric | system | n | mean | median | Δ mean vs {baseline} | Δ median vs {baseline} |",
@@ -364,6 +387,7 @@ def plot_comparison(records: list[dict], systems: list[str], path) -> Path:
 def check_inputs(args) -> None:
     """Every model, folder and file compare needs, checked before any model loads or any clip is synthesised."""
     from llasa.checks import check_codec, check_input_file, check_llasa_model, check_output_dir
+    from llasa.rewards import check_reward_config
 
     check_input_file(args.test_list, "--test_list")
     check_output_dir(args.output_dir)
@@ -374,7 +398,21 @@ def check_inputs(args) -> None:
     if args.models:
         check_codec(args.codec_id)
     if isinstance(args.reward_config, str | Path):
-        check_input_file(args.reward_config, "--reward_config")
+        check_reward_config(args.reward_config)
+
+
+REPORT_FILES = ("clips.jsonl", "summary.json", "summary.md", "comparison.png")
+
+
+def compare_outputs(systems: Sequence[System], requests: list[Request], output_dir: Path) -> list[Path]:
+    """Every file compare writes: the reports, and each synthesised system's clips and synthesis record."""
+    paths = [output_dir / name for name in REPORT_FILES]
+    for system in systems:
+        if system.model is not None:
+            paths += [*output_paths(requests, system.audio_dir), system.audio_dir / SYNTHESIS_MARKER]
+        elif system.recordings is not None:
+            paths += [system.audio_dir / f"{clip_id}.wav" for clip_id in system.recordings]
+    return paths
 
 
 def compare(args) -> dict:
@@ -383,9 +421,11 @@ def compare(args) -> dict:
     `args` holds `evaluate.py compare`'s flags (test_list, input_format, models, audio_dir, baseline, reward_config,
     speech_scores, output_dir, sampling, codec_id, device, dtype, batch_size).
     """
-    from llasa.rewards import load_reward
+    from llasa.rewards import codec_of, load_reward
 
     output_dir = Path(args.output_dir)
+    # Synthesis decodes with the codec the reward's scores assume, unless --codec_id names another.
+    args.codec_id = codec_of(args.codec_id, None if args.protocol is not None else args.reward_config)
     check_inputs(args)
     requests, skipped = read_input_file(args.test_list, args.input_format)
     for skip in skipped:
@@ -396,6 +436,7 @@ def compare(args) -> dict:
     systems += [System(name, Path(path)) for name, path in args.audio_dir or []]
     if args.resynthesis:
         systems.append(resynthesis_system(args.test_list, requests, output_dir))
+    check_replaceable(compare_outputs(systems, requests, output_dir), "--output_dir")
     # The reward config is checked and its models loaded before hours of synthesis, not after.
     reward_config = args.reward_config
     if args.protocol is not None:
@@ -416,15 +457,21 @@ def compare(args) -> dict:
     names = [system.name for system in systems]
     summary = summarize(records, names, args.baseline or names[0])
     summary.update(test_list=str(args.test_list), n_texts=len(requests), n_skipped_lines=len(skipped))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "clips.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary["identical_to_baseline"] = identical_to_baseline(records, names, summary["baseline"])
+    for system, counts in summary["identical_to_baseline"].items():
+        logger.warning(
+            "%s", identical_clips_note(summary["baseline"], system, counts["identical"], counts["compared"])
+        )
+    claim([output_dir / name for name in REPORT_FILES], "--output_dir")
+    write_text(
+        output_dir / "clips.jsonl", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    )
+    write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     title = f"Evaluation on {Path(args.test_list).name} ({len(requests)} texts)"
     table = markdown_table(summary, title)
     if args.protocol is not None:
         table += "\n" + protocol_table(summary, args.language)
-    (output_dir / "summary.md").write_text(table, encoding="utf-8")
+    write_text(output_dir / "summary.md", table)
     plot_comparison(records, names, output_dir / "comparison.png")
     logger.info(
         "Wrote %s", ", ".join(str(output_dir / name) for name in ("clips.jsonl", "summary.json", "summary.md"))
@@ -516,7 +563,7 @@ def resynthesize(system: System, codec_id: str, device: str) -> None:
     from llasa.codec import load_codec
 
     codec = load_codec(codec_id, device=device)
-    system.audio_dir.mkdir(parents=True, exist_ok=True)
+    claim([system.audio_dir / f"{clip_id}.wav" for clip_id in system.recordings], "--output_dir")
     items = list(system.recordings.items())
     for start in range(0, len(items), SCORE_CHUNK):
         chunk = items[start : start + SCORE_CHUNK]
@@ -582,8 +629,34 @@ def training_series(log_history: list[dict]) -> dict[str, tuple[list[int], list[
     return series
 
 
-def plot_curves(run_dir, output=None, weight: float = EMA_WEIGHT) -> tuple[Path, list[str]]:
-    """A PNG of the run's curves (raw, faint, and smoothed): the rewards together, then one panel per other key."""
+def panel_note(series: dict[str, tuple[list[int], list[float]]], keys: list[str]) -> str | None:
+    """Why a panel of these keys shows no curve to read: a single logged step (one point draws no line), or one
+    value at every step (a flat line). None when it shows a curve."""
+    points = [series[key] for key in keys]
+    if all(len(steps) == 1 for steps, _ in points):
+        return f"one logged step (step {points[0][0][0]}):\nlogging_steps sets how often TRL logs"
+    if len(keys) == 1 and len(set(points[0][1])) == 1:
+        return f"{points[0][1][0]:.4g} at every logged step"
+    return None
+
+
+def _plot_series(axis, series: dict, keys: list[str], weight: float) -> None:
+    """One panel: each key raw (faint) and smoothed, its points marked when there are few, and why it is empty."""
+    for key in keys:
+        steps, values = series[key]
+        marker = "o" if len(steps) <= 3 else None
+        (line,) = axis.plot(steps, ema(values, weight), label=key, marker=marker)
+        axis.plot(steps, values, color=line.get_color(), alpha=0.25, linewidth=0.8)
+    axis.set_title(keys[0] if len(keys) == 1 else "rewards")
+    axis.set_xlabel("step")
+    if len(keys) > 1:
+        axis.legend(fontsize="small")
+    note = panel_note(series, keys)
+    if note is not None:
+        axis.text(0.5, 0.75, note, transform=axis.transAxes, ha="center", va="center", color="dimgray")
+
+
+def _read_series(run_dir) -> tuple[Path, list[dict], dict]:
     state_path = find_trainer_state(run_dir)
     log_history = json.loads(state_path.read_text(encoding="utf-8")).get("log_history", [])
     series = training_series(log_history)
@@ -591,29 +664,61 @@ def plot_curves(run_dir, output=None, weight: float = EMA_WEIGHT) -> tuple[Path,
         raise ValueError(
             f"{state_path} logs none of reward, rewards/<name>/mean, kl, completions/mean_length: no curve to plot."
         )
-    rewards = [key for key in series if key == "reward" or key.startswith("rewards/")]
+    return state_path, log_history, series
+
+
+def _reward_keys(series: dict) -> list[str]:
+    return [key for key in series if key == "reward" or key.startswith("rewards/")]
+
+
+def plot_curves(run_dir, output=None, weight: float = EMA_WEIGHT) -> tuple[Path, list[str]]:
+    """A PNG of the run's curves (raw, faint, and smoothed): the rewards together, then one panel per other key."""
+    state_path, _, series = _read_series(run_dir)
+    rewards = _reward_keys(series)
     panels = ([rewards] if rewards else []) + [[key] for key in series if key not in rewards]
     n_cols = min(3, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
     plt = _pyplot()
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(5 * n_cols, 3.2 * n_rows), squeeze=False)
+    # Constrained layout leaves room for the figure's title above the panels' own.
+    figure, axes = plt.subplots(
+        n_rows, n_cols, figsize=(5 * n_cols, 3.2 * n_rows), squeeze=False, layout="constrained"
+    )
     for axis, keys in zip(axes.flat, panels, strict=False):
-        for key in keys:
-            steps, values = series[key]
-            (line,) = axis.plot(steps, ema(values, weight), label=key)
-            axis.plot(steps, values, color=line.get_color(), alpha=0.25, linewidth=0.8)
-        axis.set_title(keys[0] if len(keys) == 1 else "rewards")
-        axis.set_xlabel("step")
-        if len(keys) > 1:
-            axis.legend(fontsize="small")
+        _plot_series(axis, series, keys, weight)
     for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
     figure.suptitle(f"{Path(run_dir).name}: {state_path.relative_to(run_dir)} (EMA {weight})")
-    figure.tight_layout()
     output = Path(run_dir) / "training_curves.png" if output is None else Path(output)
+    claim([output], "--output")
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return output, list(series)
+
+
+def plot_summary(run_dir, output=None, weight: float = EMA_WEIGHT) -> Path:
+    """One PNG of a run: its reward per step beside where its step time went (the profile `profile` prints)."""
+    state_path, log_history, series = _read_series(run_dir)
+    rewards = _reward_keys(series)
+    if not rewards:
+        raise ValueError(f"{state_path} logs no reward: nothing to summarise.")
+    profile = step_profile(log_history)
+    plt = _pyplot()
+    figure, (curve, phases) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    _plot_series(curve, series, rewards, weight)
+    names = [name for name, _ in profile.rows()]
+    seconds = [value for _, value in profile.rows()]
+    bars = phases.barh(names, seconds)
+    phases.bar_label(bars, labels=[f"{value:.2f} s ({100 * value / profile.step:.0f} %)" for value in seconds])
+    phases.invert_yaxis()  # in the order of a step
+    phases.set_xlim(0, 1.35 * max(seconds))  # room for the labels
+    phases.set_xlabel("seconds per optimizer step")
+    phases.set_title(f"{profile.step:.2f} s per step (mean of {profile.steps})")
+    figure.suptitle(f"{Path(run_dir).name}: reward and step time")
+    output = Path(run_dir) / "summary.png" if output is None else Path(output)
+    claim([output], "--output")
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return output
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from llasa.audio import resample, write_wav
 from llasa.checks import has_speakable_text
+from llasa.clip_codes import CODES_SUFFIX, ClipCodes, write_clip_codes
 from llasa.codec import decode_speech, encode_voice_prompt
 from llasa.device import resolve_device, resolve_dtype
 from llasa.format import (
@@ -35,6 +36,7 @@ from llasa.format import (
     SpeechVocab,
     render_prompt,
 )
+from llasa.outputs import claim
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly
 
 logger = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class Clip:
     candidates: list[Candidate]
     chosen: int = 0  # index of the kept candidate
     scores: list[dict] | None = None  # per candidate, when a scorer picked the best
+    prompt_codes: list[int] | None = None  # the voice prompt's codes (voice cloning), which led the assistant turn
 
     @property
     def best(self) -> Candidate:
@@ -195,16 +198,33 @@ def read_input_file(path, input_format: str = "auto") -> tuple[list[Request], li
 
 
 def _detect_format(path: Path, lines: list[str]) -> str:
+    """The list's format from its suffix (.jsonl, .lst), else from every line: JSONL when each is a JSON object,
+    Seed-TTS-eval when each has its 4 or 5 fields, plain text when none is either. A list that mixes them is an
+    error: one line alone (`{laughs} Hello`, a text with three |) must not decide how the others are read."""
     if path.suffix == ".jsonl":
         return "jsonl"
     if path.suffix == ".lst":
         return "seedtts"
-    first = next((line.strip() for line in lines if line.strip()), "")
-    if first.startswith("{"):
-        return "jsonl"
-    if len(first.split("|")) in SEEDTTS_FIELDS:
-        return "seedtts"
-    return "text"
+    kinds = {number: _line_format(line) for number, line in enumerate(lines, 1) if line.strip()}
+    found = set(kinds.values())
+    if len(found) == 1:
+        return found.pop()
+    examples = ", ".join(
+        f"{kind} (line {next(n for n, k in kinds.items() if k == kind)})" for kind in INPUT_FORMATS if kind in found
+    )
+    raise ValueError(
+        f"{path}: its lines read as different formats: {examples}. Pass --input_format text, jsonl or seedtts to "
+        "say how every line is read."
+    )
+
+
+def _line_format(line: str) -> str:
+    try:
+        if isinstance(json.loads(line), dict):
+            return "jsonl"
+    except json.JSONDecodeError:
+        pass
+    return "seedtts" if len(line.split("|")) in SEEDTTS_FIELDS else "text"
 
 
 def _parse_line(line: str, input_format: str, default_id: str, source: str, folder: Path) -> Request:
@@ -365,10 +385,11 @@ def synthesize_batch(
         decoded = _decode(
             codec, [(codes, p) for (_, codes, _), samples in zip(prepared, parsed, strict=True) for p in samples]
         )
-        for position, (index, _, ids) in enumerate(prepared):
+        for position, (index, prompt_codes, ids) in enumerate(prepared):
             request = requests[index]
             candidates = [c for c in decoded[position * num_samples : (position + 1) * num_samples] if c]
-            outcomes[index] = _clip_or_skip(request, candidates, options.max_length - len(ids), num_samples)
+            budget = options.max_length - len(ids)
+            outcomes[index] = _clip_or_skip(request, candidates, budget, num_samples, prompt_codes)
     if scorer is not None:
         outcomes = _pick_best(outcomes, scorer)
     return outcomes
@@ -395,7 +416,9 @@ def _decode(codec, items: list[tuple[list[int] | None, ParsedSpeech]]) -> list[C
     ]
 
 
-def _clip_or_skip(request: Request, candidates: list[Candidate], budget: int, num_samples: int) -> Clip | Skipped:
+def _clip_or_skip(
+    request: Request, candidates: list[Candidate], budget: int, num_samples: int, prompt_codes: list[int] | None
+) -> Clip | Skipped:
     if not candidates:
         return Skipped(
             request.id,
@@ -419,7 +442,7 @@ def _clip_or_skip(request: Request, candidates: list[Candidate], budget: int, nu
             "" if len(candidates) == 1 else f" in {len(unfinished)} of {len(candidates)} candidates",
             seconds,
         )
-    return Clip(request=request, candidates=candidates)
+    return Clip(request=request, candidates=candidates, prompt_codes=prompt_codes)
 
 
 def best_of_n(waveforms: list[np.ndarray], request: Request, scorer: Scorer) -> tuple[int, list[dict]]:
@@ -486,8 +509,15 @@ def synthesize(
 
 
 def write_clip(clip: Clip, wav_path, keep_prompt: bool = False) -> Path:
-    """Write the kept candidate as 16 kHz WAV and, when candidates were scored, their scores in <stem>.json."""
-    wav_path = write_wav(wav_path, clip.waveform(keep_prompt), CODEC_SAMPLE_RATE)
+    """Write the kept candidate as 16 kHz WAV, its codes and prompt in <stem>.codes.json and, when candidates were
+    scored, their scores in <stem>.json."""
+    waveform = clip.waveform(keep_prompt)
+    wav_path = write_wav(wav_path, waveform, CODEC_SAMPLE_RATE)
+    request = clip.request
+    prompt_text = request.prompt_text if clip.prompt_codes is not None else None
+    write_clip_codes(
+        wav_path, ClipCodes.for_text(request.text, clip.best.codes, len(waveform), prompt_text, clip.prompt_codes)
+    )
     if clip.scores is not None:
         record = {
             "id": clip.request.id,
@@ -508,6 +538,13 @@ def write_clip(clip: Clip, wav_path, keep_prompt: bool = False) -> Path:
     return wav_path
 
 
+def output_paths(requests: list[Request], output_dir, scored: bool = False) -> list[Path]:
+    """What `run` writes: <output_dir>/<id>.wav, its codes in <id>.codes.json, and <id>.json with the candidates'
+    scores when they are scored."""
+    suffixes = (".wav", CODES_SUFFIX, ".json") if scored else (".wav", CODES_SUFFIX)
+    return [Path(output_dir) / f"{request.id}{suffix}" for request in requests for suffix in suffixes]
+
+
 def run(
     llasa: Llasa,
     codec,
@@ -526,6 +563,7 @@ def run(
     `skipped` carries earlier skips (bad lines of the list file) into the closing summary.
     """
     output_dir = Path(output_dir)
+    claim(output_paths(requests, output_dir, scorer is not None), "--output_dir")
     written, skipped = [], list(skipped)
     for outcome in synthesize(
         llasa, codec, requests, options, batch_size=batch_size, num_samples=num_samples, scorer=scorer

@@ -20,6 +20,7 @@ from trl.data_utils import is_conversational
 from trl.extras.profiling import ProfilingContext
 
 from llasa.audio import write_wav
+from llasa.clip_codes import ClipCodes, write_clip_codes
 from llasa.codec import decode_speech
 from llasa.format import (
     CODEC_SAMPLE_RATE,
@@ -135,7 +136,7 @@ class LlasaGRPOTrainer(GRPOTrainer):
         self._row_min_tokens = None  # per-row minimum speech tokens of the batch being generated
         self.profiling_seconds = defaultdict(float)  # filled by record_profiling() and StepTimer, emptied at each log
         self.profiled_steps = 0  # optimizer steps timed since the last log
-        self.latest_batch = None  # (texts, voice prompts, completion ids) of the last scored generation batch
+        self.latest_batch = None  # (texts, voice prompts, completion ids, prompts) of the last scored generation batch
         self.add_callback(StepTimer(self))
         self.add_callback(TruncationWarningCallback(truncation_warning_ratio))
         self.add_callback(WeightChangeCallback(self))
@@ -190,11 +191,12 @@ class LlasaGRPOTrainer(GRPOTrainer):
             return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # Kept for SpeechSamplesCallback: texts, voice prompts (voice cloning) and the generated ids.
+        # Kept for SpeechSamplesCallback: texts, voice prompts (voice cloning), the generated ids and Llasa's prompts.
         self.latest_batch = (
             [row.get(TEXT_COLUMN) for row in inputs],
             [row.get(VOICE_CODES_COLUMN) for row in inputs],
             completion_ids_list,
+            [row.get("prompt") for row in inputs],
         )
         return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
@@ -442,9 +444,11 @@ class SpeechSamplesCallback(TrainerCallback):
             return
         if self.trainer.latest_batch is None:
             return
-        texts, voice_prompts, completion_ids = (values[: self.num_samples] for values in self.trainer.latest_batch)
+        texts, voice_prompts, completion_ids, prompts = (
+            values[: self.num_samples] for values in self.trainer.latest_batch
+        )
         folder = Path(args.output_dir) / "samples" / f"step-{state.global_step}"
-        written = write_samples(folder, texts, voice_prompts, completion_ids, self.vocab, self._codec())
+        written = write_samples(folder, texts, voice_prompts, completion_ids, self.vocab, self._codec(), prompts)
         send_audio_to_trackers(self.trainer, args.report_to, written, state.global_step)
 
     def _codec(self):
@@ -454,10 +458,17 @@ class SpeechSamplesCallback(TrainerCallback):
 
 
 def write_samples(
-    folder: Path, texts: list, voice_prompts: list, completion_ids: list, vocab: SpeechVocab, codec
+    folder: Path,
+    texts: list,
+    voice_prompts: list,
+    completion_ids: list,
+    vocab: SpeechVocab,
+    codec,
+    prompts: list | None = None,
 ) -> list[dict]:
     """Decode completions (after their voice prompt's codes, as inference does) to WAV files plus samples.jsonl
-    (text, file, seconds, whether END was generated)."""
+    (text, file, seconds, whether END was generated), and, given the conversational `prompts`, each clip's prompt and
+    codes in sample-K.codes.json (what preference data trains on)."""
     parsed = [vocab.parse(ids) for ids in completion_ids]
     decoded = decode_speech(codec, [p.codes for p in parsed], [codes_from(prompt) for prompt in voice_prompts])
     records = []
@@ -465,6 +476,8 @@ def write_samples(
         record = {"text": text, "codes": len(speech.codes), "ended": speech.ended, "file": None}
         if pair is not None:
             path = write_wav(folder / f"sample-{index}.wav", pair[1], codec.sample_rate)
+            if prompts is not None and isinstance(prompts[index], list):
+                write_clip_codes(path, ClipCodes(text, prompts[index], speech.codes, len(pair[1])))
             record.update(file=path.name, seconds=len(pair[1]) / codec.sample_rate, waveform=pair[1])
         records.append(record)
     folder.mkdir(parents=True, exist_ok=True)

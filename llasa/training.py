@@ -5,6 +5,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from trl import GRPOConfig, ModelConfig
 
@@ -13,6 +14,7 @@ from llasa.codec import encode_voice_prompt, load_codec, load_codec_once
 from llasa.data import load_source
 from llasa.device import outside_zero3, release_cached_memory
 from llasa.format import (
+    CODES_COLUMN,
     DURATION_COLUMN,
     MAX_CONTEXT_TOKENS,
     TEXT_COLUMN,
@@ -105,6 +107,7 @@ def build_prompts(
     columns = list(dataset.column_names)
     _check_columns(columns, text_column, prompt_codes_column, prompt_text_column)
     has_duration = duration_column is not None and duration_column in columns
+    code_lengths = reference_code_lengths(dataset)
     counts = defaultdict(int)
     kept, texts, messages, rendered, speech_tokens, voice_codes = [], [], [], [], [], []
     for index, row in enumerate(
@@ -132,9 +135,12 @@ def build_prompts(
         voice_codes.append(prompt_codes)
         messages.append(build_messages(text, prompt_text, prompt_codes))
         rendered.append(render_prompt(tokenizer, text, prompt_text, prompt_codes))
-        speech_tokens.append(
-            expected_speech_tokens(text, row[duration_column] if has_duration else None, chars_per_second)
-        )
+        if code_lengths is not None and code_lengths[index]:
+            speech_tokens.append(code_lengths[index] + 1)  # the reference recording's own length, END included
+        else:
+            speech_tokens.append(
+                expected_speech_tokens(text, row[duration_column] if has_duration else None, chars_per_second)
+            )
     # The rendered prompt already starts with <|begin_of_text|>: no special tokens added.
     prompt_tokens = (
         [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]] if rendered else []
@@ -157,6 +163,20 @@ def build_prompts(
         # The reward's speaker similarity compares each completion with the voice it was asked to clone.
         built[VOICE_CODES_COLUMN] = [voice_codes[i] for i in keep]
     return _with_other_columns(Dataset.from_dict(built), dataset, [kept[i] for i in keep]), summary
+
+
+def reference_code_lengths(dataset) -> list[int | None] | None:
+    """Per row, the number of codes of its reference recording (create_dataset.py's audio_code_ids), read from the
+    Arrow column without decoding the codes; None when the dataset has no such list column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if CODES_COLUMN not in dataset.column_names:
+        return None
+    codes = dataset.with_format("arrow")[CODES_COLUMN]
+    if not (pa.types.is_list(codes.type) or pa.types.is_large_list(codes.type)):
+        return None
+    return pc.list_value_length(codes).to_pylist()
 
 
 def _check_columns(columns: list[str], text_column, prompt_codes_column, prompt_text_column) -> None:
@@ -336,6 +356,15 @@ def fall_back_to_fp32_without_gpu(training_args: GRPOConfig) -> bool:
     return True
 
 
+def no_pin_memory_without_accelerator(training_args: GRPOConfig) -> None:
+    """Pinned memory only speeds copies to an accelerator: without one, torch's DataLoader warns at every epoch
+    that it is unused. Leave it off there (the Trainer's default turns it on)."""
+    import torch
+
+    if not torch.accelerator.is_available():
+        training_args.dataloader_pin_memory = False
+
+
 def configure_speech_only(training_args: GRPOConfig, speech_only: SpeechOnly | None, dataset, duration_column) -> None:
     """vLLM's part of speech-only sampling: allowed_token_ids and min_tokens in generation_kwargs (transformers
     generation gets the trainer's logits processor instead). vLLM's sampling parameters are the same for every prompt,
@@ -356,6 +385,24 @@ def resume_target(value: str | None) -> str | bool | None:
     if value is not None and value.lower() in ("true", "last"):
         return True
     return value
+
+
+def check_resume(value: str | None, output_dir) -> None:
+    """--resume_from_checkpoint, checked before any model loads: an existing checkpoint folder, or "true"/"last"
+    with a checkpoint-N folder in output_dir."""
+    target = resume_target(value)
+    if target is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if not Path(output_dir).is_dir() or get_last_checkpoint(str(output_dir)) is None:
+            raise ValueError(
+                f"--resume_from_checkpoint {value}: {output_dir} holds no checkpoint-N folder to resume from; "
+                "drop the flag to start afresh."
+            )
+    elif target is not None and not Path(target).is_dir():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: no such folder; name a checkpoint-N folder of a run's --output_dir."
+        )
 
 
 def load_reward_funcs(reward_config: str, tokenizer, training_args: GRPOConfig | None = None) -> list:

@@ -3,8 +3,11 @@ checks the exit or the skip, that the message names the culprit, that nothing ou
 that no partial output is left behind; a few good inputs check that they still work."""
 
 import csv
+import errno
 import json
 import logging
+import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -115,7 +118,9 @@ def test_overwrite_refuses_a_folder_of_foreign_files(tmp_path, tiny_codec_dir):
     out.mkdir()
     (out / "cat.jpg").write_bytes(b"\xff\xd8")
     before = snapshot(tmp_path)
-    with pytest.raises(SystemExit, match=f"{MARKER_FILE}.*--overwrite only replaces this tool's own output"):
+    with pytest.raises(
+        SystemExit, match="files this tool did not write: cat.jpg.*--overwrite only replaces this tool's"
+    ):
         make_dataset(tiny_codec_dir, DATA_DIR, out, "--overwrite")
     assert snapshot(tmp_path) == before
 
@@ -500,3 +505,332 @@ def test_empty_codes_file_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         reward_whisper.main(["--codes_file", str(path)])
     assert exit_info.value.code != 0 and f"{path} holds no line to score" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ nothing replaced
+
+
+def test_the_output_rule_replaces_only_recorded_files(tmp_path):
+    # A file the tools recorded may be written again; a file beside it, or a folder holding one, may not.
+    from llasa.outputs import RECORD_FILE, check_replaceable, claim
+
+    (tmp_path / "mine.txt").write_text("mine")
+    claim([tmp_path / "ours.wav"], "--output_dir")
+    (tmp_path / "ours.wav").write_bytes(b"RIFF")
+    check_replaceable([tmp_path / "ours.wav", tmp_path / "new.wav"], "--output_dir")
+    with pytest.raises(FileExistsError, match=r"--output_dir: .*mine\.txt already exists and was not written"):
+        check_replaceable([tmp_path / "ours.wav", tmp_path / "mine.txt"], "--output_dir")
+    with pytest.raises(FileExistsError, match="already exists"):
+        check_replaceable([tmp_path], "--dataset_dir")
+    assert json.loads((tmp_path / RECORD_FILE).read_text()) == ["ours.wav"]
+
+
+def test_inference_never_replaces_a_file_it_did_not_write(tmp_path, tiny_llasa_dir, tiny_codec_dir, capsys):
+    # out/a.wav is the user's and a list line has the id "a": refused before any model loads, a.wav kept.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.wav").write_bytes(b"mine")
+    (tmp_path / "list.jsonl").write_text(json.dumps({"id": "a", "text": "Hello."}) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        speak(tiny_llasa_dir, tiny_codec_dir, "--input_file", str(tmp_path / "list.jsonl"), "--output_dir", str(out))
+    assert stop.value.code == 2
+    assert f"error: --output_dir: {out / 'a.wav'} already exists and was not written by this tool" in (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav"] and (out / "a.wav").read_bytes() == b"mine"
+
+
+def test_evaluate_never_replaces_a_report_it_did_not_write(tmp_path, tiny_llasa_dir, tiny_codec_dir, reward_config):
+    # An --output_dir holding the user's summary.md: refused before any model loads, the folder untouched.
+    (tmp_path / "list.txt").write_text("Hello.\n")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "summary.md").write_text("# my notes\n")
+    before = snapshot(tmp_path / "eval")
+    argv = compare_argv(tmp_path / "list.txt", tmp_path / "eval", tiny_codec_dir, reward_config, f"b={tiny_llasa_dir}")
+    with pytest.raises(SystemExit, match=r"summary\.md already exists and was not written by this tool"):
+        evaluate.main(argv)
+    assert snapshot(tmp_path / "eval") == before
+
+
+def test_listen_reading_commands_leave_another_database_as_it_was(tmp_path):
+    # results on another program's SQLite file: refused, the file byte for byte the same and no WAL files beside it.
+    import sqlite3
+
+    import listen
+
+    app = tmp_path / "app.sqlite"
+    with sqlite3.connect(app) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.execute("INSERT INTO users VALUES ('ann')")
+    db.close()
+    content = app.read_bytes()
+    for argv in (["results", "--db", str(app), "--output_dir", str(tmp_path / "r")], ["export", "--db", str(app)]):
+        with pytest.raises(SystemExit, match=r"app\.sqlite is not a listening-test store but another database"):
+            listen.main([*argv, "--output", str(tmp_path / "x.jsonl")] if argv[0] == "export" else argv)
+    assert app.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]
+
+
+def test_listen_pairs_with_an_empty_folder_creates_no_store(tmp_path):
+    # A folder without clips is named, and no empty .sqlite is left to be mistaken for a store later.
+    import listen
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    db = tmp_path / "ratings.sqlite"
+    with pytest.raises(SystemExit, match="The folder of 'a' holds no audio file"):
+        listen.main(["pairs", "--pairs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--db", str(db)])
+    assert not db.exists()
+
+
+def test_listen_export_of_no_judgment_writes_nothing(tmp_path):
+    # A store without judgments: an error naming the store, no 0-byte file or dataset left to block the rerun.
+    import listen
+    from llasa.listening.store import PreferenceStore
+
+    PreferenceStore(tmp_path / "db.sqlite")
+    argv = ["export", "--db", str(tmp_path / "db.sqlite"), "--output", str(tmp_path / "out.jsonl")]
+    with pytest.raises(SystemExit, match=r"db\.sqlite holds no human or machine judgment yet: nothing to export"):
+        listen.main([*argv, "--dataset_dir", str(tmp_path / "ds")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db.sqlite"]
+
+
+def test_listen_results_never_replace_a_file_they_did_not_write(tmp_path):
+    # results.md in --output_dir is the user's: refused; a rerun over the command's own results is not.
+    import listen
+    from llasa.listening.store import PreferenceStore
+
+    for system in ("a", "b"):
+        (tmp_path / system).mkdir()
+        shutil.copy(DATA_DIR / CLIP, tmp_path / system / "0.wav")
+    listen.main(
+        ["pairs", "--pairs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--db", str(tmp_path / "db.sqlite")]
+    )
+    store = PreferenceStore(tmp_path / "db.sqlite")
+    shown = store.next_pair("ann")
+    store.record("ann", shown.pair_id, shown.a, shown.b, "a")
+    argv = ["results", "--db", str(tmp_path / "db.sqlite"), "--output_dir", str(tmp_path / "out"), "--bootstrap", "5"]
+    listen.main(argv)
+    listen.main(argv)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "results.md").write_text("mine")
+    with pytest.raises(SystemExit, match=r"results\.md already exists and was not written by this tool"):
+        listen.main([*argv[:-4], "--output_dir", str(tmp_path / "mine"), *argv[-2:]])
+    assert (tmp_path / "mine" / "results.md").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------------------ caught early, reported
+
+
+def test_malformed_judgments_get_400_naming_the_field(tmp_path):
+    # Wrong types in a judgment's body are refused with 400 and the field; nothing is stored.
+    from starlette.testclient import TestClient
+
+    from llasa.listening.server import create_app
+    from llasa.listening.store import PreferenceStore
+
+    store = PreferenceStore(tmp_path / "db.sqlite")
+    client = TestClient(create_app(store))
+    base = {"rater": "ann", "pair_id": 1, "a": "x" * 16, "b": "y" * 16, "choice": "a"}
+    for change, field in [({"tags": [{}]}, "tags"), ({"pair_id": 2**70}, "pair_id"), ({"a": ["x"]}, "a must")]:
+        response = client.post("/api/judgments", json={**base, **change})
+        assert response.status_code == 400 and field in response.json()["error"]
+    assert store.judgments() == []
+
+
+def test_one_unreadable_clip_is_skipped_and_the_rest_scored(tmp_path, reward_config, capsys, caplog):
+    # reward_whisper.py --audio good.wav corrupt.wav: the good clip is scored, the corrupt one named and counted.
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    good = DATA_DIR / CLIP
+    with caplog.at_level(logging.WARNING):
+        reward_whisper.main(
+            ["--reward_config", str(reward_config), "--audio", str(good), str(corrupt), "--text", CLIP_TEXT, "Two."]
+        )
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["audio"] == str(good) and 0 < json.loads(line)["reward"] <= 1
+    assert f"Skipping {corrupt}: Failed to load audio" in caplog.text
+    assert "Skipped 1 of 2 clips that could not be read" in caplog.text
+
+
+def test_unreadable_reference_audio_is_left_out_not_fatal(tmp_path, capsys, caplog):
+    # A corrupt --reference_audio: named in the log, and the clip scored without a reference (None), not a crash.
+    (tmp_path / "duration.json").write_text(json.dumps({"components": {"duration": {"weight": 1.0}}}))
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    argv = ["--reward_config", str(tmp_path / "duration.json"), "--audio", str(DATA_DIR / CLIP), "--text", CLIP_TEXT]
+    with caplog.at_level(logging.WARNING):
+        reward_whisper.main([*argv, "--reference_audio", str(corrupt)])
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["reward"] is None
+    assert f"Leaving out the reference audio {corrupt}: Failed to load audio" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["asr_model", "codec_id"])
+def test_missing_model_path_in_a_reward_config_is_named_before_loading(tmp_path, tiny_llasa_dir, key, capsys):
+    # A local path in the reward config that does not exist: train.py and reward_whisper.py say so before any
+    # model loads, with exit status 2.
+    config = json.loads((REPO / "reward_models" / "wer_nll.json").read_text())
+    config[key] = str(tmp_path / "models" / "missing")
+    (tmp_path / "reward.json").write_text(json.dumps(config))
+    message = f"{tmp_path / 'reward.json'}: {key} {tmp_path / 'models' / 'missing'}: no such file or folder"
+    for run in (
+        lambda: reward_whisper.main(
+            ["--reward_config", str(tmp_path / "reward.json"), "--audio", "a.wav"] + ["--text", "A."]
+        ),
+        lambda: train.main(
+            ["--model_name_or_path", str(tiny_llasa_dir), "--dataset", str(DATA_DIR), "--use_cpu"]
+            + ["--reward_config", str(tmp_path / "reward.json"), "--output_dir", str(tmp_path / "run")]
+        ),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            run()
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def train_argv(tiny_llasa_dir, dataset, output_dir, *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path",
+        str(tiny_llasa_dir),
+        "--dataset",
+        str(dataset),
+        "--use_cpu",
+        "--report_to",
+        "none",
+    ] + ["--reward_config", str(REPO / "reward_models" / "wer_nll.json"), "--output_dir", str(output_dir), *extra]
+
+
+def test_missing_checkpoint_to_resume_is_named_before_loading(tmp_path, tiny_llasa_dir, monkeypatch):
+    # --resume_from_checkpoint naming no folder, or "last" where the run has no checkpoint: refused before the
+    # policy loads.
+    monkeypatch.setattr(train, "load_policy", None)  # never called: a call would fail with a TypeError
+    for value, message in [
+        (str(tmp_path / "nonexistent"), f"--resume_from_checkpoint {tmp_path / 'nonexistent'}: no such folder"),
+        ("last", f"--resume_from_checkpoint last: {tmp_path / 'run'} holds no checkpoint-N folder"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            train.main(train_argv(tiny_llasa_dir, DATA_DIR, tmp_path / "run", "--resume_from_checkpoint", value))
+
+
+def test_empty_saved_dataset_is_named_before_loading(tmp_path, tiny_llasa_dir, monkeypatch):
+    # A save_to_disk folder without rows: a one-line error naming it before the policy loads, not datasets'
+    # IndexError after.
+    from datasets import Dataset
+
+    monkeypatch.setattr(train, "load_policy", None)  # never called: a call would fail with a TypeError
+
+    Dataset.from_dict({"text": [], "audio_code_ids": []}).save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'empty'} is a dataset without any row"):
+        train.main(train_argv(tiny_llasa_dir, tmp_path / "empty", tmp_path / "run"))
+
+
+def test_model_errors_end_with_a_message_not_a_traceback(
+    tmp_path, tiny_llasa_dir, tiny_codec_dir, capsys, monkeypatch
+):
+    # A model whose tokenizer lacks Llasa's speech tokens, a codec hub id that cannot be found: `error: ...` and
+    # exit status 2, as every other bad input.
+    import huggingface_hub.constants
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the hub is out of reach: no retries
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_llasa_dir, plain)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (plain / name).unlink(missing_ok=True)
+    words = Tokenizer(models.WordLevel({"<unk>": 0, "hello": 1}, unk_token="<unk>"))
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>").save_pretrained(plain)
+    output = ["--text", "Hello.", "--output", str(tmp_path / "gen.wav")]
+    for model, codec, message in [
+        (plain, tiny_codec_dir, "error: The tokenizer lacks Llasa's tokens"),
+        (tiny_llasa_dir, "HKUSTAudio/xcodec2-typo", "error: .*HKUSTAudio/xcodec2-typo"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            speak(model, codec, *output)
+        assert stop.value.code == 2 and re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "gen.wav").exists()
+
+
+# ------------------------------------------------------------------------------------------ disks, tables, lists
+
+
+def test_read_only_folder_is_named_with_the_fix(tmp_path, tiny_codec_dir, one_codec, monkeypatch, capsys):
+    # The folder beside --output_dir cannot be created (a read-only disk): the folder and the fix, exit status 2.
+    folder = audio_folder(tmp_path / "clips", [(CLIP, CLIP_TEXT)])
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if Path(self).parent == read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(SystemExit) as stop:
+        make_dataset(tiny_codec_dir, folder, read_only / "out")
+    assert stop.value.code == 2
+    assert (
+        f"error: Read-only file system ({read_only / 'out.partial'}): that disk is read-only: pick a folder on a "
+        "writable disk." in capsys.readouterr().err
+    )
+
+
+def test_full_disk_is_named_and_the_rerun_resumes(tmp_path, tiny_codec_dir, one_codec, monkeypatch, capsys):
+    # save_to_disk runs out of space (pyarrow's OSError names no file): the folder being written and the fix; the
+    # rerun with space again finishes the dataset.
+    from datasets import Dataset
+
+    folder = audio_folder(tmp_path / "clips", [(CLIP, CLIP_TEXT)])
+    real_save = Dataset.save_to_disk
+
+    def full_disk(self, path, *args, **kwargs):
+        if Path(path).name == "dataset":  # the final save, after the shards
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "save_to_disk", full_disk)
+    with pytest.raises(SystemExit) as stop:
+        make_dataset(tiny_codec_dir, folder, tmp_path / "out")
+    assert stop.value.code == 2
+    assert (
+        f"error: No space left on device ({work_dir_for(tmp_path / 'out')}): free some space there or write "
+        "elsewhere, then run the command again." in capsys.readouterr().err
+    )
+    monkeypatch.setattr(Dataset, "save_to_disk", real_save)
+    make_dataset(tiny_codec_dir, folder, tmp_path / "out")
+    assert saved_texts(tmp_path / "out") == [CLIP_TEXT]
+
+
+def test_csv_identifiers_keep_their_zeros_and_mixed_columns_warn(tmp_path, caplog):
+    # spk_id 007 stays "007" (not 7); a column mixing numbers and strings is read as strings with a warning.
+    path = tmp_path / "rows.csv"
+    path.write_text(f"file_name,text,spk_id,speaker,duration\n{CLIP},One.,007,7,1.5\n{CLIP},Two.,012,anna,2\n")
+    with caplog.at_level(logging.WARNING):
+        dataset = load_source(str(path)).dataset
+    assert dataset["spk_id"] == ["007", "012"] and dataset["speaker"] == ["7", "anna"]
+    assert dataset["duration"] == [1.5, 2.0]
+    assert f"{path}: column 'speaker' mixes strings and other values; 1 read as strings" in caplog.text
+
+
+def test_plain_text_list_is_not_judged_by_its_first_line(tmp_path):
+    # A first line starting with { does not make a text list JSONL: every line is read as the text it is.
+    path = tmp_path / "texts.txt"
+    path.write_text("{laughs} Hello there.\nBye.\n")
+    requests, skipped = read_input_file(path)
+    assert [r.text for r in requests] == ["{laughs} Hello there.", "Bye."] and skipped == []
+
+
+@pytest.mark.parametrize(
+    ("first", "kind"), [('{"text": "Hello."}', "jsonl"), ("Hello | there | you | all", "seedtts")]
+)
+def test_list_mixing_formats_asks_for_input_format(tmp_path, tiny_llasa_dir, tiny_codec_dir, first, kind):
+    # A JSONL or Seed-TTS-eval-like line beside plain lines: how every line is read is asked for, naming a line of
+    # each kind, before any model loads; with --input_format text the list is read as written.
+    path = tmp_path / "texts.txt"
+    path.write_text(f"{first}\nBye.\n")
+    message = rf"text \(line 2\), {kind} \(line 1\)\. Pass --input_format text, jsonl or seedtts"
+    with pytest.raises(SystemExit, match=message):
+        speak(tiny_llasa_dir, tiny_codec_dir, "--input_file", str(path), "--output_dir", str(tmp_path / "out"))
+    requests, _ = read_input_file(path, "text")
+    assert [r.text for r in requests] == [first, "Bye."]

@@ -208,6 +208,17 @@ def test_jsonl_file_with_relative_paths(tmp_path, codec):
     assert dataset["audio_code_ids"] == codec.encode([load_audio(DATA_DIR / name) for name in names])
 
 
+def test_default_output_dir_is_announced(tmp_path, codec, monkeypatch, caplog):
+    # Without --output_dir the dataset goes to ./tokenized_dataset: the log says where, before and after.
+    source = audio_folder(tmp_path / "clips", [("fox_en_us.wav", bundled_transcripts()["fox_en_us.wav"])])
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="llasa.dataset"):
+        run(Options(dataset=str(source)), codec)
+    output = tmp_path.resolve() / "tokenized_dataset"
+    assert f"Output: {output} (the default; --output_dir chooses another)" in caplog.text
+    assert f"Saved 1 rows to {output} (datasets.load_from_disk reads it)" in caplog.text
+
+
 def test_saved_dataset_with_22khz_audio_column(tmp_path, codec):
     # A save_to_disk dataset with a 22.05 kHz Audio column is resampled to 16 kHz; --keep_audio keeps the column.
     from datasets import Audio, Dataset, load_from_disk

@@ -150,9 +150,10 @@ class TestCompare:
             assert metric_rows.count(metric) == 2
         assert png_size(espeak_report["output_dir"] / "comparison.png") == (1200, 480)
 
-    def test_models_share_the_seed(self, tmp_path, tiny_llasa_dir, tiny_codec_dir, reward_config):
+    def test_models_share_the_seed(self, tmp_path, tiny_llasa_dir, tiny_codec_dir, reward_config, caplog):
         # Two systems with the same checkpoint synthesise the same audio (the same seed for every model), so every
-        # delta is 0; the clips are written under audio/<name>/.
+        # delta is 0, and the summary says their clips are identical files; the clips are written under
+        # audio/<name>/. Without --codec_id, synthesis decodes with the reward config's codec (the tiny one).
         test_list = write_list(
             tmp_path / "list.jsonl", [{"id": "a", "text": "Hello world."}, {"id": "b", "text": "Hi."}]
         )
@@ -161,18 +162,32 @@ class TestCompare:
             len(synthesis.prompt_ids(llasa, r, None, 10_000)) for r in synthesis.read_input_file(test_list)[0]
         )
         output_dir = tmp_path / "report"
-        evaluate.main(
-            ["compare", "--test_list", str(test_list), "--models", f"one={tiny_llasa_dir}", f"two={tiny_llasa_dir}"]
-            + ["--codec_id", str(tiny_codec_dir), "--max_length", str(longest + 6), "--batch_size", "2"]
-            + ["--reward_config", str(reward_config), "--output_dir", str(output_dir), "--speech_scores"]
-            + ["--device", "cpu"]
-        )
+        with caplog.at_level("INFO"):
+            evaluate.main(
+                [
+                    "compare",
+                    "--test_list",
+                    str(test_list),
+                    "--models",
+                    f"one={tiny_llasa_dir}",
+                    f"two={tiny_llasa_dir}",
+                ]
+                + ["--max_length", str(longest + 6), "--batch_size", "2", "--reward_config", str(reward_config)]
+                + ["--output_dir", str(output_dir), "--speech_scores", "--device", "cpu"]
+            )
+        assert f"Codec: {tiny_codec_dir} (the reward config's codec_id" in caplog.text
         for clip_id in ("a", "b"):
             one, two = (load_audio(output_dir / "audio" / name / f"{clip_id}.wav") for name in ("one", "two"))
             assert len(one) > 0 and np.array_equal(one, two)
         summary = json.loads((output_dir / "summary.json").read_text())
         deltas = [stats["delta_mean"] for stats in summary["systems"]["two"]["metrics"].values()]
         assert deltas and all(delta == 0 for delta in deltas)
+        assert summary["identical_to_baseline"] == {"two": {"identical": 2, "compared": 2}}
+        note = "> one and two made identical audio: all 2 clips they share are identical files"
+        assert note in (output_dir / "summary.md").read_text()
+        assert json.loads((output_dir / "audio" / "two" / "synthesis.json").read_text())["codec_id"] == str(
+            tiny_codec_dir
+        )
 
     def test_bad_systems(self, capsys):
         # No system, a repeated name and a missing folder are refused with the fix.
@@ -241,6 +256,30 @@ class TestCurves:
         ]
         # The rewards share one panel; five more panels make a 3 x 2 grid at 110 dpi.
         assert path == tmp_path / "training_curves.png" and png_size(path) == (1650, 704)
+
+    def test_panels_say_why_they_show_no_curve(self):
+        # One logged step draws no line: the panel says so and what sets the logging; a metric with one value at
+        # every step says its value; a moving metric gets no note.
+        series = evaluation.training_series(trainer_state(range(2, 3))["log_history"])
+        assert evaluation.panel_note(series, ["kl"]) == (
+            "one logged step (step 2):\nlogging_steps sets how often TRL logs"
+        )
+        series = evaluation.training_series(trainer_state(range(1, 5))["log_history"])
+        assert evaluation.panel_note(series, ["whisper_reward/reward_wer"]) == "0.6 at every logged step"
+        assert evaluation.panel_note(series, ["kl"]) is None
+        assert evaluation.panel_note(series, ["reward", "rewards/whisper_reward/mean"]) is None
+
+    def test_summary_of_reward_and_step_time(self, tmp_path):
+        # --summary draws the reward beside the step profile; a run without profiling timings is refused by name.
+        state = trainer_state(range(1, 4))
+        (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+        with pytest.raises(SystemExit, match="no profiling timings"):
+            evaluate.main(["curves", "--run_dir", str(tmp_path), "--summary"])
+        for entry in state["log_history"][:-1]:
+            entry.update({f"{evaluation.PROFILE_PREFIX}{evaluation.STEP_TIMING}": 2.0})
+        (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+        evaluate.main(["curves", "--run_dir", str(tmp_path), "--summary"])
+        assert png_size(tmp_path / "summary.png") == (1210, 418)
 
     def test_series_skip_missing_values(self):
         # A step whose value is null is left out; the summary line of the run (no metrics) adds nothing.

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 import listen
 from demo.listening_clips import KINDS, SENTENCES, judge_by_construction, make_kind_folders, speak
 from llasa.audio import load_audio, write_wav
-from llasa.listening.clips import Clip, find_clips, pair_clips, parse_system
+from llasa.listening.clips import Clip, find_clips, identical_notes, pair_clips, parse_system
 from llasa.listening.export import export_records, write_dataset, write_jsonl
 from llasa.listening.labeling import label_pairs
 from llasa.listening.preference import (
@@ -76,6 +76,23 @@ class TestPairing:
             ("2", "base", "grpo"),
         ]
         assert [clip.stem for clip in pairing.unpaired] == ["3"]
+
+    def test_identical_clips_are_named(self, tmp_path, two_systems, caplog):
+        # The two folders hold the same tone under each id: registering them warns that every shared clip is an
+        # identical file; once one clip differs the count says 2 of 3, and none once all differ.
+        store = PreferenceStore(tmp_path / "identical.sqlite")
+        with caplog.at_level("WARNING"):
+            listen.register(store, list(two_systems.items()), "auto")
+        assert "base and grpo made identical audio: all 3 clips they share are identical files" in caplog.text
+
+        def notes():
+            return identical_notes(pair_clips({n: find_clips(n, f) for n, f in two_systems.items()}).pairs)
+
+        write_wav(two_systems["grpo"] / "1.wav", _tone(0.4), SR)
+        assert notes() == ["2 of the 3 clips base and grpo share are identical files."]
+        for stem in ("0", "2"):
+            write_wav(two_systems["grpo"] / f"{stem}.wav", 0.5 * _tone(), SR)
+        assert notes() == []
 
     def test_evaluate_layout_reads_texts_from_clips_jsonl(self, tmp_path):
         # evaluate.py's output: audio/<system>/<id>.wav with the texts in <output_dir>/clips.jsonl.

@@ -207,6 +207,19 @@ class TestConfig:
         reward = load_reward(CONFIG, device="cpu", asr_model=None, batch_size=4)
         assert (reward.config.device, reward.config.asr_model, reward.config.batch_size) == ("cpu", "large-v3", 4)
 
+    def test_codec_follows_the_config_unless_given(self, tmp_path, caplog):
+        # --codec_id wins; else the config's codec_id (the one its scores assume), said in the log; else the default.
+        path = tmp_path / "local_codec.json"
+        path.write_text(json.dumps({"codec_id": "models/codec"}))
+        assert reward_module.codec_of("HKUSTAudio/xcodec2", path) == "HKUSTAudio/xcodec2"
+        with caplog.at_level(logging.INFO, logger=reward_module.__name__):
+            assert reward_module.codec_of(None, path) == "models/codec"
+            assert reward_module.codec_of(None, {"codec_id": "other"}) == "other"
+            assert reward_module.codec_of(None, None) == "HKUSTAudio/xcodec2-hf"
+        assert "Codec: models/codec (the reward config's codec_id; --codec_id chooses another)." in caplog.text
+        with pytest.raises(ValueError, match="Could not read the reward config"):
+            reward_module.codec_of(None, tmp_path / "missing.json")
+
     def test_dict_config(self):
         # a dict works like a file; missing keys take the defaults (the paper's)
         reward = load_reward({"combine": "sum", "name": "asr"})

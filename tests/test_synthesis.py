@@ -17,6 +17,7 @@ import inference
 import llasa.synthesis as synthesis
 from llasa import SAMPLES_PER_TOKEN, SPEECH_GENERATION_END, build_messages
 from llasa.audio import load_audio
+from llasa.outputs import RECORD_FILE
 from llasa.synthesis import Request, SamplingOptions, Skipped
 
 DATA = Path(__file__).parent / "data"
@@ -111,7 +112,7 @@ class TestReadInputFile:
         assert "used by an earlier line" in reasons[2] and "cannot name a file" in reasons[3]
 
     def test_seedtts_list(self, tmp_path):
-        # Seed-TTS-eval's id|prompt_text|prompt_wav|text, detected from the first line.
+        # Seed-TTS-eval's id|prompt_text|prompt_wav|text, detected from its lines.
         path = tmp_path / "meta.txt"
         path.write_text("utt1|Prompt words.|prompt-wavs/utt1.wav|Target words.\nutt2|P.|/abs/p.wav|T.\n")
         requests, _ = synthesis.read_input_file(path)
@@ -291,7 +292,9 @@ class TestCommandLine:
                 ["--llasa-id", "tiny", "--input_file", str(path), "--output_dir", str(output_dir), "--batch_size", "3"]
                 + ["--max_length", str(prompt_length + ROOM), "--seed", "0", "--device", "cpu"]
             )
-        assert sorted(p.name for p in output_dir.iterdir()) == ["one.wav", "two.wav"]
+        # Each clip has its codes and prompt beside it (what preference data trains on).
+        written = sorted(p.name for p in output_dir.iterdir())
+        assert written == [RECORD_FILE, "one.codes.json", "one.wav", "two.codes.json", "two.wav"]
         assert f"Skipped list.jsonl line 2: Failed to load audio {tmp_path / 'missing.wav'}" in caplog.text
         assert f"Wrote 2 clips to {output_dir}; skipped 1." in caplog.text
 

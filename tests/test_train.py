@@ -136,6 +136,10 @@ def test_seed_command_parses_with_llasa_defaults():
     assert (defaults.temperature, defaults.top_p, defaults.top_k) == (args.temperature, args.top_p, args.top_k)
     assert args.max_completion_length is None  # sized from the data later
     assert args.mask_truncated_completions is True
+    # Pinned memory only with an accelerator to copy to (without one torch warns that it is unused).
+    import torch
+
+    assert args.dataloader_pin_memory is torch.accelerator.is_available()
 
 
 def test_reference_dashed_flags_are_aliases():

@@ -122,6 +122,23 @@ def test_expected_speech_and_completion_budget():
     assert training.size_completion_length(1000, 1950, margin=1.3) == MAX_CONTEXT_TOKENS - 1950
 
 
+def test_reference_codes_size_the_completion_budget(tiny_tokenizer):
+    # A row with its reference codes (create_dataset.py's audio_code_ids) expects exactly that many speech tokens
+    # plus END, whatever its text or duration say; rows without codes fall back to the duration, then the text.
+    from datasets import Dataset
+
+    rows = {
+        "text": ["Short.", "Hi there.", "Ok."],
+        "audio_code_ids": [[7] * 91, [], None],
+        "duration": [0.2, 1.0, None],
+    }
+    _, summary = training.build_prompts(Dataset.from_dict(rows), tiny_tokenizer)
+    assert summary.max_speech_tokens == 92  # 91 codes + END, not 0.2 s x 50 + 1 = 11
+    _, summary = training.build_prompts(Dataset.from_dict(rows).select([1, 2]), tiny_tokenizer)
+    assert summary.max_speech_tokens == 51  # 1.0 s x 50 + END, above "Ok." at 12 letters per second
+    assert training.reference_code_lengths(Dataset.from_dict({"text": ["a"]})) is None
+
+
 def test_per_component_reward_weights_go_to_trl(tiny_tokenizer):
     # "per_component": true gives TRL one function per component and the config's weights as reward_weights; a
     # --reward_weights of the right length wins, one of the wrong length is refused naming the components; the

@@ -5,9 +5,13 @@ import itertools
 import json
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llasa.audio import count_identical, identical_clips_note
+from llasa.clip_codes import clip_text
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +53,15 @@ def parse_system(value: str) -> tuple[str, Path]:
 
 def find_clips(system: str, folder) -> list[Clip]:
     """The audio files directly in `folder`, with texts from whatever the project wrote beside them: evaluate.py's
-    clips.jsonl (two levels up, for audio/<system>/), train.py's samples.jsonl, best-of-N's <id>.json, or a
-    dataset folder's metadata.jsonl / metadata.csv (file_name, text)."""
+    clips.jsonl (two levels up, for audio/<system>/), train.py's samples.jsonl, best-of-N's <id>.json, a
+    dataset folder's metadata.jsonl / metadata.csv (file_name, text), or the clip's <id>.codes.json."""
     folder = Path(folder).resolve()
     texts = _texts_beside(folder)
     files = sorted(path for path in folder.iterdir() if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file())
-    return [Clip(system, path.stem, path, texts.get(path.name) or _best_of_n_text(path)) for path in files]
+    return [
+        Clip(system, path.stem, path, texts.get(path.name) or _best_of_n_text(path) or clip_text(path))
+        for path in files
+    ]
 
 
 def _texts_beside(folder: Path) -> dict[str, str]:
@@ -139,3 +146,12 @@ def pair_clips(clips: dict[str, list[Clip]], by: str = "auto") -> Pairing:
             unpaired += by_system.values()
         pairs += itertools.combinations(by_system.values(), 2)
     return Pairing(pairs=pairs, by=by, unpaired=unpaired)
+
+
+def identical_notes(pairs: list[tuple[Clip, Clip]]) -> list[str]:
+    """A note per two systems some of whose paired clips are identical files."""
+    by_systems = defaultdict(list)
+    for a, b in pairs:
+        by_systems[a.system, b.system].append((a.path, b.path))
+    notes = [identical_clips_note(a, b, count_identical(paths), len(paths)) for (a, b), paths in by_systems.items()]
+    return [note for note in notes if note]

@@ -1,8 +1,10 @@
 """The preference store as files others read: JSONL (one judgment a line) and a Hugging Face `datasets` dataset."""
 
 import json
+import shutil
 from pathlib import Path
 
+EXPORT_FORMATS = ("judgments", "dpo")  # one record per judgment; one preference pair per decided pair (dpo_data)
 EXPORT_FIELDS = (
     "judgment_id",
     "rater",
@@ -33,35 +35,38 @@ def export_records(judgments: list[dict]) -> list[dict]:
     return records
 
 
-def refuse_existing(path) -> Path:
-    """The output path, refused when something is already there: an export never replaces a file or folder."""
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists: pick another path, or move it away yourself.")
-    return path
-
-
 def write_jsonl(records: list[dict], path) -> Path:
-    path = refuse_existing(path)
+    """The records, one JSON object a line; `path` is checked to be new or an earlier export's."""
+    from llasa.outputs import claim, write_text
+
+    [path] = claim([path], "--output")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    return path
+    return write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
-def write_dataset(records: list[dict], folder) -> Path:
-    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it)."""
+def write_dataset(records: list[dict], folder, judgments: bool = True) -> Path:
+    """A `datasets.Dataset` saved with save_to_disk (load_from_disk reads it; push_to_hub shares it): of
+    `export_records`' judgments, or (judgments=False) of records whose types datasets infers. `folder` is checked to
+    be new or an earlier export's, and replaced only once the new one is complete."""
     import datasets
 
-    folder = refuse_existing(folder)
-    features = datasets.Features(
-        {
-            **{name: datasets.Value("string") for name in EXPORT_FIELDS},
-            "judgment_id": datasets.Value("int64"),
-            "pair_id": datasets.Value("int64"),
-            "tags": datasets.Sequence(datasets.Value("string")),
-        }
-    )
-    dataset = datasets.Dataset.from_list(records, features=features)
-    dataset.save_to_disk(str(folder))
+    from llasa.outputs import check_replaceable, replace_folder, staging_folder
+
+    check_replaceable([folder], "--dataset_dir")
+    features = None
+    if judgments:
+        features = datasets.Features(
+            {
+                **{name: datasets.Value("string") for name in EXPORT_FIELDS},
+                "judgment_id": datasets.Value("int64"),
+                "pair_id": datasets.Value("int64"),
+                "tags": datasets.Sequence(datasets.Value("string")),
+            }
+        )
+    staging = staging_folder(folder)
+    try:
+        datasets.Dataset.from_list(records, features=features).save_to_disk(str(staging))
+        replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the move succeeded
     return Path(folder)

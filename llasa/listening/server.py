@@ -61,13 +61,9 @@ def create_app(store: PreferenceStore, token: str | None = None) -> Starlette:
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             rater = check_rater(body.get("rater", ""))
-            pair_id = body.get("pair_id")
-            if not isinstance(pair_id, int) or isinstance(pair_id, bool):
-                raise ValueError(f"pair_id must be an integer, got {pair_id!r}")
-            tags = body.get("tags", [])
-            if not isinstance(tags, list):
-                raise ValueError(f"tags must be a list of {list(TAGS)}")
-            new = store.record(rater, pair_id, body.get("a"), body.get("b"), body.get("choice"), tags)
+            new = store.record(
+                rater, body.get("pair_id"), body.get("a"), body.get("b"), body.get("choice"), body.get("tags", [])
+            )
         except ValueError as e:  # also a body that is not JSON
             return JSONResponse({"error": str(e)}, 400)
         done, total = store.progress(rater)

@@ -19,6 +19,7 @@ KINDS = ("human", "machine")
 MACHINE_PREFIX = "ai:"  # machine raters are named ai:<scorer>; human names cannot hold a colon
 HUMAN_RATER = re.compile(r"[\w .@+-]{1,64}")
 CLIP_ID = re.compile(r"[A-Za-z0-9_-]{16}")  # what the browser sees of a clip: random, never a path
+MAX_SQLITE_INTEGER = 2**63 - 1  # what an INTEGER column holds
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another's transaction before failing
 
 SCHEMA = """
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS judgments (
 """
 
 
+STORE_TABLES = {"clips", "pairs", "judgments"}
+
+
 @dataclass(frozen=True)
 class Presentation:
     """A pair as one rater hears it: which clip plays as A and which as B (by opaque id), and the text."""
@@ -85,6 +89,19 @@ def check_rater(rater: str, kind: str = "human") -> str:
     return rater.strip()
 
 
+def check_judgment_fields(pair_id, shown_a, shown_b, choice, tags) -> None:
+    """A judgment's fields of the right types (as a web request may not send them), each named when wrong."""
+    if isinstance(pair_id, bool) or not isinstance(pair_id, int) or not 0 < pair_id <= MAX_SQLITE_INTEGER:
+        raise ValueError(f"pair_id must be a positive integer, got {str(pair_id)[:40]!r}.")
+    for name, clip_id in (("a", shown_a), ("b", shown_b)):
+        if not isinstance(clip_id, str):
+            raise ValueError(f"{name} must be a clip id (a string), got {str(clip_id)[:40]!r}.")
+    if not isinstance(choice, str) or choice not in CHOICES:
+        raise ValueError(f"choice must be one of {CHOICES}, got {str(choice)[:40]!r}.")
+    if not isinstance(tags, list | tuple) or not all(isinstance(tag, str) for tag in tags):
+        raise ValueError(f"tags must be a list of {list(TAGS)}, got {str(tags)[:60]!r}.")
+
+
 class PreferenceStore:
     """The SQLite file behind a listening test. Every call opens its own connection, so threads, processes and
     several raters can share one file; a judgment is committed (WAL, synchronous=FULL) before `record` returns."""
@@ -95,15 +112,29 @@ class PreferenceStore:
             raise ValueError(f"{self.path} is not a file: give the path of a .sqlite file for --db.")
         if not create and not self.path.exists():
             raise FileNotFoundError(f"No store at {self.path}: pairs are registered by `listen.py pairs` or `serve`.")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._check_is_store()  # another program's database is read, never changed
+            return
+        if not create:
+            raise ValueError(f"{self.path} is an empty file, not a listening-test store.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _check_is_store(self) -> None:
         try:
             with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as e:
             raise ValueError(
                 f"{self.path} is not a listening-test store ({e}): give a new or existing .sqlite file."
             ) from e
+        if not STORE_TABLES <= tables:
+            raise ValueError(
+                f"{self.path} is not a listening-test store but another database (tables: "
+                f"{', '.join(sorted(tables)) or 'none'}), left as it is: give a new .sqlite file for --db."
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -213,8 +244,7 @@ class PreferenceStore:
         """Commit one judgment; True if new, False if this rater had already judged the pair (a resent click:
         the first judgment is kept). Raises ValueError on anything inconsistent with the registered pair."""
         rater = check_rater(rater, kind)
-        if choice not in CHOICES:
-            raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}.")
+        check_judgment_fields(pair_id, shown_a, shown_b, choice, tags)
         tags = list(dict.fromkeys(tags))
         unknown = [tag for tag in tags if tag not in TAGS]
         if unknown:

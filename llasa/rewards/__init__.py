@@ -3,7 +3,7 @@
 Importing the package registers the built-in components; register new ones with `@register_component("name")`.
 """
 
-from llasa.rewards import intelligibility, preference, speech  # noqa: F401  (registers the built-in components)
+from llasa.rewards import intelligibility, judge, preference, speech  # noqa: F401  (registers the built-in components)
 from llasa.rewards.components import (
     COMBINE_RULES,
     ComponentResult,
@@ -14,4 +14,12 @@ from llasa.rewards.components import (
     combine_scores,
     register_component,
 )
-from llasa.rewards.reward import ClipScore, RewardConfig, WhisperReward, load_reward, load_reward_functions
+from llasa.rewards.reward import (
+    ClipScore,
+    RewardConfig,
+    WhisperReward,
+    check_reward_config,
+    codec_of,
+    load_reward,
+    load_reward_functions,
+)

@@ -9,6 +9,7 @@ components that did score it, with their weights; a row no component scores gets
 """
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -19,6 +20,8 @@ import numpy as np
 
 from llasa.asr import WHISPER_SAMPLE_RATE
 from llasa.format import TOKENS_PER_SECOND, codes_from
+
+logger = logging.getLogger(__name__)
 
 COMBINE_RULES = ("harmonic", "sum", "gated")
 
@@ -131,7 +134,11 @@ class ReferenceAudio:
             self._waveforms.update(zip(codes, self._decode(list(codes.values())), strict=True))
         for name, path in new.items():
             if name[0] == "path":
-                self._waveforms[name] = load_audio(path, WHISPER_SAMPLE_RATE)
+                try:
+                    self._waveforms[name] = load_audio(path, WHISPER_SAMPLE_RATE)
+                except (OSError, RuntimeError) as e:  # missing or corrupt: its rows have no reference, as if empty
+                    logger.warning("Leaving out the reference audio %s: %s", path, e)
+                    self._waveforms[name] = None
         return [None if key is None else self._waveforms[key[:2]] for key in keys]
 
     def durations(self, values: Sequence) -> list[float | None]:
@@ -144,7 +151,8 @@ class ReferenceAudio:
             elif key[0] == "codes":
                 seconds.append(len(key[2]) / TOKENS_PER_SECOND)
             else:
-                seconds.append(len(self.waveforms([value])[0]) / WHISPER_SAMPLE_RATE)
+                waveform = self.waveforms([value])[0]
+                seconds.append(None if waveform is None else len(waveform) / WHISPER_SAMPLE_RATE)
         return seconds
 
 

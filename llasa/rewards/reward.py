@@ -410,6 +410,20 @@ def _clean(score) -> float | None:
     return min(max(float(score), 0.0), 1.0)
 
 
+def check_reward_config(path, flag: str = "--reward_config", **overrides) -> RewardConfig:
+    """A reward config file checked before any model loads: its values, and the local model paths it names."""
+    from llasa.checks import check_exists, check_input_file
+
+    check_input_file(path, flag)
+    config = RewardConfig.from_json(path, **{key: value for key, value in overrides.items() if value is not None})
+    for key in ("asr_model", "codec_id"):  # a local path that is not there is no hub id to look up later
+        try:
+            check_exists(str(getattr(config, key)), key)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{path}: {e}") from None
+    return config
+
+
 def load_reward(
     config: str | os.PathLike | dict | RewardConfig, *, speech_vocab: SpeechVocab | None = None, **overrides
 ) -> WhisperReward:
@@ -427,6 +441,21 @@ def load_reward(
     else:
         checked = RewardConfig.from_json(config, **overrides)
     return WhisperReward(checked, speech_vocab=speech_vocab)
+
+
+def codec_of(codec_id: str | None, reward_config: str | os.PathLike | dict | None) -> str:
+    """The codec a command uses: the one given, else the reward config's `codec_id` (the codec its scores assume),
+    else the default; the choice is logged when not given."""
+    if codec_id is not None:
+        return codec_id
+    if reward_config is None:
+        chosen, source = DEFAULT_CODEC_ID, "the default"
+    else:
+        config = reward_config if isinstance(reward_config, dict) else None
+        checked = RewardConfig.from_dict(config) if config is not None else RewardConfig.from_json(reward_config)
+        chosen, source = checked.codec_id, "the reward config's codec_id"
+    logger.info("Codec: %s (%s; --codec_id chooses another).", chosen, source)
+    return chosen
 
 
 class ComponentScores:
