@@ -355,6 +355,7 @@ def _voice_encoder(device: str):
 
 
 @functools.cache
+@outside_zero3()
 def _wavlm_xvector(model: str, device: str):
     """(feature extractor, WavLMForXVector) of a hub id or folder, loaded once per process and device."""
     from transformers import AutoFeatureExtractor, WavLMForXVector
@@ -396,6 +397,14 @@ class SpeakerSimilarityScorer:
                 f"model names a WavLM speaker-verification checkpoint (backend 'wavlm'), got {self.model!r} with "
                 f"backend {self.backend!r}: resemblyzer ships its own weights."
             )
+
+    def load(self) -> None:
+        """Load the speaker encoder now (it loads once per process and device)."""
+        device = str(resolve_device(self.device))
+        if self.backend == "wavlm":
+            _wavlm_xvector(self.model or DEFAULT_WAVLM_MODEL, device)
+        else:
+            _voice_encoder(device)
 
     def embed(self, waveforms: Sequence[Waveform]) -> list[np.ndarray | None]:
         """Unit-length speaker embeddings (None where unusable); resemblyzer: all windows of the batch in one
@@ -546,6 +555,10 @@ class DnsmosScorer:
         return (
             str(resolve_device("auto")) if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
         )
+
+    def load(self) -> None:
+        """Open the DNSMOS session now (once per process and device)."""
+        _dnsmos_session(self.personalized, self._device(), self.num_threads)
 
     def mos(self, waveforms: Sequence[Waveform]) -> list[dict[str, float] | None]:
         """Each clip's {"sig", "bak", "ovrl"} on the 1-5 MOS scale, averaged over its windows (None if unusable)."""

@@ -205,11 +205,13 @@ def test_recipe_values_cite_their_source():
 
 
 def test_demo_recipe_parses_for_cpu():
-    # The demo recipe is a CPU run with a real (if small) group and real updates.
+    # The demo recipe is a CPU run with a real (if small) group, cut completions masked as in a real run, and the
+    # sampling under which the tiny policy's END keeps its chance (no top-k cut of its flat speech logits).
     _, args, _ = train.parse_args(["--config", str(REPO / "recipes" / "demo.yaml")])
     assert args.use_cpu and not args.bf16
     assert args.num_generations == args.per_device_train_batch_size == 4
-    assert args.mask_truncated_completions is False
+    assert args.mask_truncated_completions is True
+    assert (args.temperature, args.top_k) == (1.0, 0)
 
 
 @pytest.mark.parametrize(

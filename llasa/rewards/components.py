@@ -233,6 +233,9 @@ class RewardComponent:
         """The dataset columns the component reads (named in the warning about rows missing them)."""
         return ()
 
+    def load_models(self) -> None:
+        """Load the component's own models now, before the first step (the reward calls it outside ZeRO-3)."""
+
 
 COMPONENTS: dict[str, type[RewardComponent]] = {}
 

@@ -218,11 +218,14 @@ class WhisperReward:
         return load_codec_once(self.config.codec_id, self.config.device, self.config.batch_size)
 
     def load_models(self, codec: bool = True) -> None:
-        """Load the codec (unless scoring audio only) and Whisper now, to fail before a long run rather than in it."""
+        """Load the codec (unless scoring audio only), Whisper and the components' models now: a model that cannot
+        load fails before a long run rather than in it, and none loads later inside ZeRO-3 or on one process alone."""
         if codec:
             _ = self.codec
         if self.needs_asr:
             _ = self.backend
+        for component in self.components:
+            component.load_models()
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float | None]:
         return [clip.reward for clip in self.score_completions(completions, completion_ids, **kwargs)]
