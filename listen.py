@@ -21,6 +21,12 @@ reasons) or by a reward config, to start without raters; a preference model trai
     python listen.py train-reward --db ratings.sqlite --output_dir prefs_model
     python listen.py export --db ratings.sqlite --format dpo --dataset_dir prefs_round1
 
+A prosody naturalness reward from your own recordings, no raters needed (each recording preferred to prosody
+failures made from it; a folder per speaker, some speakers held out), saved in the same format, scored by the
+"preference" component:
+
+    python listen.py train-prosody --recordings my_recordings --output_dir prosody_model
+
 Every command takes `--config file.yaml` (its flags as YAML keys) and `--help`.
 """
 
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from llasa.alterations import FAILURES
 from llasa.audio import PLAYABLE_AUDIO_TYPES
 from llasa.checks import check_distinct_systems
 from llasa.cli import ScriptParser, parse_command, reported_errors
@@ -174,6 +181,16 @@ class TrainRewardArguments(Store):
     output_dir: str = field(metadata={"help": "Folder for config.json + model.safetensors."})
     kinds: list[str] = field(
         default_factory=lambda: list(KINDS), metadata={"help": "Judgments to train on.", "choices": KINDS}
+    )
+
+
+@dataclass(frozen=True)
+class TrainProsodyArguments:
+    recordings: str = field(metadata={"help": "Folder of recordings: DIR/<speaker>/*.wav, or DIR/<speaker>_*.wav."})
+    output_dir: str = field(metadata={"help": "Folder for config.json + model.safetensors."})
+    failures: list[str] = field(
+        default_factory=lambda: list(FAILURES),
+        metadata={"help": "Prosody failures made from each recording.", "choices": list(FAILURES)},
     )
 
 
@@ -358,10 +375,32 @@ def command_train_reward(args: "TrainRewardArguments", options, features) -> Non
     logger.info("Saved the preference model to %s", args.output_dir)
 
 
+def command_train_prosody(args: "TrainProsodyArguments", options) -> None:
+    """`options`: the naturalness model's TrainingOptions."""
+    from llasa.listening.naturalness import find_recordings, train_naturalness_model
+    from llasa.listening.preference import CONFIG_NAME, WEIGHTS_NAME
+
+    model_files = [Path(args.output_dir) / name for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    check_replaceable(model_files, "--output_dir")
+    model = train_naturalness_model(find_recordings(args.recordings), args.failures, options)
+    claim(model_files, "--output_dir")
+    model.save(args.output_dir)
+    print(json.dumps(model.metrics, indent=2))
+    logger.info("Saved the prosody naturalness model to %s", args.output_dir)
+
+
 def train_reward_parser() -> ScriptParser:
     from llasa.listening.preference import FeatureConfig, TrainingOptions  # torch: only for this command
 
     return ScriptParser((TrainRewardArguments, TrainingOptions, FeatureConfig))
+
+
+def train_prosody_parser() -> ScriptParser:
+    from llasa.listening.preference import TrainingOptions  # torch: only for this command
+
+    parser = ScriptParser((TrainProsodyArguments, TrainingOptions))
+    parser.set_defaults(held_out=0.25)  # a share of the speakers, held out to measure accuracy
+    return parser
 
 
 PARSERS = {
@@ -380,6 +419,10 @@ PARSERS = {
         lambda: ScriptParser(LabelArguments),
     ),
     "train-reward": ("train the preference model on the stored judgments", train_reward_parser),
+    "train-prosody": (
+        "train a prosody naturalness model on recordings against failures made from them",
+        train_prosody_parser,
+    ),
 }
 
 
@@ -395,6 +438,7 @@ COMMANDS = {
     "export": command_export,
     "ai-label": command_ai_label,
     "train-reward": command_train_reward,
+    "train-prosody": command_train_prosody,
 }
 
 

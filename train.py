@@ -49,7 +49,7 @@ from llasa.run_setup import (
 from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION, SpeechOnly, check_min_speech_fraction, describe_sampling
 from llasa.sources import check_saved_rows
 from llasa.text import DEFAULT_CHARS_PER_SECOND
-from llasa.trainer import LlasaGRPOTrainer
+from llasa.trainer import LlasaGRPOTrainer, check_speech_only_support, check_trl_support
 
 logger = logging.getLogger("train")
 
@@ -260,6 +260,7 @@ def build_trainer(
     """Everything up to a ready trainer: model, reward, voice prompt, data and prompts, generation settings; the
     summary is logged. `reward_funcs` replaces the --reward_config reward (tests)."""
     check_paths(script_args, training_args, model_args, check_reward=reward_funcs is None)
+    check_speech_only_support(training_args, script_args.speech_only)
     model, tokenizer = load_policy(model_args, training_args)
     if reward_funcs is None:
         reward_funcs = load_reward_funcs(script_args.reward_config, tokenizer, training_args)
@@ -315,6 +316,7 @@ def train(trainer: LlasaGRPOTrainer, resume_from_checkpoint: str | bool | None =
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with reported_errors():  # bad input stops the run before training starts
+        check_trl_support()
         script_args, training_args, model_args = parse_args(argv)
         trainer = build_trainer(script_args, training_args, model_args)
     train(trainer, resume_target(training_args.resume_from_checkpoint))

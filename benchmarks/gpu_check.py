@@ -1,17 +1,22 @@
 """The GPU check at Llasa-1B's real size: the reward batched against one clip at a time, three GRPO steps of the
-recipe (seconds per step and the share of each phase), and peak GPU memory beside plan_memory.py's arithmetic.
+recipe (seconds per step, the share of each phase, each step's gradient norm), peak GPU memory beside
+plan_memory.py's arithmetic, and the first steps of the learning check (benchmarks/learning_check.py) on the GPU.
 
 Every model has random weights and the published shape, built here (nothing is downloaded): the policy is
 Llama-3.2-1B's architecture with Llasa's 193,800-token vocabulary and a tokenizer laid out like Llasa's (the
 Llama-3 special tokens at 128000-128255, Llasa's markers at 128256-128263, <|s_0|> at 128264), XCodec2 at
 transformers' Xcodec2Config sizes (those of the released checkpoint) and Whisper at large-v3's. Their output is
-noise, so the check measures time and memory, not quality. A random policy seldom writes the end token: its
-completions run to the budget, and a third of their tokens are speech codes.
+noise, so the check measures time and memory, not quality. A random policy never writes the end token, and under the
+recipe's speech-only sampling a completion that reaches the budget is cut and masked: every step would learn nothing
+(gradient 0). So END is made likely (testing.tiny_models.make_end_likely) once speech-only sampling allows it, and each
+row's duration puts that point a few tokens before the budget: the completions end, count in the loss, and cost what
+full-length ones do.
 
     bash benchmarks/gpu_check.sh            # one H100 / H200, in under 8 minutes
     bash benchmarks/gpu_check.sh --tiny     # the same path with tiny models on a CPU (the test suite runs it)
 """
 
+import gc
 import json
 import logging
 import subprocess
@@ -41,6 +46,8 @@ LLAMA_3_NAMED_SPECIALS = {  # the special tokens Llama-3 names, by offset from 1
     10: "<|python_tag|>",
 }
 N_SPECIALS = 256
+END_PROBABILITY = 0.5  # of END at each step it may come, before top-k: it comes at the first such step
+END_MARGIN = 0.05  # share of the budget left after the point where END may come
 # About 10 s of speech: the reward benchmark's reference text, and the GRPO prompts' texts.
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, then runs back across the field to the old farm near the river.",
@@ -63,6 +70,7 @@ class Size:
     group: int  # completions per prompt, and per device step
     completion_tokens: int
     steps: int
+    learning_steps: int  # of the learning check's full run
     flags: list[str] = field(default_factory=list)  # train.py flags of this scale
 
 
@@ -85,6 +93,7 @@ FULL = Size(
     group=8,  # the recipe's
     completion_tokens=750,  # 15 s
     steps=3,
+    learning_steps=10,
 )
 TINY = Size(
     name="tiny",
@@ -105,6 +114,7 @@ TINY = Size(
     group=4,
     completion_tokens=16,
     steps=2,  # a warm-up step and one timed
+    learning_steps=0,  # the suite runs the learning check on its own
     flags=["--use_cpu", "--bf16", "false", "--gradient_checkpointing", "false"],
 )
 
@@ -135,7 +145,8 @@ def build_policy(output_dir: Path, size: Size, device: torch.device):
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from llasa.device import release_cached_memory
-    from llasa.format import SPEECH_GENERATION_END
+    from llasa.format import CODEBOOK_SIZE, SPEECH_GENERATION_END
+    from testing.tiny_models import make_end_likely
 
     tokenizer = AutoTokenizer.from_pretrained(build_tokenizer(output_dir, size.base_vocab))
     config = LlamaConfig(
@@ -148,6 +159,7 @@ def build_policy(output_dir: Path, size: Size, device: torch.device):
     torch.manual_seed(0)
     with device:  # built where it is fastest to initialise: the GPU when there is one
         model = LlamaForCausalLM(config)
+    make_end_likely(model, tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END), CODEBOOK_SIZE, END_PROBABILITY)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END), tokenizer.eos_token_id],
@@ -242,10 +254,13 @@ def time_reward(reward, vocab, size: Size) -> RewardTiming:
 
 
 def write_dataset(path: Path, n_rows: int, size: Size) -> Path:
+    """Rows whose duration lets END come (after the recipe's min_speech_fraction of it) a few tokens before the
+    budget: the completions end there rather than being cut."""
     from llasa.format import TOKENS_PER_SECOND
+    from llasa.sampling import DEFAULT_MIN_SPEECH_FRACTION
 
-    # The duration sizes nothing here (max_completion_length is given); it is what a create_dataset.py row holds.
-    seconds = size.completion_tokens / TOKENS_PER_SECOND
+    end_from = size.completion_tokens * (1 - END_MARGIN)
+    seconds = end_from / DEFAULT_MIN_SPEECH_FRACTION / TOKENS_PER_SECOND
     rows = [{"text": TEXTS[i % len(TEXTS)], "duration": seconds} for i in range(n_rows)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -265,19 +280,27 @@ def grpo_flags(policy: Path, dataset: Path, reward_config: Path, output_dir: Pat
 
 
 def planned_memory(policy: Path, reward, size: Size) -> dict[str, float]:
-    """benchmarks/plan_memory.py's arithmetic for the models loaded here and the check's micro-batch."""
+    """benchmarks/plan_memory.py's arithmetic for the models loaded here."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from benchmarks.plan_memory import GB, HALF, Setup, count_parameters, plan
+    from benchmarks.plan_memory import REWARD_BATCH, Setup, Sizes, count_parameters, cross_attention_cache_bytes, plan
 
     def count(model) -> int:
         return sum(p.numel() for p in model.parameters())
 
     config = AutoConfig.from_pretrained(policy)
-    policy_parameters = count_parameters(lambda: AutoModelForCausalLM.from_config(config))
-    logits_gb = size.group * size.completion_tokens * config.vocab_size * HALF / GB
-    setup = Setup("recipe")
-    return plan(setup, policy_parameters, count(reward.backend.model), count(reward.codec.model), logits_gb, 0.0)
+    dims = reward.backend.model.dims  # openai-whisper's
+    sizes = Sizes(
+        policy=count_parameters(lambda: AutoModelForCausalLM.from_config(config)),
+        vocab=config.vocab_size,
+        hidden=config.hidden_size,
+        whisper=count(reward.backend.model),
+        codec=count(reward.codec.model),
+        cross_attention_cache=cross_attention_cache_bytes(
+            dims.n_text_layer, dims.n_audio_ctx, dims.n_audio_state, REWARD_BATCH
+        ),
+    )
+    return plan(Setup("recipe"), sizes, 0.0)
 
 
 def memory_report(log_history: list[dict], planned: dict[str, float]) -> list[str]:
@@ -293,6 +316,15 @@ def memory_report(log_history: list[dict], planned: dict[str, float]) -> list[st
     return [measured, f"planned memory: {sum(planned.values()):.2f} GB ({parts})"]
 
 
+def learning_report(log_history: list[dict]) -> str:
+    """Each step's gradient norm and share of cut completions: a gradient norm of 0 means the step learned nothing
+    (GRPO's loss itself is about 0 at every first pass over a group, whose advantages sum to 0)."""
+    steps = [entry for entry in log_history if "grad_norm" in entry and "completions/clipped_ratio" in entry]
+    norms = ", ".join(f"{entry['grad_norm']:.3g}" for entry in steps)
+    cut = ", ".join(f"{entry['completions/clipped_ratio']:.0%}" for entry in steps)
+    return f"gradient norm per step: {norms} (completions cut at the budget: {cut})"
+
+
 def run_train(argv: list[str]) -> None:
     """train.py as a user runs it, in its own process."""
     result = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], cwd=REPO, capture_output=True, text=True)
@@ -302,6 +334,9 @@ def run_train(argv: list[str]) -> None:
 
 def run(size: Size, work_dir: Path) -> list[str]:
     """Build the models, time the reward, run the GRPO steps with train.py; the report's lines."""
+    from benchmarks import learning_check
+    from llasa.asr import unload_backends
+    from llasa.codec import unload_codecs
     from llasa.device import release_cached_memory
     from llasa.evaluation.profiling import profile_report, step_profile
     from llasa.evaluation.run_log import read_log_history
@@ -326,7 +361,10 @@ def run(size: Size, work_dir: Path) -> list[str]:
     reward.load_models()
     lines.append(time_reward(reward, vocab, size).report())
     planned = planned_memory(policy, reward, size)
-    del reward  # train.py loads its own: the GPU is the run's alone
+    del reward  # train.py loads its own: the GPU is the run's alone, once the loaded models are forgotten too
+    unload_backends()
+    unload_codecs()
+    gc.collect()
     release_cached_memory(device)
 
     dataset = write_dataset(work_dir / "dataset.jsonl", 2 * size.group, size)
@@ -339,7 +377,11 @@ def run(size: Size, work_dir: Path) -> list[str]:
         "warm-up, left out of the profile)"
     )
     lines.extend(profile_report(profile).splitlines())
+    lines.append(learning_report(log_history))
     lines.extend(memory_report(log_history, planned))
+    lines.extend(
+        learning_check.first_steps(work_dir / "learning_check", size.learning_steps, gpu=device.type == "cuda")
+    )
     lines.append(f"total: {time.perf_counter() - started:.1f} s")
     return lines
 

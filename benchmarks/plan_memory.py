@@ -5,8 +5,15 @@ is Llama-3.2-1B's shape with Llasa's 193,800-token vocabulary (tied embeddings),
 their published sizes. Bytes per parameter follow how train.py trains (TRL's defaults): float32 weights with bf16
 autocast, float32 gradients, AdamW's two float32 moments, and a float32 reference model when beta > 0.
 
+The log-probs never hold the logits of a micro-batch: TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) works
+in tiles of 4096 tokens x 32768 vocabulary entries, and its backward adds the head's gradient into a float32 buffer of
+the head's size before handing it over. Rows marked "(estimate)" are sized from shapes rather than counted: the
+tile (bf16 under autocast), openai-whisper's cross-attention keys and values for one reward batch (the decoder keeps
+them for every clip while it transcribes), and the vLLM reserve (a share of the GPU). Activations are not counted:
+gradient checkpointing keeps them small.
+
     python benchmarks/plan_memory.py                       # the recipe's settings, one 40 GB GPU
-    python benchmarks/plan_memory.py --micro_batch 4 --completion_tokens 1000
+    python benchmarks/plan_memory.py --gpu_gb 80
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +23,8 @@ from llasa.cli import ScriptParser
 GB = 1e9
 FLOAT32, HALF = 4, 2  # bytes per value; float16 and bfloat16 alike
 ADAM_MOMENTS = 2  # AdamW keeps two float32 moments per trained parameter
+HEAD_TILE = (4096, 32768)  # TRL 1.16's fused LM head: tokens x vocabulary entries per projection tile
+REWARD_BATCH = 16  # clips decoded and transcribed together (the reward config's batch_size)
 
 
 def llasa_1b_config():
@@ -39,10 +48,10 @@ def count_parameters(build) -> int:
         return sum(p.numel() for p in build().parameters())
 
 
-def whisper_large_v3_parameters() -> int:
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+def whisper_large_v3_config():
+    from transformers import WhisperConfig
 
-    config = WhisperConfig(
+    return WhisperConfig(
         vocab_size=51866,
         num_mel_bins=128,
         encoder_layers=32,
@@ -53,7 +62,17 @@ def whisper_large_v3_parameters() -> int:
         encoder_ffn_dim=5120,
         decoder_ffn_dim=5120,
     )
-    return count_parameters(lambda: WhisperForConditionalGeneration(config))
+
+
+def whisper_large_v3_parameters() -> int:
+    from transformers import WhisperForConditionalGeneration
+
+    return count_parameters(lambda: WhisperForConditionalGeneration(whisper_large_v3_config()))
+
+
+def cross_attention_cache_bytes(decoder_layers: int, frames: int, width: int, clips: int) -> int:
+    """The keys and values of every decoder layer over the encoder's frames, in float16, for `clips` clips."""
+    return decoder_layers * 2 * frames * width * HALF * clips
 
 
 def xcodec2_parameters() -> int:
@@ -75,47 +94,73 @@ class Setup:
     vllm_share: float = 0.0  # share of the GPU that colocated vLLM reserves (its own copy of weights + KV cache)
 
 
-def plan(setup: Setup, policy: int, whisper: int, codec: int, logits_gb: float, gpu_gb: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Sizes:
+    """What the plan reads from the models: parameter counts, the LM head's shape, the reward's cache."""
+
+    policy: int  # parameters
+    vocab: int
+    hidden: int
+    whisper: int  # parameters
+    codec: int  # parameters (decode-only)
+    cross_attention_cache: int  # bytes, one reward batch
+
+
+def plan(setup: Setup, sizes: Sizes, gpu_gb: float) -> dict[str, float]:
     """Gigabytes per GPU for each part of the run."""
-    trained = policy if setup.lora_fraction is None else policy * setup.lora_fraction
+    trained = sizes.policy if setup.lora_fraction is None else sizes.policy * setup.lora_fraction
     shard = setup.zero3_gpus
+    head_trained = setup.lora_fraction is None  # LoRA leaves the head frozen: no gradient for it
+    on_gpu = setup.reward_on_policy_gpu
     parts = {
-        "policy weights": policy * FLOAT32 / shard,
+        "policy weights": sizes.policy * FLOAT32 / shard,
         "gradients": trained * FLOAT32 / shard,
         "AdamW states": trained * FLOAT32 * ADAM_MOMENTS / shard,
         # With LoRA the reference is the same weights with the adapters switched off: no second copy.
-        "reference model": policy * FLOAT32 / shard if setup.beta > 0 and setup.lora_fraction is None else 0.0,
-        "Whisper-large-v3 (fp16)": whisper * HALF if setup.reward_on_policy_gpu else 0.0,
-        "XCodec2 decoder (fp32)": codec * FLOAT32 if setup.reward_on_policy_gpu else 0.0,
+        "reference model": sizes.policy * FLOAT32 / shard if setup.beta > 0 and setup.lora_fraction is None else 0.0,
+        "LM-head gradient buffer (fp32, backward)": sizes.vocab * sizes.hidden * FLOAT32 if head_trained else 0.0,
+        "LM-head tile (bf16, estimate)": HEAD_TILE[0] * HEAD_TILE[1] * HALF,
+        "Whisper (fp16 on a GPU)": sizes.whisper * HALF if on_gpu else 0.0,
+        f"Whisper cross-attention cache, {REWARD_BATCH} clips (estimate)": sizes.cross_attention_cache
+        if on_gpu
+        else 0.0,
+        "XCodec2 decoder (fp32)": sizes.codec * FLOAT32 if on_gpu else 0.0,
     }
     parts = {name: value / GB for name, value in parts.items()}
-    parts["logits of one micro-batch (bf16)"] = logits_gb
-    parts["vLLM reserve"] = setup.vllm_share * gpu_gb
+    parts["vLLM reserve (estimate)"] = setup.vllm_share * gpu_gb
     return parts
+
+
+def llasa_1b_sizes() -> Sizes:
+    from transformers import LlamaForCausalLM
+
+    config, whisper = llasa_1b_config(), whisper_large_v3_config()
+    return Sizes(
+        policy=count_parameters(lambda: LlamaForCausalLM(config)),
+        vocab=config.vocab_size,
+        hidden=config.hidden_size,
+        whisper=whisper_large_v3_parameters(),
+        codec=xcodec2_parameters(),
+        cross_attention_cache=cross_attention_cache_bytes(
+            whisper.decoder_layers, whisper.max_source_positions, whisper.d_model, REWARD_BATCH
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class Arguments:
     gpu_gb: float = field(default=40.0, metadata={"help": "GPU memory, GB (default: a 40 GB A100)."})
-    micro_batch: int = field(default=8, metadata={"help": "Completions per forward pass (recipe: 8)."})
-    completion_tokens: int = field(default=1500, metadata={"help": "Tokens per completion (30 s = 1500)."})
     lora_fraction: float = field(default=0.01, metadata={"help": "Trained share with LoRA (r=16: ~1%%)."})
 
 
 def main(argv=None) -> None:
     [args] = ScriptParser(Arguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
-    from transformers import LlamaForCausalLM
-
-    config = llasa_1b_config()
-    policy = count_parameters(lambda: LlamaForCausalLM(config))
-    whisper, codec = whisper_large_v3_parameters(), xcodec2_parameters()
-    logits_gb = args.micro_batch * args.completion_tokens * config.vocab_size * HALF / GB
+    sizes = llasa_1b_sizes()
     print(
-        f"Parameters: Llasa-1B {policy / 1e9:.2f} B, Whisper-large-v3 {whisper / 1e9:.2f} B, XCodec2 {codec / 1e9:.2f} B"
+        f"Parameters: Llasa-1B {sizes.policy / 1e9:.2f} B, Whisper-large-v3 {sizes.whisper / 1e9:.2f} B, "
+        f"XCodec2 {sizes.codec / 1e9:.2f} B; GPU: {args.gpu_gb:g} GB\n"
     )
-    print(f"Micro-batch: {args.micro_batch} completions x {args.completion_tokens} tokens; GPU: {args.gpu_gb:g} GB\n")
-
     setups = [
         Setup("recipe (full, beta 0.1)"),
         Setup("beta 0", beta=0.0),
@@ -124,7 +169,7 @@ def main(argv=None) -> None:
         Setup("reward on another GPU", reward_on_policy_gpu=False),
         Setup("LoRA + vLLM colocate 0.3", lora_fraction=args.lora_fraction, vllm_share=0.3),
     ]
-    tables = [plan(setup, policy, whisper, codec, logits_gb, args.gpu_gb) for setup in setups]
+    tables = [plan(setup, sizes, args.gpu_gb) for setup in setups]
     print("| part (GB per GPU) | " + " | ".join(setup.name for setup in setups) + " |")
     print("|---|" + "---:|" * len(setups))
     for part in tables[0]:

@@ -67,12 +67,15 @@ def first_window(waveform: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(waveform[:WHISPER_WINDOW_SAMPLES], dtype=np.float32)
 
 
-def text_nll(logits, targets: list[int], eot: int) -> float:
-    """-mean log p(target) over the text vocabulary (ids below EOT), from the logits that predict each target."""
-
-    log_probs = torch.log_softmax(logits[:, :eot].float(), dim=-1)
-    rows = torch.arange(len(targets), device=logits.device)
-    return -log_probs[rows, torch.tensor(targets, device=logits.device)].mean().item()
+def text_nlls(logits, start: int, targets: list[list[int]], eot: int) -> list[float]:
+    """Each row's -mean log p(target) over the text vocabulary (ids below EOT), from the logits at positions
+    `start`, `start + 1`, ... that predict its targets; one transfer to the host for the whole batch."""
+    width = max(len(tokens) for tokens in targets)
+    padded = torch.tensor([tokens + [0] * (width - len(tokens)) for tokens in targets], device=logits.device)
+    counted = torch.tensor([[i < len(tokens) for i in range(width)] for tokens in targets], device=logits.device)
+    text_logits = logits[:, start : start + width, :eot].float()
+    log_probs = text_logits.gather(-1, padded[..., None])[..., 0] - torch.logsumexp(text_logits, dim=-1)
+    return (-(log_probs * counted).sum(1) / counted.sum(1)).tolist()
 
 
 def check_language(model_name: str, multilingual: bool, language: str) -> None:
@@ -245,10 +248,7 @@ class OpenAIWhisperBackend(AsrBackend):
         rows = [(self.prefix + tokens + [self.tokenizer.eot] * width)[:width] for tokens in targets]
         logits = self.model.logits(torch.tensor(rows, device=features.device), features)
         start = len(self.prefix) - 1  # the logits at position i predict token i + 1
-        return [
-            text_nll(logits[row, start : start + len(tokens)], tokens, self.tokenizer.eot)
-            for row, tokens in enumerate(targets)
-        ]
+        return text_nlls(logits, start, targets, self.tokenizer.eot)
 
 
 class TransformersBackend(AsrBackend):
@@ -284,8 +284,12 @@ class TransformersBackend(AsrBackend):
     def encode(self, waveforms):
         extractor = self.processor.feature_extractor
         # transformers' own convention (what its fine-tuned models were trained on): the audio is padded to 30 s.
+        # The spectrogram is computed on the model's device (transformers' default is the CPU).
         inputs = extractor(
-            [first_window(wav) for wav in waveforms], sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt"
+            [first_window(wav) for wav in waveforms],
+            sampling_rate=WHISPER_SAMPLE_RATE,
+            return_tensors="pt",
+            device=str(self.device),
         ).input_features
         return self.model.get_encoder()(input_features=inputs.to(self.device, self.torch_dtype))
 
@@ -314,10 +318,7 @@ class TransformersBackend(AsrBackend):
         logits = self.model(
             encoder_outputs=features, decoder_input_ids=torch.tensor(rows, device=self.device), use_cache=False
         ).logits
-        start = len(self.prefix) - 1
-        return [
-            text_nll(logits[row, start : start + len(tokens)], tokens, self.eot) for row, tokens in enumerate(targets)
-        ]
+        return text_nlls(logits, len(self.prefix) - 1, targets, self.eot)
 
 
 class FasterWhisperBackend(AsrBackend):
@@ -451,6 +452,11 @@ BACKEND_CLASSES = {
     for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend, ParaformerBackend)
 }
 _LOADED_BACKENDS: dict[tuple, AsrBackend] = {}
+
+
+def unload_backends() -> None:
+    """Forget every loaded back end: its memory is freed once nothing else holds it."""
+    _LOADED_BACKENDS.clear()
 
 
 def load_backend(

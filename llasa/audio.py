@@ -75,6 +75,21 @@ def is_silent(wav: np.ndarray) -> bool:
     return rms(wav) < SILENCE_RMS
 
 
+def usable_waveform(waveform, min_seconds: float) -> np.ndarray | None:
+    """The clip (16 kHz) as float32, or None if it is missing, shorter than `min_seconds`, empty, silent or not
+    finite: what a scorer can measure."""
+    if waveform is None:
+        return None
+    wav = np.asarray(waveform, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"Expected a mono waveform (1-D array of samples), got shape {wav.shape}.")
+    if wav.size == 0 or wav.size < min_seconds * CODEC_SAMPLE_RATE or not np.isfinite(wav).all():
+        return None
+    if is_silent(wav):
+        return None
+    return wav
+
+
 def wav_truncation(source) -> tuple[float, float] | None:
     """(seconds the WAV header declares, seconds the file holds) when a WAV file is cut short, else None.
 

@@ -541,6 +541,11 @@ def load_codec_once(
 _LOADED_CODECS: dict[tuple, Xcodec2Codec] = {}
 
 
+def unload_codecs() -> None:
+    """Forget every codec load_codec_once loaded: its memory is freed once nothing else holds it."""
+    _LOADED_CODECS.clear()
+
+
 def decode_speech(codec, codes: list[list[int]], prompts: list[list[int] | None] | None = None) -> list:
     """`decode_continuations` for rows that may hold no speech: (prompt audio, new audio) per row that has codes,
     None per row without, decoded together in one codec call."""

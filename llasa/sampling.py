@@ -82,12 +82,11 @@ class SpeechOnlyLogitsProcessor(LogitsProcessor):
         if self._blocked is None or self._blocked.shape[0] != scores.shape[-1]:
             self._blocked = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)
             self._blocked[self.allowed.to(scores.device)] = False
+            self.min_tokens = self.min_tokens.to(scores.device)  # moved once, not at every token
         scores = scores.masked_fill(self._blocked, float("-inf"))
-        generated = input_ids.shape[1] - self.prompt_width
-        too_early = generated < self.min_tokens.to(scores.device)
-        if too_early.any():
-            end = scores[:, self.end_id].masked_fill(too_early.expand(scores.shape[0]), float("-inf"))
-            scores[:, self.end_id] = end
+        # Applied to every row without asking whether any is too early: a question would wait for the GPU each token.
+        too_early = (input_ids.shape[1] - self.prompt_width) < self.min_tokens
+        scores[:, self.end_id] = scores[:, self.end_id].masked_fill(too_early.expand(scores.shape[0]), float("-inf"))
         return scores
 
 

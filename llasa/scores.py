@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import is_silent, load_audio
+from llasa.audio import load_audio, usable_waveform
 from llasa.device import check_device_name, outside_zero3, resolve_device
 from llasa.format import CODEC_SAMPLE_RATE
 from llasa.numbers import is_count, is_number
@@ -59,20 +59,6 @@ MOS_MIN, MOS_MAX = 1.0, 5.0
 
 
 Waveform = np.ndarray | None
-
-
-def usable_waveform(waveform, min_seconds: float) -> np.ndarray | None:
-    """The clip as float32, or None if it is missing, shorter than `min_seconds`, empty, silent or not finite."""
-    if waveform is None:
-        return None
-    wav = np.asarray(waveform, dtype=np.float32)
-    if wav.ndim != 1:
-        raise ValueError(f"Expected a mono waveform (1-D array of samples), got shape {wav.shape}.")
-    if wav.size == 0 or wav.size < min_seconds * SAMPLE_RATE or not np.isfinite(wav).all():
-        return None
-    if is_silent(wav):
-        return None
-    return wav
 
 
 def band_score(value: float, low: float, high: float, falloff: float) -> float:
@@ -224,16 +210,12 @@ def semitone_spread(wav: np.ndarray, *, fmin: float, fmax: float, min_voiced_fra
 
 @functools.cache
 def _worker_pool(num_workers: int):
-    """Worker processes kept for the life of this one. Spawned, not forked: a fork of a process that runs CUDA
-    and thread pools can hang."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """Threads kept for the life of this process. Threads, not processes: spawned worker processes re-imported the
+    training script (torch, TRL, the models' modules) and each held its own copy; pYIN's numpy work releases the
+    GIL, so threads still share the cores."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    # Compile pYIN's numba code here first, so that the workers load it from numba's cache: workers compiling and
-    # writing that cache at the same time, on a fresh install, crashed (segfault).
-    tone = 0.1 * np.sin(2 * np.pi * 220.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
-    semitone_spread(tone, fmin=65.0, fmax=600.0, min_voiced_frames=1)
-    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(num_workers, thread_name_prefix="pyin")
 
 
 @dataclass(frozen=True)
@@ -242,11 +224,12 @@ class PitchVariationScorer:
 
     The spread is the standard deviation of 12 * log2(f0 / median f0) over pYIN's voiced frames: espeak-ng's
     default voice spreads about 1.5 semitones, its flattest setting (SSML range="x-low") about 0.4. The default
-    natural range is a starting point for expressive read speech; measure a dataset's reference audio with this
-    module's command line to set it.
+    natural range is a starting point for expressive read speech; measure a dataset's reference audio with
+    `evaluate.py measure` to set it.
 
     pYIN is the costly scorer: 0.2-0.6 s of one CPU core per 5 s clip, mostly its Viterbi pass, which grows with the
-    square of the pitch range searched. `num_workers` spreads a batch over processes; a narrower fmin-fmax is cheaper.
+    square of the pitch range searched. `num_workers` spreads a batch over threads; a narrower fmin-fmax is cheaper.
+    The `intonation` component (llasa.prosody) scores the contour's shape instead, with CREPE or pYIN.
     """
 
     natural_range: tuple[float, float] = (2.0, 5.0)  # semitones scored 1 for rows without a reference
@@ -255,7 +238,7 @@ class PitchVariationScorer:
     fmin: float = 65.0  # Hz (C2): below low male voices
     fmax: float = 600.0  # Hz: above children's voices
     min_voiced_seconds: float = 0.5  # fewer voiced frames than this give no score
-    num_workers: int = 0  # processes running pYIN on a batch's clips in parallel; 0 = one at a time, here
+    num_workers: int = 0  # threads running pYIN on a batch's clips in parallel; 0 = one at a time
 
     def __post_init__(self):
         # A JSON config gives a list: hold a tuple, as a frozen dataclass should.
@@ -276,9 +259,7 @@ class PitchVariationScorer:
             )
         _check_positive("min_voiced_seconds", self.min_voiced_seconds)
         if not (is_count(self.num_workers) and self.num_workers >= 0):
-            raise ValueError(
-                f"num_workers must be an integer >= 0 (0 = no worker processes), got {self.num_workers!r}."
-            )
+            raise ValueError(f"num_workers must be an integer >= 0 (0 = no worker threads), got {self.num_workers!r}.")
 
     def spreads(self, waveforms: Sequence[Waveform]) -> list[float | None]:
         """Each clip's F0 spread in semitones, or None if unusable or with too few voiced frames."""
@@ -340,6 +321,7 @@ def _voice_encoder(device: str):
 
 
 @functools.cache
+@outside_zero3()
 def _wavlm_xvector(model: str, device: str):
     """(feature extractor, WavLMForXVector) of a hub id or folder, loaded once per process and device."""
     from transformers import AutoFeatureExtractor, WavLMForXVector
@@ -381,6 +363,14 @@ class SpeakerSimilarityScorer:
                 f"model names a WavLM speaker-verification checkpoint (backend 'wavlm'), got {self.model!r} with "
                 f"backend {self.backend!r}: resemblyzer ships its own weights."
             )
+
+    def load(self) -> None:
+        """Load the speaker encoder now (it loads once per process and device)."""
+        device = str(resolve_device(self.device))
+        if self.backend == "wavlm":
+            _wavlm_xvector(self.model or DEFAULT_WAVLM_MODEL, device)
+        else:
+            _voice_encoder(device)
 
     def embed(self, waveforms: Sequence[Waveform]) -> list[np.ndarray | None]:
         """Unit-length speaker embeddings (None where unusable); resemblyzer: all windows of the batch in one
@@ -532,6 +522,10 @@ class DnsmosScorer:
             str(resolve_device("auto")) if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
         )
 
+    def load(self) -> None:
+        """Open the DNSMOS session now (once per process and device)."""
+        _dnsmos_session(self.personalized, self._device(), self.num_threads)
+
     def mos(self, waveforms: Sequence[Waveform]) -> list[dict[str, float] | None]:
         """Each clip's {"sig", "bak", "ovrl"} on the 1-5 MOS scale, averaged over its windows (None if unusable)."""
         from speechmos.dnsmos import DNSMOS
@@ -580,9 +574,13 @@ def _format(value: float | None) -> str:
 
 
 def measure_files(paths: list[str], reference: str | None, device: str) -> list[str]:
-    """A markdown table of each file's raw measures: seconds, F0 spread, speaker cosine, DNSMOS."""
+    """A markdown table of each file's raw measures: seconds, F0 spread, intonation movement and roughness, speaker
+    cosine, DNSMOS."""
+    from llasa.prosody import IntonationScorer
+
     waveforms = [load_audio(path) for path in paths]
     spreads = PitchVariationScorer().spreads(waveforms)
+    intonation = IntonationScorer(device=device).measures(waveforms)
     if reference is None:
         cosines = [None] * len(paths)
     else:
@@ -590,11 +588,14 @@ def measure_files(paths: list[str], reference: str | None, device: str) -> list[
         cosines = SpeakerSimilarityScorer(device=device).similarities(waveforms, references)
     moses = DnsmosScorer().mos(waveforms)
     lines = [
-        "| file | seconds | F0 spread (semitones) | speaker cosine | DNSMOS SIG | BAK | OVRL |",
-        "|---|---|---|---|---|---|---|",
+        "| file | seconds | F0 spread (semitones) | movement | roughness | speaker cosine | DNSMOS SIG | BAK | OVRL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for path, wav, spread, cosine, mos in zip(paths, waveforms, spreads, cosines, moses, strict=True):
+    for path, wav, spread, shape, cosine, mos in zip(
+        paths, waveforms, spreads, intonation, cosines, moses, strict=True
+    ):
         sig, bak, ovrl = (None, None, None) if mos is None else (mos[metric] for metric in DNSMOS_METRICS)
-        cells = [wav.size / SAMPLE_RATE, spread, cosine, sig, bak, ovrl]
+        movement, roughness = (None, None) if shape is None else (shape.movement, shape.roughness)
+        cells = [wav.size / SAMPLE_RATE, spread, movement, roughness, cosine, sig, bak, ovrl]
         lines.append(f"| {path} | " + " | ".join(_format(cell) for cell in cells) + " |")
     return lines

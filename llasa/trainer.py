@@ -2,6 +2,7 @@
 a truncation warning and speech samples written during training."""
 
 import contextlib
+import inspect
 import json
 import logging
 import time
@@ -10,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
+import trl
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
@@ -35,6 +39,67 @@ logger = logging.getLogger(__name__)
 
 MASKED_LOGIT = -1e4  # bias of the tokens speech-only sampling never draws (finite: the entropy's 0 * x stays 0)
 
+# The TRL releases this trainer is tested with; requirements.txt pins the same range.
+SUPPORTED_TRL = ">=1.16,<1.17"
+# What LlasaGRPOTrainer overrides or patches in TRL, with the leading parameters it relies on.
+TRL_HOOKS = {
+    (GRPOTrainer, "_tokenize_prompts"): ("self", "prompts"),
+    (GRPOTrainer, "_generate_and_score_completions"): ("self", "inputs"),
+    (GRPOTrainer, "_generate_single_turn"): ("self", "prompt_ids"),
+    (GRPOTrainer, "_get_per_token_logps_and_entropies"): ("self", "model", "input_ids", "attention_mask"),
+    (GRPOTrainer, "_calculate_rewards"): ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    (GRPOTrainer, "log"): ("self", "logs", "start_time"),
+    (ProfilingContext, "_log_metrics"): ("self", "duration"),
+}
+TRL_ATTRIBUTES = ("_logs", "_tokenizer", "use_vllm", "use_transformers_continuous_batching")  # read on the instance
+
+
+def check_trl_support(hooks: dict = TRL_HOOKS) -> None:
+    """Refuse, in one line naming the supported range, a TRL whose methods this trainer overrides have moved; warn
+    when the installed TRL lies outside the tested range but still fits."""
+    for (owner, name), expected in hooks.items():
+        method = getattr(owner, name, None)
+        found = tuple(inspect.signature(method).parameters)[: len(expected)] if callable(method) else None
+        if found != expected:
+            problem = (
+                "is gone" if found is None else f"takes ({', '.join(found)}, ...), not ({', '.join(expected)}, ...)"
+            )
+            raise unsupported_trl(f"{owner.__name__}.{name} {problem}")
+    if Version(trl.__version__) not in SpecifierSet(SUPPORTED_TRL):
+        logger.warning("TRL %s is outside the tested range trl%s.", trl.__version__, SUPPORTED_TRL)
+
+
+def use_one_gpu_per_process(args) -> None:
+    """One process that sees several GPUs trains on the first, where transformers would spread it over all of them
+    with nn.DataParallel, which TRL refuses: a plain `python train.py` then runs on a multi-GPU host, and the other
+    GPUs stay free for the reward ("device": "cuda:1"). accelerate launch runs one process per GPU to use them all."""
+    if args.n_gpu > 1:
+        logger.info(
+            "%d GPUs are visible to this one process: training on %s (accelerate launch --num_processes %d trains "
+            "on all of them).",
+            args.n_gpu,
+            args.device,
+            args.n_gpu,
+        )
+        args._n_gpu = 1
+
+
+def unsupported_trl(problem: str) -> ValueError:
+    return ValueError(
+        f"TRL {trl.__version__} is not supported: {problem}. This project supports trl{SUPPORTED_TRL}: "
+        f"pip install 'trl{SUPPORTED_TRL}' (or -r requirements.txt)."
+    )
+
+
+def check_speech_only_support(args, speech_only: bool) -> None:
+    """Refuse what speech-only sampling cannot do: transformers' continuous batching takes no logits processor, so
+    it would sample any token while the log-probs only know speech tokens and END (a text token scored at -1e4)."""
+    if speech_only and getattr(args, "use_transformers_continuous_batching", False):
+        raise ValueError(
+            "Speech-only sampling cannot run with --use_transformers_continuous_batching (it takes no logits "
+            "processor): drop --use_transformers_continuous_batching, or pass --speech_only false."
+        )
+
 
 class LlasaGRPOTrainer(GRPOTrainer):
     """GRPOTrainer that continues Llasa's opened assistant turn and logs speech-specific metrics.
@@ -59,7 +124,14 @@ class LlasaGRPOTrainer(GRPOTrainer):
         with the codec `codec_loader()` returns (called once, at the first save); a warning comes when more than
         `truncation_warning_ratio` of the completions hit max_completion_length; `speech_only` samples only speech
         tokens and END, END not before each row's minimum (from its text, or its `duration_column`)."""
+        check_trl_support()
+        check_speech_only_support(kwargs.get("args"), speech_only is not None)
+        if kwargs.get("args") is not None:
+            use_one_gpu_per_process(kwargs["args"])
         super().__init__(*args, **kwargs)
+        missing = [name for name in TRL_ATTRIBUTES if not hasattr(self, name)]
+        if missing:
+            raise unsupported_trl(f"GRPOTrainer has no {', '.join(missing)}")
         self.speech_only = speech_only
         self.duration_column = duration_column
         self._row_min_tokens = None  # per-row minimum speech tokens of the batch being generated
@@ -68,6 +140,7 @@ class LlasaGRPOTrainer(GRPOTrainer):
         self.latest_batch = None  # (texts, voice prompts, completion ids, prompts) of the last scored generation batch
         self.add_callback(StepTimer(self))
         self.add_callback(TruncationWarningCallback(truncation_warning_ratio))
+        self.add_callback(WeightChangeCallback(self))
         if codec_loader is not None and sample_every_steps > 0 and num_samples_to_save > 0:
             self.add_callback(SpeechSamplesCallback(self, codec_loader, sample_every_steps, num_samples_to_save))
 
@@ -95,7 +168,10 @@ class LlasaGRPOTrainer(GRPOTrainer):
                 self.speech_only.min_tokens(str(row.get(TEXT_COLUMN) or ""), _duration(row, self.duration_column))
                 for row in inputs
             ]
-        return super()._generate_and_score_completions(inputs)
+        output = super()._generate_and_score_completions(inputs)
+        if self.model.training and self.mask_truncated_completions:
+            warn_if_nothing_to_learn(output["completion_mask"], self.state.global_step + 1, self.args)
+        return output
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         # vLLM gets allowed_token_ids and min_tokens through generation_kwargs (llasa.run_setup.configure_speech_only).
@@ -207,6 +283,7 @@ def speech_only_log_probs(causal_lm, vocab: SpeechVocab):
     if head.bias is not None:
         bias = bias + head.bias
     _mark_available_to_zero3(bias)
+    bias = _like_fsdp2_weight(bias, head.weight)
     masked = SimpleNamespace(weight=head.weight, bias=bias)
     causal_lm.get_output_embeddings = lambda: masked
     try:
@@ -223,6 +300,17 @@ def _mark_available_to_zero3(tensor) -> None:
         from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
         tensor.ds_status = ZeroParamStatus.AVAILABLE
+
+
+def _like_fsdp2_weight(bias, weight):
+    """Under FSDP2 the head's weight is a DTensor and TRL gathers weight and bias alike (`full_tensor()`): ours, whole
+    on every process, is handed over as a DTensor replicated on the weight's mesh."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    if not isinstance(weight, DTensor):
+        return bias
+    mesh = weight.device_mesh
+    return DTensor.from_local(bias, mesh, [Replicate()] * mesh.ndim, run_check=False)
 
 
 @contextlib.contextmanager
@@ -281,6 +369,63 @@ class TruncationWarningCallback(TrainerCallback):
             args.max_completion_length,
             args.max_completion_length / TOKENS_PER_SECOND,
         )
+
+
+def warn_if_nothing_to_learn(completion_mask, step: int, args) -> bool:
+    """Warn, at each step where it happens, when every completion of the batch was cut at max_completion_length:
+    all are masked out of the loss (mask_truncated_completions), so the step changes nothing."""
+    if completion_mask.numel() == 0 or completion_mask.any():
+        return False
+    logger.warning(
+        "Step %d: none of the %d completions ended with <|SPEECH_GENERATION_END|> within max_completion_length (%s "
+        "tokens = %.1f s): all are masked (mask_truncated_completions) and this step learns nothing. Fixes: raise "
+        "--max_completion_length; lower --min_speech_fraction (END is blocked before that share of the expected "
+        "length); train a policy that says END (a fine-tuned Llasa does, a random one never); or pass "
+        "--mask_truncated_completions false.",
+        step,
+        completion_mask.shape[0],
+        args.max_completion_length,
+        args.max_completion_length / TOKENS_PER_SECOND,
+    )
+    return True
+
+
+class WeightChangeCallback(TrainerCallback):
+    """Say at the end of training whether the trained weights moved: a run can go through every step and learn
+    nothing (every completion masked, a reward that never varies within a group)."""
+
+    def __init__(self, trainer: LlasaGRPOTrainer):
+        self.trainer = trainer
+        self.before = None
+
+    def fingerprint(self):
+        """The float64 sum of each trained tensor (this process's shard under ZeRO-3), summed without a copy of the
+        weights: any optimizer update moves it."""
+        import torch
+
+        sums = [
+            getattr(p, "ds_tensor", p).detach().sum(dtype=torch.float64)
+            for p in self.trainer.model.parameters()
+            if p.requires_grad
+        ]
+        return torch.stack(sums).cpu() if sums else None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.before = self.fingerprint()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        after = self.fingerprint()
+        if self.before is None or after is None or not state.is_world_process_zero:
+            return
+        changed = int((after != self.before).sum())
+        if changed:
+            logger.info("Training changed %d of the %d trained weight tensors.", changed, len(after))
+        else:
+            logger.warning(
+                "Training left every trained weight unchanged over %d steps: nothing was learned. See the warnings "
+                "above (completions all cut at max_completion_length, or rewards equal within every group).",
+                state.global_step,
+            )
 
 
 class SpeechSamplesCallback(TrainerCallback):

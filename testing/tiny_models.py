@@ -85,8 +85,34 @@ def save_llasa_tokenizer(bpe, output_dir) -> Path:
     return output_dir
 
 
-def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0) -> Path:
-    """A two-layer LlamaForCausalLM over the tiny Llasa tokenizer, with generation stopping at END."""
+def make_end_likely(model, end_id: int, n_speech: int, probability: float) -> None:
+    """Give <|SPEECH_GENERATION_END|> about `probability` at each step where speech-only sampling allows it (at
+    temperature 1), whatever the context, as a trained Llasa gives the end a real chance where a random one never
+    does: completions then end at varied lengths, and a reward on their length can be learned.
+
+    Hidden dimension 0 of every input embedding becomes a constant, which reaches the head positive; the head reads it
+    for END alone (with tied embeddings every token reads it, a shift the softmax ignores, and END reads more).
+    """
+    import math
+
+    import torch
+
+    embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    with torch.no_grad():
+        embeddings[:, 0] = 1.0
+        if head is not embeddings:
+            head[:, 0] = 0.0
+        # The constant as the head receives it, after the layers and the final norm.
+        probe = torch.arange(8, device=embeddings.device)[None] + end_id + 3
+        received = model.get_decoder()(input_ids=probe).last_hidden_state[..., 0].mean()
+        # END against n_speech tokens of logit ~0: p = e^gap / (e^gap + n_speech).
+        gap = math.log(n_speech * probability / (1 - probability))
+        head[end_id, 0] += gap / received
+
+
+def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0, end_probability: float | None = None) -> Path:
+    """A two-layer LlamaForCausalLM over the tiny Llasa tokenizer, with generation stopping at END; with
+    `end_probability`, END is that likely at each step where it may come (`make_end_likely`)."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -109,6 +135,8 @@ def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0) -> Path:
     )
     model = LlamaForCausalLM(config)
     end_id = tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END)
+    if end_probability is not None:
+        make_end_likely(model, end_id, CODEBOOK_SIZE, end_probability)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[end_id, tokenizer.eos_token_id],
@@ -218,10 +246,19 @@ def write_demo_reward_config(path, codec_dir) -> Path:
     return path
 
 
+# The demo's policy ends its speech soon after speech-only sampling allows it, as a trained Llasa does: its
+# completions end, count in the loss, and the run learns (a random policy never ends: every completion is cut and
+# masked, and the weights would not move).
+DEMO_END_PROBABILITY = 0.3
+
+
 def build_demo_models(output_dir) -> dict[str, Path]:
     """Everything the CPU demo needs under `output_dir`: llasa/, codec/ and reward.json."""
     output_dir = Path(output_dir)
-    paths = {"llasa": build_tiny_llasa(output_dir / "llasa"), "codec": build_tiny_xcodec2(output_dir / "codec")}
+    paths = {
+        "llasa": build_tiny_llasa(output_dir / "llasa", end_probability=DEMO_END_PROBABILITY),
+        "codec": build_tiny_xcodec2(output_dir / "codec"),
+    }
     paths["reward"] = write_demo_reward_config(output_dir / "reward.json", paths["codec"])
     return paths
 

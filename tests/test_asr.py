@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llasa.asr import load_backend, text_nll
+from llasa.asr import load_backend, text_nlls
 
 BACKEND_FORMATS = {"openai-whisper": "openai_whisper", "transformers": "transformers", "faster-whisper": "ctranslate2"}
 SHORT = 8  # tokens a random model may write: it never stops by itself
@@ -65,12 +65,12 @@ def full_pass_nll(backend, wav, text) -> float:
             mel = whisper.log_mel_spectrogram(torch.from_numpy(wav), 80, padding=480000)[:, : len(wav) // 160]
             ids = torch.tensor([backend.prefix + tokens])
             logits = backend.model(whisper.pad_or_trim(mel, 3000)[None], ids)[0]
-            return text_nll(logits[len(backend.prefix) - 1 : -1], tokens, backend.tokenizer.eot)
+            return text_nlls(logits[None], len(backend.prefix) - 1, [tokens], backend.tokenizer.eot)[0]
         if backend.name == "transformers":
             features = backend.processor.feature_extractor([wav], sampling_rate=16000, return_tensors="pt")
             ids = torch.tensor([backend.prefix + tokens])
             logits = backend.model(input_features=features.input_features, decoder_input_ids=ids).logits[0]
-            return text_nll(logits[len(backend.prefix) - 1 : -1], tokens, backend.eot)
+            return text_nlls(logits[None], len(backend.prefix) - 1, [tokens], backend.eot)[0]
     import ctranslate2
     from faster_whisper.audio import pad_or_trim
 

@@ -113,3 +113,26 @@ def test_original_xcodec2_asks_for_w2v_bert_outside_zero3(zero3, tiny_original_c
     with offline_original_xcodec2():
         llasa.codec.load_codec(tiny_original_codec_dir, device="cpu")  # the full codec: the encoders load too
     assert seen == [False] and is_deepspeed_zero3_enabled()
+
+
+def test_wavlm_speaker_scorer_loads_whole_with_the_reward_under_zero3(
+    zero3, init_contexts, tiny_codec_dir, tiny_wavlm, monkeypatch
+):
+    # The WavLM speaker-verification model loads with the reward's other models, before the first step, outside
+    # ZeRO-3: not at the first reward call, where it would be partitioned and a process with nothing to score would
+    # leave the others waiting in its broadcast.
+    import llasa.scores
+
+    monkeypatch.setattr(llasa.codec, "_LOADED_CODECS", {})
+    llasa.scores._wavlm_xvector.cache_clear()
+    reward = load_reward(
+        {
+            "codec_id": str(tiny_codec_dir),
+            "components": {"speaker_similarity": {"weight": 1.0, "backend": "wavlm", "model": tiny_wavlm}},
+        },
+        device="cpu",
+    )
+    reward.load_models()
+    assert sorted(init_contexts) == [("WavLMForXVector", False), ("Xcodec2DecoderModel", False)]
+    assert is_deepspeed_zero3_enabled()
+    llasa.scores._wavlm_xvector.cache_clear()

@@ -49,6 +49,11 @@ def test_tiny_gpu_check_reports_every_field(tmp_path):
         "policy update",
     ]
     assert sum(float(seconds) for _, seconds, _ in phases) == pytest.approx(step, abs=0.05)
+    # END is likely where speech-only sampling allows it, just before the budget: every completion ends, none is
+    # masked, and each step has a gradient (with a random policy that never ends, every one would be 0).
+    learning = re.search(r"gradient norm per step: (.+) \(completions cut at the budget: (.+)\)", report)
+    assert learning is not None, report
+    assert all(float(norm) > 0 for norm in learning.group(1).split(", ")) and learning.group(2) == "0%, 0%"
     assert "peak memory: n/a (no GPU)" in report
     planned = re.search(rf"planned memory: {NUMBER} GB \(policy weights {NUMBER}", report)
     assert planned is not None and float(planned.group(1)) > 0

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,3 +52,20 @@ def test_runtime_torch_and_torchaudio_match():
         if line.startswith(("torch==", "torchaudio=="))
     }
     assert versions["torch"].release[:2] == versions["torchaudio"].release[:2]
+
+
+def test_trl_and_transformers_are_pinned_to_the_tested_range():
+    # Both carry an upper bound (a new release must not install by itself), TRL's range is the one the trainer's
+    # start-up check names, and the installed versions lie in them.
+    import transformers
+    import trl
+
+    from llasa.trainer import SUPPORTED_TRL
+
+    lines = [line.split("#", 1)[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    requirements = {Requirement(line).name: Requirement(line) for line in lines if line}
+    for name in ("trl", "transformers"):
+        assert any(spec.operator == "<" for spec in requirements[name].specifier), f"{name} has no upper bound"
+    assert requirements["trl"].specifier == SpecifierSet(SUPPORTED_TRL)
+    assert Version(trl.__version__) in requirements["trl"].specifier
+    assert Version(transformers.__version__) in requirements["transformers"].specifier

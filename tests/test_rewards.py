@@ -164,7 +164,10 @@ class TestConfig:
             load_reward(path)
 
     def test_unknown_component_lists_the_registered_ones(self):
-        registered = r"\['duration', 'judge', 'nll', 'pitch', 'preference', 'quality', 'speaker_similarity', 'wer'\]"
+        registered = (
+            r"\['duration', 'emotion', 'intonation', 'judge', 'nll', 'pauses', 'pitch', 'preference', 'quality', "
+            r"'speaker_similarity', 'wer'\]"
+        )
         with pytest.raises(ValueError, match=r"'pesq'.*" + registered):
             RewardConfig.from_dict({"components": {"pesq": {"weight": 1.0}}})
 

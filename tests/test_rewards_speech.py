@@ -33,7 +33,7 @@ PROSODY = REPO / "reward_models" / "prosody_reward.json"
 METADATA = {row["file_name"]: row["text"] for row in csv.DictReader((DATA / "metadata.csv").open())}
 FOX = METADATA["fox_en_us.wav"]
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank today."
-NEW_COMPONENTS = ("duration", "pitch", "speaker_similarity", "quality")
+NEW_COMPONENTS = ("duration", "intonation", "pauses", "speaker_similarity", "quality")
 # Made-up ids for tests that do not need a real tokenizer: <|s_0|> is 1000.
 VOCAB = SpeechVocab(first_speech_id=1000, speech_start_id=900, speech_end_id=901, eot_id=902)
 
@@ -61,11 +61,8 @@ def speech_reward(**components):
 
 
 def prosody_params(**overrides) -> dict:
-    """reward_models/prosody_reward.json as a dict, pitch in this process (worker processes take seconds to start
-    on a 2-core machine and measure the same), with `overrides`."""
-    params = json.loads(PROSODY.read_text())
-    params["components"]["pitch"]["num_workers"] = 0
-    return {**params, **overrides}
+    """reward_models/prosody_reward.json as a dict, with `overrides`."""
+    return {**json.loads(PROSODY.read_text()), **overrides}
 
 
 class RecordingCodec:
@@ -93,7 +90,7 @@ def record_codec(monkeypatch, speech=None) -> list:
 
 class TestRegistry:
     def test_each_component_is_registered(self):
-        # the four names a reward config uses, each a ScorerComponent around its speech_scores.py scorer
+        # the names a reward config uses, each a ScorerComponent around its scorer
         for name in NEW_COMPONENTS:
             assert issubclass(components.COMPONENTS[name], ScorerComponent)
         assert components.COMPONENTS["pitch"].scorer_class is PitchVariationScorer
@@ -292,8 +289,8 @@ class TestProsodyConfig:
         # the file's models are large-v3 and xcodec2-hf; overridden, it builds the six components with their weights
         reward = load_reward(PROSODY, asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir))
         assert reward.component_names == ["wer", "nll", *NEW_COMPONENTS]
-        assert reward.weights == [0.4, 0.3, 0.1, 0.1, 0.05, 0.05] and reward.config.combine == "gated"
-        assert reward.components[3].scorer.num_workers == 4
+        assert reward.weights == [0.4, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05] and reward.config.combine == "gated"
+        assert reward.components[3].scorer.estimator == "crepe-tiny" and reward.config.vad
         assert pickle.loads(pickle.dumps(reward)).components == reward.components  # TRL may pickle reward functions
         shipped = json.loads(PROSODY.read_text())
         assert (shipped["asr_backend"], shipped["asr_model"], shipped["codec_id"]) == (
@@ -335,7 +332,7 @@ class TestProsodyConfig:
         )
         assert len(rewards) == 3 and all(isinstance(r, float) and 0 <= r <= 1 for r in rewards)
         assert rewards[2] == 0.0  # no speech tokens
-        raw = ["wer", "nll", "duration_ratio", "pitch_semitones", "speaker_cosine", "dnsmos_ovrl"]
+        raw = ["wer", "nll", "duration_ratio", "pitch_movement", "silent_tail", "speaker_cosine", "dnsmos_ovrl"]
         names = [f"reward_{name}" for name in ("wer", "nll", *NEW_COMPONENTS)] + raw
         assert {f"whisper_reward/{name}" for name in names} <= set(metrics)
         assert metrics["whisper_reward/speaker_similarity/missing"] == [0.0]
@@ -367,7 +364,7 @@ class TestCommandLine:
         for row in rows:
             assert set(row["components"]) == {"wer", "nll", *NEW_COMPONENTS}
             assert all(score is not None for score in row["components"].values())
-            assert {"duration_ratio", "pitch_semitones", "speaker_cosine", "dnsmos_ovrl"} <= set(row)
+            assert {"duration_ratio", "pitch_movement", "longest_pause", "speaker_cosine", "dnsmos_ovrl"} <= set(row)
         assert rows[0]["duration_ratio"] == pytest.approx(
             named_clips["fox_en_us.wav"].size / named_clips["rainbow_en_us.wav"].size
         )

@@ -148,14 +148,14 @@ def test_per_component_reward_weights_go_to_trl(tiny_tokenizer):
     config = str(REPO / "reward_models" / "prosody_per_component.json")
     args = SimpleNamespace(reward_weights=None, multi_objective_aggregation="normalize_then_sum")
     functions = run_setup.load_reward_funcs(config, tiny_tokenizer, args)
-    names = ["wer", "nll", "duration", "pitch", "speaker_similarity", "quality"]
+    names = ["wer", "nll", "duration", "intonation", "pauses", "speaker_similarity", "quality"]
     assert [f.__name__ for f in functions] == names
-    assert args.reward_weights == [0.4, 0.3, 0.1, 0.1, 0.05, 0.05]
+    assert args.reward_weights == [0.4, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05]
     assert len({id(f.shared) for f in functions}) == 1  # one shared scorer: one decode and Whisper pass per batch
-    args = SimpleNamespace(reward_weights=[1.0] * 6, multi_objective_aggregation="normalize_then_sum")
+    args = SimpleNamespace(reward_weights=[1.0] * 7, multi_objective_aggregation="normalize_then_sum")
     run_setup.load_reward_funcs(config, tiny_tokenizer, args)
-    assert args.reward_weights == [1.0] * 6
-    with pytest.raises(ValueError, match="6 components \\(wer, nll, duration"):
+    assert args.reward_weights == [1.0] * 7
+    with pytest.raises(ValueError, match="7 components \\(wer, nll, duration"):
         run_setup.load_reward_funcs(config, tiny_tokenizer, SimpleNamespace(reward_weights=[1.0, 1.0]))
     args = SimpleNamespace(reward_weights=None)
     [combined] = run_setup.load_reward_funcs(str(REPO / "reward_models" / "wer_nll.json"), tiny_tokenizer, args)

@@ -189,7 +189,7 @@ def test_gdpo_recipe_hands_trl_one_reward_per_component(tiny_tokenizer):
     )
     assert args.multi_objective_aggregation == "normalize_then_sum"
     functions = run_setup.load_reward_funcs(str(REPO / script_args.reward_config), tiny_tokenizer, args)
-    assert [f.__name__ for f in functions][:2] == ["wer", "nll"] and len(args.reward_weights) == len(functions) == 6
+    assert [f.__name__ for f in functions][:2] == ["wer", "nll"] and len(args.reward_weights) == len(functions) == 7
 
 
 def test_recipe_and_defaults_agree_on_the_papers_values():
@@ -202,11 +202,13 @@ def test_recipe_and_defaults_agree_on_the_papers_values():
 
 
 def test_demo_recipe_parses_for_cpu():
-    # The demo recipe is a CPU run with a real (if small) group and real updates.
+    # The demo recipe is a CPU run with a real (if small) group, cut completions masked as in a real run, and the
+    # sampling under which the tiny policy's END keeps its chance (no top-k cut of its flat speech logits).
     _, args, _ = train.parse_args(["--config", str(REPO / "recipes" / "demo.yaml")])
     assert args.use_cpu and not args.bf16
     assert args.num_generations == args.per_device_train_batch_size == 4
-    assert args.mask_truncated_completions is False
+    assert args.mask_truncated_completions is True
+    assert (args.temperature, args.top_k) == (1.0, 0)
 
 
 @pytest.mark.parametrize(
@@ -659,15 +661,15 @@ def test_command_line_error_is_one_line(tmp_path, tiny_llasa_dir):
 
 
 def test_one_step_with_the_prosody_reward(tiny_llasa_dir, tiny_tokenizer, tiny_codec_dir, tmp_path):
-    # reward_models/prosody_reward.json (Whisper tiny.en, the tiny codec, pYIN in-process) trains on rows shaped like
-    # create_dataset.py's output and logs every component's score under its own name.
+    # reward_models/prosody_reward.json (Whisper tiny.en, the tiny codec) trains on rows shaped like create_dataset.py's
+    # output and logs every component's score under its own name.
     from llasa.audio import load_audio
     from llasa.codec import load_codec
     from llasa.rewards import load_reward
     from testing.tiny_models import tiny_en_whisper_path
 
     config = json.loads((REPO / "reward_models" / "prosody_reward.json").read_text())
-    config["components"]["pitch"]["num_workers"] = 0
+    config["vad"] = False  # the random model's noise holds no speech: silero-vad would score every clip 0 first
     config.update(asr_backend="faster-whisper", asr_model=str(tiny_en_whisper_path()), codec_id=str(tiny_codec_dir))
     codec = load_codec(tiny_codec_dir, device="cpu")
     clips = ["fox_en_us.wav", "rainbow_en_us.wav"]
@@ -681,13 +683,14 @@ def test_one_step_with_the_prosody_reward(tiny_llasa_dir, tiny_tokenizer, tiny_c
     trainer = build(tiny_llasa_dir, dataset, [reward], small_run_flags(tmp_path / "out", steps=1, budget=40))
     train.train(trainer)
     [log] = [entry for entry in trainer.state.log_history if "reward" in entry]
-    # The random model's 0.8 s of noise is too short for DNSMOS (1 s) and has no voiced frames for pYIN: those two
-    # are logged as unscored, the others with their mean score.
-    for component in ("wer", "nll", "duration", "speaker_similarity"):
+    # The random model's 0.8 s of noise is too short for DNSMOS (1 s): logged as unscored, the others with their mean
+    # score (noise has no intonation and no speech: the floor of intonation, 0 for pauses).
+    for component in ("wer", "nll", "duration", "intonation", "pauses", "speaker_similarity"):
+        assert 0.0 <= log[f"whisper_reward/reward_{component}"] <= 1.0, component
         assert log[f"whisper_reward/{component}/unscored"] == 0.0
-        assert f"whisper_reward/reward_{component}" in log, component
-    assert log["whisper_reward/quality/unscored"] == log["whisper_reward/pitch/unscored"] == 1.0
-    assert log["reward"] == pytest.approx(log["rewards/whisper_reward/mean"])
+    assert log["whisper_reward/quality/unscored"] == 1.0
+    assert log["whisper_reward/reward_pauses"] == 0.0 and "whisper_reward/silent_tail" in log
+    assert 0.0 <= log["reward"] <= 1.0
 
 
 def test_one_step_with_a_learned_preference_reward(tiny_llasa_dir, tiny_tokenizer, tiny_codec_dir, tmp_path):

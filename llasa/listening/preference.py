@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from llasa import CODEC_SAMPLE_RATE
-from llasa.scores import SpeakerSimilarityScorer, usable_waveform
+from llasa.audio import usable_waveform
+from llasa.scores import SpeakerSimilarityScorer
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +55,19 @@ class FeatureConfig:
 
     embedding: str = "resemblyzer"  # "resemblyzer" (256-d speaker-encoder embedding) or "none"
     acoustic: bool = True  # the ACOUSTIC_FEATURES measures
+    prosody: bool = False  # llasa.prosody's PROSODY_FEATURES: CREPE contour shape, silero-vad timing, syllable rate
 
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}.")
-        if self.embedding == "none" and not self.acoustic:
-            raise ValueError("No features left: keep the acoustic measures or choose an embedding.")
+        if self.embedding == "none" and not (self.acoustic or self.prosody):
+            raise ValueError("No features left: keep the acoustic or prosody measures or choose an embedding.")
 
     def names(self) -> list[str]:
+        from llasa.prosody import PROSODY_FEATURES
+
         names = list(ACOUSTIC_FEATURES) if self.acoustic else []
+        names += list(PROSODY_FEATURES) if self.prosody else []
         return names + ([f"resemblyzer_{i}" for i in range(256)] if self.embedding == "resemblyzer" else [])
 
 
@@ -144,6 +149,11 @@ def extract_features(config: FeatureConfig, waveforms: Sequence) -> list[np.ndar
         if config.acoustic:
             for i in present:
                 parts[i].append(acoustic_features(clips[i]))
+        if config.prosody and present:
+            from llasa.prosody import prosody_features
+
+            for i, vector in zip(present, prosody_features([clips[i] for i in present]), strict=True):
+                parts[i].append(vector)
         if config.embedding == "resemblyzer" and present:
             embeddings = SpeakerSimilarityScorer(device="cpu").embed([clips[i] for i in present])
             for i, embedding in zip(present, embeddings, strict=True):

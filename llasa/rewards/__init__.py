@@ -3,7 +3,7 @@
 Importing the package registers the built-in components; register new ones with `@register_component("name")`.
 """
 
-from llasa.rewards import intelligibility, judge, preference, speech  # noqa: F401  (registers the built-in components)
+from llasa.rewards import emotion, intelligibility, judge, preference, prosody, speech  # noqa: F401  (registers the built-in components)
 from llasa.rewards.components import (
     COMBINE_RULES,
     ComponentResult,

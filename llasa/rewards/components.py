@@ -32,8 +32,8 @@ class Gate:
     """The "gated" rule's parameters (the reward config's "gate"): the error-rate component gates the others.
 
     Where the wer component's ERR (WER or CER) is above `threshold`, the reward is `scale` times the weighted harmonic
-    mean of the intelligibility components alone: prosody, voice or quality earn nothing for speech Whisper cannot
-    follow. At or below it (or where ERR could not be measured), every component combines by the harmonic mean.
+    mean of the intelligibility components alone, or of all components where that is lower: prosody, voice or
+    quality earn nothing for speech Whisper cannot follow, though their failures still cost. At or below it (or where ERR could not be measured), every component combines by the harmonic mean.
     """
 
     threshold: float = 0.3  # ERR above which the other components are ignored (a clip counts as collapsed)
@@ -81,7 +81,11 @@ def combine_scores(
             return combine_scores(scores, weights, "harmonic")
         kept = [score if name in gate.components else None for score, name in zip(scores, names, strict=True)]
         intelligibility = combine_scores(kept, weights, "harmonic")
-        return None if intelligibility is None else gate.scale * intelligibility
+        if intelligibility is None:
+            return None
+        # The other components earn nothing here, but can still take away: a silent tail or a monotone under the
+        # gate scores below the same clip without it.
+        return gate.scale * min(intelligibility, combine_scores(scores, weights, "harmonic"))
     pairs = [
         (weight, score) for score, weight in zip(scores, weights, strict=True) if score is not None and weight > 0
     ]
@@ -169,6 +173,7 @@ class ScoringBatch:
     nll: list[float] | None = None  # NLL of each reference text (set when a component needs ASR)
     sample_rate: int = WHISPER_SAMPLE_RATE  # of `audio`
     references: ReferenceAudio = field(default_factory=ReferenceAudio)  # reads reference audio named by columns
+    speech: list | None = None  # silero-vad's SpeechActivity of each clip (set when the reward's "vad" is on)
 
     def first_values(self, names: Sequence[str]) -> list:
         """Per row, the value of the first of the `names` columns that has one (not None, not empty); else None."""
@@ -231,6 +236,9 @@ class RewardComponent:
     def input_columns(self) -> tuple[str, ...]:
         """The dataset columns the component reads (named in the warning about rows missing them)."""
         return ()
+
+    def load_models(self) -> None:
+        """Load the component's own models now, before the first step (the reward calls it outside ZeRO-3)."""
 
 
 COMPONENTS: dict[str, type[RewardComponent]] = {}

@@ -13,7 +13,8 @@ non-speech tokens before the end marker are dropped and counted (`dropped_tokens
 0.0 (`non_finite`); audio longer than Whisper's 30 s window is heard for its first 30 s, and the ERR and NLL against
 the full reference penalise what was cut (`over_30s`); a greedy transcript that loops to Whisper's token limit is
 decoded again with a repetition penalty (`asr_fallback`, llasa.asr); an empty reference text gives None, with a
-warning.
+warning. With "vad" on (the default), silero-vad hears each clip first: one in which it finds no speech (silence,
+hum, noise, which Whisper may still transcribe as "you") scores 0.0 as `no_speech` too.
 """
 
 import json
@@ -55,6 +56,7 @@ from llasa.rewards.components import (
     build_dataclass,
     combine_scores,
 )
+from llasa.vad import detect_speech
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class RewardConfig:
     dtype: str = "auto"  # auto (float16 on GPU, float32 on CPU), float16, bfloat16, float32
     batch_size: int = DEFAULT_BATCH_SIZE  # completions decoded and recognised together: bounds memory
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # longest transcript Whisper may write
+    vad: bool = True  # silero-vad first: a clip without detected speech scores 0 (no_speech)
 
     def __post_init__(self):
         if self.asr_backend not in BACKENDS:
@@ -105,8 +108,9 @@ class RewardConfig:
         if sum(weight for _, weight in built) <= 0:
             raise ValueError("At least one component needs a weight above 0.")
         self._check_gate()
-        if not isinstance(self.per_component, bool):
-            raise ValueError(f"per_component must be true or false, got {self.per_component!r}.")
+        for key in ("per_component", "vad"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}.")
         if self.per_component and self.combine == "gated":
             raise ValueError(
                 'per_component hands each component to TRL, which sums them: the "gated" rule cannot apply. Use '
@@ -242,11 +246,14 @@ class SpeechReward:
         return load_codec_once(self.config.codec_id, self.config.device, self.config.batch_size)
 
     def load_models(self, codec: bool = True) -> None:
-        """Load the codec (unless scoring audio only) and Whisper now, to fail before a long run rather than in it."""
+        """Load the codec (unless scoring audio only), Whisper and the components' models now: a model that cannot
+        load fails before a long run rather than in it, and none loads later inside ZeRO-3 or on one process alone."""
         if codec:
             _ = self.codec
         if self.needs_asr:
             _ = self.backend
+        for component in self.components:
+            component.load_models()
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float | None]:
         return [clip.reward for clip in self.score_completions(completions, completion_ids, **kwargs)]
@@ -368,8 +375,18 @@ class SpeechReward:
             else:
                 statuses.append("scored")
         rows = [i for i, status in enumerate(statuses) if status == "scored"]
+        speech = None
+        if self.config.vad and rows:
+            found = dict(zip(rows, detect_speech([np.asarray(audio[i]).reshape(-1) for i in rows]), strict=True))
+            for i in rows:
+                if not found[i].has_speech:
+                    statuses[i] = "no_speech"
+            rows = [i for i in rows if statuses[i] == "scored"]
+            speech = [found[i] for i in rows]
         scored = (
-            dict(zip(rows, self._score_rows(audio, texts, columns, rows, references), strict=True)) if rows else {}
+            dict(zip(rows, self._score_rows(audio, texts, columns, rows, references, speech), strict=True))
+            if rows
+            else {}
         )
         zero_reward = {"no_speech": 0.0, "non_finite": 0.0, "empty_reference": None}
         return [
@@ -379,13 +396,16 @@ class SpeechReward:
             for i, status in enumerate(statuses)
         ]
 
-    def _score_rows(self, audio, texts, columns, rows: list[int], references: ReferenceAudio) -> list[ClipScore]:
+    def _score_rows(
+        self, audio, texts, columns, rows: list[int], references: ReferenceAudio, speech: list | None
+    ) -> list[ClipScore]:
         batch = ScoringBatch(
             audio=[np.asarray(audio[i], dtype=np.float32).reshape(-1) for i in rows],
             texts=[texts[i].strip() for i in rows],
             columns={name: [values[i] for i in rows] for name, values in columns.items()},
             language=self.config.language,
             references=references,
+            speech=speech,
         )
         fell_back = None
         if self.needs_asr:

@@ -79,6 +79,11 @@ class ScorerComponent(RewardComponent):
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from e
 
+    def load_models(self) -> None:
+        load = getattr(self.scorer, "load", None)  # the scorers with a model
+        if load is not None:
+            load()
+
 
 @register_component("duration")
 @dataclass(frozen=True)

@@ -1,0 +1,205 @@
+"""Prosody that listeners hear, on real speech with the real CREPE and silero-vad weights: intonation's shape,
+pauses and silence, the learned naturalness model, and the emotion component."""
+
+import json
+
+import numpy as np
+import pytest
+
+from llasa import alterations
+from llasa.prosody import IntonationScorer, pitch_contours
+from llasa.rewards import load_reward
+from llasa.vad import PauseScorer, detect_speech
+from tests.conftest import DATA_DIR
+
+SAMPLE_RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def rainbow():
+    from llasa.audio import load_audio
+
+    return load_audio(DATA_DIR / "rainbow_en_us.wav", SAMPLE_RATE)
+
+
+@pytest.fixture(scope="module")
+def altered(rainbow):
+    """The recording through the vocoder unchanged ("natural") and its pitch failures."""
+    natural = alterations.vocoded(rainbow)
+    monotone = alterations.monotone(rainbow)
+    return {
+        "natural": natural,
+        "monotone": monotone,
+        "jitter": alterations.jittered(rainbow),
+        "exaggerated": alterations.exaggerated(rainbow),
+        "noisy_monotone": alterations.noisy(monotone),
+    }
+
+
+def test_crepe_forward_equals_torchcrepe(rainbow):
+    import torch
+    import torchcrepe
+
+    from llasa.prosody import _crepe, _crepe_forward
+
+    frames = next(torchcrepe.preprocess(torch.from_numpy(rainbow[:16000])[None], SAMPLE_RATE, 320, pad=True))
+    with torch.inference_mode():
+        expected = torchcrepe.infer(frames, "tiny", "cpu")
+        assert torch.equal(_crepe_forward(_crepe("tiny", "cpu"), frames), expected)
+
+
+def test_crepe_hears_the_pitch_of_a_tone():
+    tone = (0.3 * np.sin(2 * np.pi * 220.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    contour = pitch_contours([tone], "crepe-tiny")[0]
+    assert contour.voiced.mean() > 0.9
+    assert np.nanmedian(contour.f0) == pytest.approx(220.0, rel=0.01)
+
+
+def test_intonation_orders_natural_above_its_pitch_failures(rainbow, altered):
+    scorer = IntonationScorer(device="cpu")
+    measures = scorer.measures(list(altered.values()))
+    by_name = dict(zip(altered, measures, strict=True))
+    # monotone barely moves; exaggeration moves more than natural; jitter is rougher than natural
+    assert by_name["monotone"].movement < 0.2 < by_name["natural"].movement < by_name["exaggerated"].movement
+    assert by_name["jitter"].roughness > 1.5 * by_name["natural"].roughness
+    for reference in (scorer.measures([rainbow])[0], None):  # with the recording, and against natural ranges
+        scores = dict(zip(altered, scorer.score_measures(measures, [reference] * len(measures)), strict=True))
+        assert scores["natural"] == 1.0
+        # well below natural; exaggeration against the natural ranges alone sits near 0.5 (0.46-0.51 over runs:
+        # the measures vary slightly from one process to the next)
+        assert max(scores["monotone"], scores["jitter"], scores["exaggerated"]) < 0.6
+        assert scores["noisy_monotone"] <= scores["monotone"]  # noise never raises a monotone's score
+
+
+def test_pyin_stays_an_option(altered):
+    scorer = IntonationScorer(estimator="pyin")
+    natural, monotone = scorer.measures([altered["natural"], altered["monotone"]])
+    assert monotone.movement < 0.2 < natural.movement
+
+
+def test_vad_finds_silent_tails_long_pauses_and_silence(rainbow):
+    seconds = rainbow.size / SAMPLE_RATE
+    clips = [rainbow, alterations.silent_tail(rainbow), alterations.long_pause(rainbow), np.zeros(32000, np.float32)]
+    speech, tail, pause, silence = detect_speech(clips)
+    assert speech.has_speech and speech.trailing_silence < 0.3 and speech.leading_silence < 0.3
+    assert tail.trailing_silence == pytest.approx(2.5 + speech.trailing_silence, abs=0.15)
+    assert pause.longest_pause == pytest.approx(2.0, abs=0.2) and len(pause.segments) >= 2
+    assert not silence.has_speech and silence.speech_share == 0.0
+    assert tail.seconds == pytest.approx(seconds + 2.5)
+    scorer = PauseScorer()
+    assert scorer.score(speech) == 1.0 and scorer.score(speech, speech) == 1.0
+    assert scorer.score(tail) < 0.05 and scorer.score(pause, speech) < 0.2 and scorer.score(silence) == 0.0
+
+
+def test_silence_scores_zero_though_whisper_hears_words(tiny_en, clips):
+    config = {
+        "asr_backend": "faster-whisper",
+        "asr_model": tiny_en,
+        "device": "cpu",
+        "components": {"wer": {"weight": 0.6}, "nll": {"weight": 0.4}},
+    }
+    silence = np.zeros(2 * SAMPLE_RATE, np.float32)
+    speech, text = clips[0]
+    heard = load_reward(config).score_audio([silence, speech], ["You.", text])
+    assert heard[0].reward == 0.0 and heard[0].status == "no_speech"
+    assert heard[1].status == "scored" and heard[1].reward > 0.0
+    unchecked = load_reward({**config, "vad": False}).score_audio([silence], ["You."])[0]
+    assert unchecked.status == "scored"  # without the check, silence reaches Whisper
+
+
+def test_reward_logs_silent_tail_share(tiny_en, rainbow):
+    config = {
+        "asr_backend": "faster-whisper",
+        "asr_model": tiny_en,
+        "device": "cpu",
+        "components": {"wer": {"weight": 0.5}, "pauses": {"weight": 0.5, "reference_columns": []}},
+    }
+    reward = load_reward(config)
+    waveforms = [rainbow, alterations.silent_tail(rainbow), np.zeros(16000, np.float32)]
+    clips = reward.score_audio(waveforms, ["A rainbow appeared after the summer rain."] * 3)
+    metrics = reward.batch_metrics([_Parsed()] * 3, clips)
+    assert metrics["silent_tail"] == 0.5 and metrics["no_speech"] == pytest.approx(1 / 3)
+    assert clips[0].components["pauses"] == 1.0 and clips[1].components["pauses"] < 0.05
+
+
+class _Parsed:
+    ended, n_dropped = True, 0
+
+
+@pytest.mark.slow
+def test_naturalness_model_trains_on_recordings_and_scores_as_preference(tmp_path, espeak, capsys):
+    # one sentence by three voices (a folder each), each preferred (as recorded and vocoded) to its monotone and
+    # silent-tail copies; one voice held out
+    import listen
+    from llasa.rewards.preference import PreferenceComponent
+
+    for voice in ("en-us", "en+f3", "en+m3"):
+        (tmp_path / "recordings" / voice).mkdir(parents=True)
+        espeak("A rainbow appeared after the rain.", tmp_path / "recordings" / voice / "0.wav", voice)
+    argv = ["train-prosody", "--recordings", str(tmp_path / "recordings"), "--output_dir", str(tmp_path / "model")]
+    listen.main([*argv, "--failures", "monotone", "silent_tail", "--held_out", "0.34"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n_speakers"] == 3 and metrics["n_held_out_items"] == 1 and metrics["n_held_out_decided"] == 4
+    assert metrics["held_out_accuracy"] == 1.0
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["format"] == "llasa-preference-bt" and "pitch_roughness" in saved["feature_names"]
+    component = PreferenceComponent(model=str(tmp_path / "model"))
+    from llasa.audio import load_audio
+
+    real = load_audio(tmp_path / "recordings" / "en-us" / "0.wav", SAMPLE_RATE)
+    from llasa.rewards.components import ScoringBatch
+
+    scores = component.score(ScoringBatch([real, alterations.silent_tail(real)], ["a", "a"], {}, "en")).scores
+    assert scores[0] > scores[1]
+
+
+def test_train_prosody_names_a_missing_folder(tmp_path, monkeypatch):
+    import listen
+
+    with pytest.raises(SystemExit, match=r"error: .*nowhere is not a folder of recordings"):
+        listen.main(["train-prosody", "--recordings", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "m")])
+
+
+@pytest.fixture(scope="module")
+def tiny_emotion_model(tmp_path_factory):
+    """A tiny random wav2vec2 audio classifier with three emotion labels, saved like a hub checkpoint."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=8,
+        id2label={0: "neutral", 1: "happy", 2: "sad"},
+        label2id={"neutral": 0, "happy": 1, "sad": 2},
+    )
+    folder = tmp_path_factory.mktemp("emotion")
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE).save_pretrained(folder)
+    return str(folder)
+
+
+def test_emotion_scores_the_target_probability_or_the_voice_style(tiny_emotion_model, clips, tmp_path):
+    from llasa.audio import write_wav
+    from llasa.rewards.components import ScoringBatch, build_component
+
+    component, weight = build_component("emotion", {"weight": 0.1, "model": tiny_emotion_model, "device": "cpu"})
+    speech = clips[0][0]
+    voice = tmp_path / "voice.wav"
+    write_wav(voice, speech, SAMPLE_RATE)
+    probabilities = component.probabilities([speech])[0]
+    columns = {"emotion": ["happy", "SAD", None, None], "prompt_audio": [None, None, str(voice), None]}
+    result = component.score(ScoringBatch([speech] * 4, ["a"] * 4, columns, "en"))
+    assert result.scores[:2] == pytest.approx([probabilities[1], probabilities[2]])
+    assert result.scores[2] == pytest.approx(1.0)  # the clip is its voice prompt: the same style
+    assert result.scores[3] is None and result.missing == [False, False, False, True]
+    with pytest.raises(ValueError, match=r"does not know: \['angry'\]; its labels are \['happy', 'neutral', 'sad'\]"):
+        component.score(ScoringBatch([speech], ["a"], {"emotion": ["angry"]}, "en"))
