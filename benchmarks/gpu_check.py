@@ -200,6 +200,7 @@ def write_reward_config(work_dir: Path, size: Size) -> Path:
         codec_id=str(build_codec(work_dir / "codec", size)),
         max_new_tokens=size.transcript_tokens,
         device="auto",
+        vad=False,  # the random policy's audio is noise: silero-vad would score every clip 0 before Whisper
     )
     path = work_dir / "reward.json"
     path.write_text(json.dumps(config, indent=2) + "\n")

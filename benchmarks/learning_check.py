@@ -95,6 +95,7 @@ def write_reward_config(path: Path, run: Run, codec: Path, gpu: bool) -> Path:
         "codec_id": str(codec),
         "per_component": len(run.components) > 1,
         "components": run.components,
+        "vad": False,  # the random policy's audio is noise: silero-vad would score every clip 0 before the duration
         "device": "auto" if gpu else "cpu",
     }
     path.write_text(json.dumps(config, indent=2) + "\n")

@@ -234,12 +234,18 @@ def tiny_en_whisper_path() -> Path:
 
 
 def write_demo_reward_config(path, codec_dir) -> Path:
-    """The WER + NLL reward of reward_models/wer_nll.json, heard by the real Whisper tiny.en on the CPU."""
+    """The WER + NLL reward of reward_models/wer_nll.json, heard by the real Whisper tiny.en on the CPU, without the
+    voice-activity check: the random policy's noise holds no speech, so silero-vad would score every clip 0 and
+    leave the demo nothing to learn from."""
     import json
 
     config = json.loads((Path(__file__).parents[1] / "reward_models" / "wer_nll.json").read_text())
     config.update(
-        asr_backend="faster-whisper", asr_model=str(tiny_en_whisper_path()), codec_id=str(codec_dir), device="cpu"
+        asr_backend="faster-whisper",
+        asr_model=str(tiny_en_whisper_path()),
+        codec_id=str(codec_dir),
+        device="cpu",
+        vad=False,
     )
     path = Path(path)
     path.write_text(json.dumps(config, indent=2) + "\n")

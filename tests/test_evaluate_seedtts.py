@@ -96,6 +96,17 @@ def test_protocol_on_a_hardcase_list(tmp_path, monkeypatch, tiny_wavlm):
     assert "| system | CER (%) | SIM |\n|---|---|---|\n| tts | 16.67 | 1.000 |\n" in table
 
 
+@pytest.fixture(scope="module")
+def reward_config(reward_config, tmp_path_factory):
+    """The shared tiny.en reward config without the voice-activity check: the random codec's resynthesis is noise,
+    which silero-vad would score 0 before the ASR hears it."""
+    config = json.loads(reward_config.read_text())
+    config["vad"] = False
+    path = tmp_path_factory.mktemp("reward") / "tiny_en_no_vad.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def test_resynthesis_row(tmp_path, tiny_codec_dir, reward_config, espeak):
     # meta.lst lines: g1 has a ground-truth recording of its text (5th field), p1 only a voice prompt (resynthesised
     # and scored against the prompt's transcript), n1 neither (missing). The tiny codec's clips last its codes' time

@@ -186,6 +186,7 @@ def test_judge_component_scores_clips_in_a_grpo_step(
         "codec_id": str(tiny_codec_dir),
         "device": "cpu",
         "components": {"judge": {"weight": 1.0, "model": str(judge), "device": "cpu", "max_new_tokens": 24}},
+        "vad": False,  # the random model's noise holds no speech: silero-vad would score every clip 0 first
     }
     reward = load_reward(config, speech_vocab=SpeechVocab.from_tokenizer(tiny_tokenizer))
     dataset = tmp_path / "d.jsonl"
