@@ -57,7 +57,9 @@ def test_two_processes_train_save_and_resume(tiny_llasa_dir, tiny_codec_dir, tmp
     assert log.count("Loading the faster-whisper model") == 2, log[-3000:]
     assert log.count("Llasa GRPO\n") == 1  # the start-up summary comes from the main process only
     assert sorted(p.name for p in (out / "samples" / "step-1").iterdir()) == [
+        "sample-0.codes.json",
         "sample-0.wav",
+        "sample-1.codes.json",
         "sample-1.wav",
         "samples.jsonl",
     ]
