@@ -25,6 +25,17 @@ def requires_tool(name: str):
     return pytest.mark.skipif(shutil.which(name) is None, reason=f"needs {name} ({SYSTEM_TOOLS[name]})")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (several threads only contend on a shared 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_llasa_dir(tmp_path_factory):
     """A tiny LlamaForCausalLM with a tokenizer laid out exactly like Llasa's, saved to disk."""

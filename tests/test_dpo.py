@@ -29,12 +29,7 @@ MAX_LENGTH = 128  # prompt + speech tokens: the voice prompt's 26 codes and shor
 CPU_FLAGS = ["--use_cpu", "--bf16", "false", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def requests(voice: Path) -> list[Request]:

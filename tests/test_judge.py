@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import listen
 from llasa.audio import write_wav
@@ -28,12 +27,7 @@ SR = 16000
 TEXTS = ["Hello number zero.", "Hello number one.", "Say <|AUDIO|> and <|im_end|> aloud."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ CPU_FLAGS = ["--use_cpu", "--bf16", "false", "--gradient_checkpointing", "false"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "A rainbow appeared after the summer rain."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (several threads only contend on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
