@@ -199,7 +199,10 @@ class TestConfig:
     @pytest.mark.parametrize(
         "params, message",
         [
-            ({"weight": 1.0, "beta": 2}, r"\['beta'\].*\['alpha', 'max_error', 'metric', 'normalizer'\]"),  # unknown parameter
+            (
+                {"weight": 1.0, "beta": 2},
+                r"\['beta'\].*\['alpha', 'max_error', 'metric', 'normalizer'\]",
+            ),  # unknown parameter
             ({"weight": 1.0, "alpha": -1}, "alpha .* > 0"),  # alpha must be positive
             ({"weight": 1.0, "metric": "xer"}, "'auto', 'wer' or 'cer'"),  # only three metrics
             ({"alpha": 3.0}, "needs .* 'weight'"),  # the weight is required
