@@ -176,7 +176,7 @@ def fleiss_kappa(items: list[list[str]]) -> float | None:
 
 def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
     """Cohen's kappa of two raters' labels on the same items; None when chance agreement is total."""
-    first, second = zip(*pairs)
+    first, second = zip(*pairs, strict=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # the None below says it
         kappa = cohen_kappa_score(first, second, labels=LABELS)
