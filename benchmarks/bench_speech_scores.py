@@ -26,16 +26,10 @@ from typing import Literal
 import numpy as np
 
 from llasa.asr import BACKENDS, load_backend
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 from llasa.cli import ScriptParser
 from llasa.device import DTYPES
-from llasa.scores import (
-    SAMPLE_RATE,
-    DnsmosScorer,
-    DurationScorer,
-    PitchVariationScorer,
-    SpeakerSimilarityScorer,
-)
+from llasa.scores import DnsmosScorer, DurationScorer, PitchVariationScorer, SpeakerSimilarityScorer
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

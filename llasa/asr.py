@@ -35,14 +35,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from llasa.audio import SAMPLE_RATE
 from llasa.device import dtype_name, outside_zero3, release_cached_memory, resolve_device, resolve_dtype
 from llasa.text import NO_SPACE_LANGUAGES, is_repetition_loop
 
 logger = logging.getLogger(__name__)
 
-WHISPER_SAMPLE_RATE = 16000  # every Whisper reads 16 kHz mono
 WHISPER_WINDOW_SECONDS = 30  # Whisper pads or cuts its input to 30 s
-WHISPER_WINDOW_SAMPLES = WHISPER_SAMPLE_RATE * WHISPER_WINDOW_SECONDS
+WHISPER_WINDOW_SAMPLES = SAMPLE_RATE * WHISPER_WINDOW_SECONDS
 WHISPER_HOP = 160  # mel frame hop in samples: 3000 frames per window
 WHISPER_N_FFT = 400  # STFT window: zeros padded beyond it change none of the clip's frames
 WHISPER_FRAMES = WHISPER_WINDOW_SAMPLES // WHISPER_HOP
@@ -287,7 +287,7 @@ class TransformersBackend(AsrBackend):
         # The spectrogram is computed on the model's device (transformers' default is the CPU).
         inputs = extractor(
             [first_window(wav) for wav in waveforms],
-            sampling_rate=WHISPER_SAMPLE_RATE,
+            sampling_rate=SAMPLE_RATE,
             return_tensors="pt",
             device=str(self.device),
         ).input_features

@@ -46,8 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llasa.audio import SAMPLE_RATE
 from llasa.device import outside_zero3, resolve_device, resolve_dtype
-from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
+from llasa.format import CODEBOOK_SIZE, SAMPLES_PER_TOKEN
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
 # The transformers port needs no extra package; its codes equal the original release's.
@@ -71,7 +72,7 @@ def num_codes(num_samples: int) -> int:
 class Xcodec2Codec:
     """The interface every backend offers: `encode`, `decode`, `sample_rate`, `device`, `batching`, `decode_only`."""
 
-    sample_rate = CODEC_SAMPLE_RATE
+    sample_rate = SAMPLE_RATE
 
     def __init__(
         self, model, device: torch.device, batch_size: int, *, batching: str | None = None, decode_only: bool = False
@@ -562,7 +563,7 @@ def encode_voice_prompt(codec, path) -> list[int]:
     """The codes of a voice prompt recording (any format, rate and channels); errors name the file and the fix."""
     from llasa.audio import BadAudioError, check_speech, load_audio
 
-    wav = load_audio(path, CODEC_SAMPLE_RATE)
+    wav = load_audio(path, SAMPLE_RATE)
     if wav.size == 0:
         raise ValueError(f"The voice prompt {path} holds no audio.")
     try:

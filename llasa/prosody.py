@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 from llasa.numbers import is_number
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE
 HOP_LENGTH = 320  # 20 ms: one frame per codec token
 FRAME_LENGTH = 1024  # pYIN's frame, as CREPE's window: 64 ms
 ESTIMATORS = ("crepe-tiny", "crepe-full", "pyin")

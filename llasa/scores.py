@@ -34,13 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio, usable_waveform
+from llasa.audio import SAMPLE_RATE, load_audio, usable_waveform
 from llasa.device import check_device_name, outside_zero3, resolve_device
-from llasa.format import CODEC_SAMPLE_RATE
 from llasa.numbers import is_count, is_number
 from llasa.text import text_length
-
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
 
 # pYIN framing: 20 ms hops (the codec's token rate) and 64 ms frames, which hold two periods of 31.25 Hz.
 PITCH_HOP_LENGTH = 320

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 from llasa.numbers import is_number
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # silero-vad hears 16 kHz in 512-sample windows
 SPEECH_THRESHOLD = 0.5  # silero-vad's own default probability of speech
 MIN_PAUSE_SECONDS = 0.1  # shorter gaps do not split a segment (silero-vad's default)
 MIN_SPEECH_SECONDS = 0.25  # shorter bursts are not speech (silero-vad's default)

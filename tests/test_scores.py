@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 from llasa.scores import (
-    SAMPLE_RATE,
     DnsmosScorer,
     DurationScorer,
     PitchVariationScorer,
