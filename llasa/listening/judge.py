@@ -9,7 +9,6 @@ blocks of the chat, the processor renders them as the model expects. Its answer 
 counted as malformed, never guessed.
 """
 
-import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.device import load_once
 from llasa.listening.labeling import machine_rater
 from llasa.listening.store import PreferenceStore
 
@@ -241,7 +241,7 @@ def load_judge(
     return AudioJudge(model, processor, Path(name).name or name, batch_size, max_new_tokens)
 
 
-@functools.cache
+@load_once
 def load_judge_once(
     name: str,
     device: str = "auto",
