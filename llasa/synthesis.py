@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from llasa.audio import SAMPLE_RATE, write_wav
-from llasa.checks import has_speakable_text
+from llasa.checks import has_speakable_text, json_line
 from llasa.clip_codes import CODES_SUFFIX, ClipCodes, write_clip_codes
 from llasa.codec import DEFAULT_CODEC_ID, decode_speech, encode_voice_prompt
 from llasa.device import DTYPES, resolve_device, resolve_dtype
@@ -273,9 +273,9 @@ def _detect_format(path: Path, lines: list[str]) -> str:
 
 def _line_format(line: str) -> str:
     try:
-        if isinstance(json.loads(line), dict):
+        if isinstance(json_line(line), dict):
             return "jsonl"
-    except json.JSONDecodeError:
+    except ValueError:
         pass
     return "seedtts" if len(line.split("|")) in SEEDTTS_FIELDS else "text"
 
@@ -291,9 +291,9 @@ def _parse_line(line: str, input_format: str, default_id: str, source: str, fold
         recording = fields[4].strip() if len(fields) == 5 else ""
         return replace(request, recording=str(folder / recording)) if recording else request
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise SynthesisError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        record = json_line(line)
+    except ValueError as e:
+        raise SynthesisError(str(e)) from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise SynthesisError('expected a JSON object with a "text" string')
     for key in ("prompt_wav", "prompt_text"):
