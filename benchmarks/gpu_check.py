@@ -336,10 +336,11 @@ def run_train(argv: list[str]) -> None:
 def run(size: Size, work_dir: Path) -> list[str]:
     """Build the models, time the reward, run the GRPO steps with train.py; the report's lines."""
     from benchmarks import learning_check
-    from llasa.device import release_cached_memory, unload_models
+    from llasa.device import release_cached_memory
     from llasa.evaluation.profiling import profile_report, step_profile
     from llasa.evaluation.run_log import read_log_history
     from llasa.format import SpeechVocab
+    from llasa.model_cache import unload_models
     from llasa.rewards import load_reward
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

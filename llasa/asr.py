@@ -38,12 +38,12 @@ import torch
 from llasa.audio import SAMPLE_RATE
 from llasa.device import (
     dtype_name,
-    load_once,
     outside_zero3,
     release_cached_memory,
     resolve_device,
     resolve_dtype,
 )
+from llasa.model_cache import load_once
 from llasa.text import NO_SPACE_LANGUAGES, is_repetition_loop
 
 logger = logging.getLogger(__name__)

@@ -47,8 +47,9 @@ import torch
 import torch.nn.functional as F
 
 from llasa.audio import SAMPLE_RATE
-from llasa.device import load_once, outside_zero3, resolve_device, resolve_dtype
+from llasa.device import outside_zero3, resolve_device, resolve_dtype
 from llasa.format import CODEBOOK_SIZE, SAMPLES_PER_TOKEN
+from llasa.model_cache import load_once
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
 # The transformers port needs no extra package; its codes equal the original release's.

@@ -1,9 +1,6 @@
-"""Which device and dtype a model runs on: one rule for the policy, the codec, the reward and the scorers; and the
-one cache of the models loaded once per process."""
+"""Which device and dtype a model runs on: one rule for the policy, the codec, the reward and the scorers."""
 
 import contextlib
-import functools
-import inspect
 import re
 
 import torch
@@ -11,8 +8,6 @@ import torch
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # what every --dtype flag and config "dtype" accepts
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 _DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-# (loader, its arguments) -> what it loaded: every model the process loads once (codec, ASR, scorers, judges).
-_LOADED: dict[tuple, object] = {}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -92,25 +87,3 @@ def release_cached_memory(device) -> None:
     """Hand the blocks freed while loading (full-precision copies, load buffers) back to the GPU, for the policy."""
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
-
-
-def load_once(loader):
-    """`loader` run once per process for each set of arguments (defaults filled in, so that every spelling of a call
-    shares one model); `unload_models` forgets what it loaded. Give it resolved arguments ("cuda:0", not "auto")."""
-    signature = inspect.signature(loader)
-
-    @functools.wraps(loader)
-    def loaded(*args, **kwargs):
-        call = signature.bind(*args, **kwargs)
-        call.apply_defaults()
-        key = (loader.__module__, loader.__qualname__, *call.arguments.values())
-        if key not in _LOADED:
-            _LOADED[key] = loader(*args, **kwargs)
-        return _LOADED[key]
-
-    return loaded
-
-
-def unload_models() -> None:
-    """Forget every model `load_once` loaded: its memory is freed once nothing else holds it."""
-    _LOADED.clear()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
-from llasa.device import load_once
+from llasa.model_cache import load_once
 from llasa.numbers import is_number
 
 HOP_LENGTH = 320  # 20 ms: one frame per codec token

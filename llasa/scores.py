@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE, load_audio, usable_waveform
-from llasa.device import check_device_name, load_once, outside_zero3, resolve_device
+from llasa.device import check_device_name, outside_zero3, resolve_device
+from llasa.model_cache import load_once
 from llasa.numbers import is_count, is_number
 from llasa.text import text_length
 

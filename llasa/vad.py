@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
-from llasa.device import load_once
+from llasa.model_cache import load_once
 from llasa.numbers import is_number
 
 SPEECH_THRESHOLD = 0.5  # silero-vad's own default probability of speech

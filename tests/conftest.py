@@ -29,9 +29,9 @@ def requires_tool(name: str):
 def no_loaded_models(monkeypatch):
     """An empty cache of loaded models for one test (its models load anew, not from an earlier test); the earlier
     cache is back after it."""
-    import llasa.device
+    import llasa.model_cache
 
-    monkeypatch.setattr(llasa.device, "_LOADED", {})
+    monkeypatch.setattr(llasa.model_cache, "_LOADED", {})
 
 
 @pytest.fixture(scope="module")

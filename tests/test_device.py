@@ -1,5 +1,5 @@
 """Devices and placement: DeepSpeed ZeRO-3 kept out of the loading of every model that is not trained (codec,
-Whisper), and put back for the policy; each model loaded once per process."""
+Whisper), and put back for the policy."""
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ from transformers.modeling_utils import PreTrainedModel
 from trl import GRPOConfig
 
 import llasa.codec
-from llasa.device import load_once, outside_zero3, unload_models
+from llasa.device import outside_zero3
 from llasa.rewards import load_reward
 from llasa.run_setup import load_reward_models
 
@@ -67,23 +67,6 @@ def test_outside_zero3_without_deepspeed_changes_nothing():
     with outside_zero3():
         assert not is_deepspeed_zero3_enabled()
     assert not is_deepspeed_zero3_enabled()
-
-
-def test_a_model_loads_once_for_every_spelling_of_its_arguments(no_loaded_models):
-    # Defaults left out or given, by position or keyword: one load. Other arguments load anew; unload_models forgets.
-    calls = []
-
-    @load_once
-    def loader(name, device="cpu"):
-        calls.append((name, device))
-        return object()
-
-    first = loader("m")
-    assert loader("m", "cpu") is first and loader(name="m", device="cpu") is first
-    assert loader("m", device="meta") is not first
-    assert calls == [("m", "cpu"), ("m", "meta")]
-    unload_models()
-    assert loader("m") is not first and calls[-1] == ("m", "cpu") and len(calls) == 3
 
 
 def test_reward_models_load_whole_under_zero3(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.device import load_once
 from llasa.listening.labeling import machine_rater
 from llasa.listening.store import PreferenceStore
+from llasa.model_cache import load_once
 
 logger = logging.getLogger(__name__)
 

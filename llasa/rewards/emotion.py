@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from llasa.audio import usable_waveform
-from llasa.device import check_device_name, load_once, resolve_device
+from llasa.device import check_device_name, resolve_device
 from llasa.format import VOICE_AUDIO_COLUMN, VOICE_CODES_COLUMN
+from llasa.model_cache import load_once
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
 from llasa.rewards.speech import _column_names
 from llasa.scores import _map_distinct

@@ -4,8 +4,8 @@ train-reward) scores each clip sigmoid(utility - reference utility), in [0, 1]."
 from dataclasses import dataclass
 from pathlib import Path
 
-from llasa.device import load_once
 from llasa.listening.preference import PreferenceModel, preference_scores
+from llasa.model_cache import load_once
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
 
 
