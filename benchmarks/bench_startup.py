@@ -1,19 +1,21 @@
 """How long each script takes to answer --help (what a user waits for before any work starts), and which heavy
 libraries it imports to get there, in one or more checkouts side by side:
 
-    python benchmarks/bench_startup.py --runs 5 . /tmp/older_checkout
+    python -m benchmarks.bench_startup --runs 5 --checkouts . /tmp/older_checkout
 
 Runs are interleaved (run 1 of every command in every checkout, then run 2, ...), so that a shared machine's load
 falls on all of them alike; the table gives the median and the fastest run, in seconds. The parsers' own imports
 (TRL's TrlParser, transformers' HfArgumentParser, argparse) are timed the same way, in the first checkout.
 """
 
-import argparse
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from llasa.cli import ScriptParser
 
 COMMANDS = (
     "inference.py --help",
@@ -47,13 +49,17 @@ def heavy_imports(command: str, cwd: Path) -> str:
     return ", ".join(name for name in HEAVY if name in imported) or "none"
 
 
+@dataclass(frozen=True)
+class Arguments:
+    checkouts: list[str] = field(default_factory=lambda: ["."], metadata={"help": "Repository folders to compare."})
+    runs: int = field(default=5, metadata={"help": "Runs of each command in each checkout."})
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkouts", nargs="*", type=Path, default=[Path(".")], help="repository folders")
-    parser.add_argument("--runs", type=int, default=5, help="runs of each command in each checkout")
-    args = parser.parse_args()
-    cases = [(str(c), command, [sys.executable, *command.split()], c) for c in args.checkouts for command in COMMANDS]
-    cases += [("parser", name, [sys.executable, "-c", code], args.checkouts[0]) for name, code in PARSER_IMPORTS.items()]
+    [args] = ScriptParser(Arguments).parse()
+    checkouts = [Path(c) for c in args.checkouts]
+    cases = [(str(c), command, [sys.executable, *command.split()], c) for c in checkouts for command in COMMANDS]
+    cases += [("parser", name, [sys.executable, "-c", code], checkouts[0]) for name, code in PARSER_IMPORTS.items()]
     seconds: dict[tuple[str, str], list[float]] = {(where, what): [] for where, what, _, _ in cases}
     for _ in range(args.runs):
         for where, what, argv, cwd in cases:
