@@ -23,6 +23,8 @@ INT16_SCALE = 32768.0  # int16 PCM -> float in [-1, 1)
 SILENCE_RMS = 10 ** (-60 / 20)
 # Streaming writers (espeak-ng to a pipe, sox) put 0 or a size near 4 GiB in the header: the real size is unknown.
 UNSIZED_WAV_DATA = 0x7FFF0000
+# Audio files by suffix: those load_audio reads (soundfile, else ffmpeg), as a dataset folder may hold them.
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
 # Audio a browser plays, by suffix: the clips a listening test or an evaluation folder holds (.wav first).
 PLAYABLE_AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 

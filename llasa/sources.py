@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import SAMPLE_RATE
+from llasa.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 # Tried in order when --audio_column / --text_column are not given (an Audio-typed column wins for audio).
 AUDIO_COLUMN_CANDIDATES = ("audio", "file_name", "path", "audio_path", "audio_filepath", "file", "filename", "wav")
