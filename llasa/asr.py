@@ -36,13 +36,7 @@ import numpy as np
 import torch
 
 from llasa.audio import SAMPLE_RATE
-from llasa.device import (
-    dtype_name,
-    outside_zero3,
-    release_cached_memory,
-    resolve_device,
-    resolve_dtype,
-)
+from llasa.device import dtype_name, outside_zero3, release_cached_memory, resolve_device, resolve_dtype
 from llasa.model_cache import load_once
 from llasa.text import NO_SPACE_LANGUAGES, is_repetition_loop
 
