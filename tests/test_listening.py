@@ -308,9 +308,12 @@ class TestResults:
         assert np.diff(bradley_terry(rows, 2))[0] == pytest.approx(-np.log(3.25 / 1.25))
 
     def test_agreement_measures(self):
-        # Identical raters agree fully (kappa 1); Cohen's kappa of a known table: p_o 0.5, p_e 0.5 -> 0.
+        # Identical raters agree fully (kappa 1); Cohen's kappa of a known table: p_o 0.5, p_e 0.5 -> 0; of
+        # p_o 2/3, p_e (2*1 + 1*2) / 9 = 4/9 -> (2/3 - 4/9) / (5/9) = 0.4; none when both raters always say one label.
         assert fleiss_kappa([["first", "first"], ["second", "second"], ["same", "same"]]) == pytest.approx(1.0)
         assert cohen_kappa([("first", "first"), ("first", "second"), ("second", "first"), ("second", "second")]) == 0
+        assert cohen_kappa([("first", "first"), ("first", "second"), ("second", "second")]) == pytest.approx(0.4)
+        assert cohen_kappa([("same", "same"), ("same", "same")]) is None
         judgments = [
             {"pair_id": p, "rater": r, "winner_clip": w, "clip_a": "c1"}
             for p, r, w in ((1, "x", "c1"), (1, "y", "c1"), (2, "x", "c1"), (2, "y", None), (3, "x", "c1"))
