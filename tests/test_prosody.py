@@ -153,6 +153,72 @@ def test_naturalness_model_trains_on_recordings_and_scores_as_preference(tmp_pat
     assert scores[0] > scores[1]
 
 
+@pytest.fixture(scope="module")
+def voices_dataset(tmp_path_factory, espeak, codec):
+    """create_dataset.py's output (--keep_audio) over a dataset of one sentence by three espeak-ng voices, with a
+    speaker column; and the source's waveforms by speaker."""
+    from datasets import Audio, Dataset
+
+    from llasa.audio import load_audio
+    from llasa.dataset import Options, create_dataset
+
+    folder = tmp_path_factory.mktemp("voices")
+    voices = ("en-us", "en+f3", "en+m3")
+    for voice in voices:
+        espeak("A rainbow appeared after the rain.", folder / f"{voice}.wav", voice)
+    rows = {
+        "audio": [str(folder / f"{voice}.wav") for voice in voices],
+        "sentence": ["A rainbow appeared after the rain."] * 3,
+        "speaker": list(voices),
+    }
+    Dataset.from_dict(rows).cast_column("audio", Audio()).save_to_disk(folder / "source")
+    create_dataset(Options(dataset=str(folder / "source"), output_dir=str(folder / "out"), keep_audio=True), codec)
+    return folder / "out", {voice: load_audio(folder / f"{voice}.wav", SAMPLE_RATE) for voice in voices}
+
+
+@pytest.mark.slow
+def test_naturalness_model_trains_on_create_dataset_output(voices_dataset, tmp_path, capsys):
+    # the dataset's kept recordings, each preferred to its monotone and silent-tail copies; one speaker held out
+    import listen
+
+    dataset, _ = voices_dataset
+    argv = ["train-prosody", "--dataset", str(dataset), "--output_dir", str(tmp_path / "model")]
+    listen.main([*argv, "--failures", "monotone", "silent_tail", "--held_out", "0.34"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["held_out_by"] == "speaker" and metrics["n_speakers"] == 3 and metrics["n_held_out_items"] == 1
+    assert metrics["n_held_out_decided"] == 4 and metrics["held_out_accuracy"] == 1.0
+    assert (tmp_path / "model" / "config.json").is_file()
+
+
+def test_dataset_recordings_from_codes_grouped_by_text(voices_dataset, tmp_path):
+    # without its audio column the dataset's codes are decoded (here to the recordings they were made from); without
+    # a speaker column, rows are grouped (and held out) by their text
+    from datasets import load_from_disk
+
+    from llasa.listening.naturalness import dataset_recordings
+
+    dataset, speech = voices_dataset
+    rows = load_from_disk(str(dataset)).remove_columns(["audio", "speaker"])
+    rows = rows.map(lambda row, i: {"text": f"sentence {i % 2}"}, with_indices=True)
+    rows.save_to_disk(tmp_path / "codes_only")
+    by_codes = {tuple(codes): speech[voice] for codes, voice in zip(rows["audio_code_ids"], speech, strict=True)}
+    recordings, waveforms = dataset_recordings(
+        str(tmp_path / "codes_only"), decode=lambda codes: [by_codes[tuple(row)] for row in codes]
+    )
+    assert [(r.group, r.held_out_by) for r in recordings] == [(f"sentence {i % 2}", "text") for i in range(3)]
+    assert [waveforms[r.name] is wav for r, wav in zip(recordings, speech.values(), strict=True)] == [True] * 3
+    with pytest.raises(ValueError, match=r"Column 'who' \(--speaker_column\) is not in the dataset"):
+        dataset_recordings(str(dataset), speaker="who")
+
+
+def test_train_prosody_needs_one_source(tmp_path, capsys):
+    import listen
+
+    with pytest.raises(SystemExit):
+        listen.main(["train-prosody", "--output_dir", str(tmp_path / "m")])
+    assert "error: train-prosody needs one source: --recordings (a folder) or --dataset" in capsys.readouterr().err
+
+
 def test_train_prosody_names_a_missing_folder(tmp_path, monkeypatch):
     import listen
 
