@@ -37,6 +37,8 @@ def altered(rainbow):
 
 
 def test_crepe_forward_equals_torchcrepe(rainbow):
+    # the 1-D convolutions compute what torchcrepe's (k, 1) 2-D ones do; the kernels may sum in another order, so
+    # equal to float32 rounding (seen: 8e-7 at most, on probabilities up to 1)
     import torch
     import torchcrepe
 
@@ -45,7 +47,7 @@ def test_crepe_forward_equals_torchcrepe(rainbow):
     frames = next(torchcrepe.preprocess(torch.from_numpy(rainbow[:16000])[None], SAMPLE_RATE, 320, pad=True))
     with torch.inference_mode():
         expected = torchcrepe.infer(frames, "tiny", "cpu")
-        assert torch.equal(_crepe_forward(_crepe("tiny", "cpu"), frames), expected)
+        torch.testing.assert_close(_crepe_forward(_crepe("tiny", "cpu"), frames), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_crepe_hears_the_pitch_of_a_tone():
@@ -65,10 +67,27 @@ def test_intonation_orders_natural_above_its_pitch_failures(rainbow, altered):
     for reference in (scorer.measures([rainbow])[0], None):  # with the recording, and against natural ranges
         scores = dict(zip(altered, scorer.score_measures(measures, [reference] * len(measures)), strict=True))
         assert scores["natural"] == 1.0
-        # well below natural; exaggeration against the natural ranges alone sits near 0.5 (0.46-0.51 over runs:
-        # the measures vary slightly from one process to the next)
-        assert max(scores["monotone"], scores["jitter"], scores["exaggerated"]) < 0.6
+        assert max(scores["monotone"], scores["jitter"], scores["exaggerated"]) < 0.5  # well below natural
         assert scores["noisy_monotone"] <= scores["monotone"]  # noise never raises a monotone's score
+
+
+@pytest.mark.slow
+def test_crepe_contours_are_the_same_in_every_process(altered):
+    # another process, with another torch thread count and numpy seed, hears the same contour to the last bit
+    # (torchcrepe's own decoder dithers its bin centres with numpy's unseeded generator, once per process)
+    import subprocess
+    import sys
+
+    clip = altered["exaggerated"]
+    here = pitch_contours([clip], "crepe-tiny")[0].f0
+    child = (
+        "import sys, numpy as np, torch; torch.set_num_threads(1); np.random.seed(1); "
+        "from llasa.prosody import pitch_contours; "
+        "clip = np.frombuffer(sys.stdin.buffer.read(), np.float32); "
+        "sys.stdout.buffer.write(pitch_contours([clip], 'crepe-tiny')[0].f0.tobytes())"
+    )
+    there = subprocess.run([sys.executable, "-c", child], input=clip.tobytes(), capture_output=True, check=True)
+    assert np.array_equal(np.frombuffer(there.stdout, here.dtype), here, equal_nan=True)
 
 
 def test_pyin_stays_an_option(altered):
