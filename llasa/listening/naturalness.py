@@ -90,10 +90,10 @@ def dataset_recordings(
             f"{dataset} has no speaker nor text column to hold rows out by: pass --speaker_column. Its columns are: "
             f"{', '.join(columns)}."
         )
+    kept_audio = audio_data_columns(rows)
     paths = [name for name in AUDIO_COLUMN_CANDIDATES if name in columns]
-    if audio_data_columns(rows):
-        audio_column = audio_data_columns(rows)[0]
-        waveforms = [load_clip(value, source.base_dir) for value in undecoded(rows, audio_column)[audio_column]]
+    if kept_audio:
+        waveforms = [load_clip(value, source.base_dir) for value in undecoded(rows, kept_audio[0])[kept_audio[0]]]
     elif CODES_COLUMN in columns:
         if decode is None:
             raise ValueError(f"{dataset} holds its audio as codes ({CODES_COLUMN}): they need the codec to decode.")
