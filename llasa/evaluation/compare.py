@@ -27,14 +27,14 @@ from llasa.evaluation.systems import (
 )
 from llasa.format import VOICE_AUDIO_COLUMN
 from llasa.outputs import check_replaceable
-from llasa.scores import DNSMOS_METRICS, DnsmosScorer, PitchVariationScorer, SpeakerSimilarityScorer
+from llasa.scores import DNSMOS_METRICS, DnsmosScorer, SpeakerSimilarityScorer
 from llasa.synthesis import INPUT_FORMATS, ModelOptions, Request, SamplingOptions, read_input_file
 from llasa.text import text_length
 
 logger = logging.getLogger(__name__)
 
 # The llasa.scores measures compare can add, by the name of the reward component that scores them.
-SPEECH_SCORES = ("speaker_similarity", "quality", "pitch")
+SPEECH_SCORES = ("speaker_similarity", "quality", "intonation")
 
 
 @dataclass(frozen=True)
@@ -187,9 +187,12 @@ def _speech_scores(
     if "quality" in names:
         for row, mos in zip(measures, DnsmosScorer(device="auto").mos(audio), strict=True):
             row.update({f"dnsmos_{metric}": None if mos is None else mos[metric] for metric in DNSMOS_METRICS})
-    if "pitch" in names:
-        for row, spread in zip(measures, PitchVariationScorer().spreads(audio), strict=True):
-            row["pitch_semitones"] = spread
+    if "intonation" in names:
+        from llasa.prosody import IntonationScorer
+
+        for row, shape in zip(measures, IntonationScorer(device=device).measures(audio), strict=True):
+            row["pitch_movement"] = None if shape is None else shape.movement
+            row["pitch_roughness"] = None if shape is None else shape.roughness
     return measures
 
 

@@ -243,6 +243,13 @@ class RewardComponent:
 
 COMPONENTS: dict[str, type[RewardComponent]] = {}
 
+# Components that were dropped, with what replaces them: a config that still names one is told what to write.
+RETIRED_COMPONENTS = {
+    "pitch": 'use "intonation" instead, which scores the F0 contour\'s shape rather than its pYIN spread (noise '
+    'widened that spread, and any large spread passed as lively); for pYIN\'s contour give it "estimator": "pyin", '
+    'e.g. "intonation": {"weight": 0.1, "estimator": "pyin"}',
+}
+
 
 def register_component(name: str):
     """Class decorator: make a `RewardComponent` available to reward configs under `name`."""
@@ -258,6 +265,8 @@ def register_component(name: str):
 
 def build_component(name: str, params: dict) -> tuple[RewardComponent, float]:
     """The component `name` and its weight from the config's `{"weight": w, **params}`."""
+    if name in RETIRED_COMPONENTS:
+        raise ValueError(f"The reward component {name!r} was removed: {RETIRED_COMPONENTS[name]}.")
     if name not in COMPONENTS:
         raise ValueError(f"Unknown reward component {name!r}: registered ones are {sorted(COMPONENTS)}.")
     if not isinstance(params, dict) or "weight" not in params:
