@@ -58,11 +58,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llasa.cli import ScriptParser, parse_command, reported_errors
-from llasa.evaluation.compare import CompareOptions, compare
 from llasa.evaluation.curves import EMA_WEIGHT, plot_curves, plot_summary
 from llasa.evaluation.profiling import profile_report, step_profile
 from llasa.evaluation.run_log import read_log_history
-from llasa.synthesis import ModelOptions, SamplingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +101,10 @@ class MeasureArguments:
 
 
 def compare_parser() -> ScriptParser:
+    # Imported here: the models' modules (torch, transformers) load for compare only, not for the other commands.
+    from llasa.evaluation.compare import CompareOptions
+    from llasa.synthesis import ModelOptions, SamplingOptions
+
     parser = ScriptParser((CompareOptions, SamplingOptions, ModelOptions))
     parser.set_defaults(seed=0)  # every model samples from the same seed
     return parser
@@ -129,6 +131,8 @@ def parse_args(argv=None) -> tuple[str, tuple]:
 
 def run_command(command: str, options: tuple) -> None:
     if command == "compare":
+        from llasa.evaluation.compare import compare
+
         compare(*options)
         print((Path(options[0].output_dir) / "summary.md").read_text(encoding="utf-8"))
     elif command == "profile":

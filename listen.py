@@ -334,8 +334,7 @@ def command_ai_label(args: "LabelArguments") -> None:
     if args.judge is not None:
         judge_with_audio_llm(args)
         return
-    from llasa.asr import WHISPER_SAMPLE_RATE
-    from llasa.audio import load_audio
+    from llasa.audio import SAMPLE_RATE, load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
     from llasa.rewards import check_reward_config, load_reward
 
@@ -350,7 +349,7 @@ def command_ai_label(args: "LabelArguments") -> None:
         return [clip.reward for clip in reward.score_audio(waveforms, texts)]
 
     rater = machine_rater(args.rater or Path(args.reward_config).stem)
-    done = label_pairs(store, score, rater, lambda path: load_audio(path, WHISPER_SAMPLE_RATE), margin=args.margin)
+    done = label_pairs(store, score, rater, lambda path: load_audio(path, SAMPLE_RATE), margin=args.margin)
     print(
         f"{rater}: {done.new} new judgments, {done.already} pairs judged before, {done.unscored} left unlabelled "
         f"(a clip could not be scored); store: {store.path}"
@@ -378,10 +377,9 @@ def judge_with_audio_llm(args: "LabelArguments") -> None:
 
 def command_train_reward(args: "TrainRewardArguments", options, features) -> None:
     """`options`: the preference model's TrainingOptions; `features`: its FeatureConfig."""
-    from llasa.audio import load_audio
+    from llasa.audio import SAMPLE_RATE, load_audio
     from llasa.listening.preference import (
         CONFIG_NAME,
-        SAMPLE_RATE,
         WEIGHTS_NAME,
         comparisons_from_judgments,
         train_preference_model,

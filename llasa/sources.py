@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 # Tried in order when --audio_column / --text_column are not given (an Audio-typed column wins for audio).
 AUDIO_COLUMN_CANDIDATES = ("audio", "file_name", "path", "audio_path", "audio_filepath", "file", "filename", "wav")
@@ -257,20 +256,20 @@ def load_clip(value, base_dir: Path | None = None) -> np.ndarray:
     from llasa.audio import BadAudioError, load_audio, resample, to_mono
 
     if isinstance(value, str):
-        return load_audio(_resolve(value, base_dir), CODEC_SAMPLE_RATE)
+        return load_audio(_resolve(value, base_dir), SAMPLE_RATE)
     if isinstance(value, dict) and value.get("array") is not None:
         array = np.asarray(value["array"], dtype=np.float32)
         # datasets keeps multi-channel audio channels-first; to_mono wants (frames, channels)
-        return resample(to_mono(array.T if array.ndim == 2 else array), int(value["sampling_rate"]), CODEC_SAMPLE_RATE)
+        return resample(to_mono(array.T if array.ndim == 2 else array), int(value["sampling_rate"]), SAMPLE_RATE)
     if isinstance(value, dict) and value.get("bytes") is not None:
         try:
-            return load_audio(io.BytesIO(value["bytes"]), CODEC_SAMPLE_RATE, name=audio_name(value))
+            return load_audio(io.BytesIO(value["bytes"]), SAMPLE_RATE, name=audio_name(value))
         except BadAudioError:
             raise
         except RuntimeError as e:
             raise RuntimeError(f"Failed to load audio {audio_name(value)}: {e.__cause__}") from e
     if isinstance(value, dict) and value.get("path") is not None:
-        return load_audio(_resolve(value["path"], base_dir), CODEC_SAMPLE_RATE)
+        return load_audio(_resolve(value["path"], base_dir), SAMPLE_RATE)
     raise RuntimeError(f"Failed to load audio: not a path nor audio data: {str(value)[:80]!r}")
 
 

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from llasa import alterations
+from llasa.audio import SAMPLE_RATE
 from llasa.prosody import IntonationScorer, pitch_contours
 from llasa.rewards import load_reward
 from llasa.vad import PauseScorer, detect_speech
 from tests.conftest import DATA_DIR
-
-SAMPLE_RATE = 16000
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llasa.audio import SAMPLE_RATE
 from llasa.scores import (
-    SAMPLE_RATE,
     DnsmosScorer,
     DurationScorer,
     SpeakerSimilarityScorer,

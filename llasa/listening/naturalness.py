@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from llasa.alterations import FAILURES, vocoded
-from llasa.audio import PLAYABLE_AUDIO_TYPES, load_audio
+from llasa.audio import PLAYABLE_AUDIO_TYPES, SAMPLE_RATE, load_audio
 from llasa.format import CODES_COLUMN
 from llasa.listening.preference import (
-    SAMPLE_RATE,
     Comparison,
     FeatureConfig,
     PreferenceModel,

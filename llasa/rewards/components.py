@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from llasa.asr import WHISPER_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 from llasa.format import TOKENS_PER_SECOND, codes_from
 from llasa.numbers import is_number
 
@@ -140,7 +140,7 @@ class ReferenceAudio:
         for name, path in new.items():
             if name[0] == "path":
                 try:
-                    self._waveforms[name] = load_audio(path, WHISPER_SAMPLE_RATE)
+                    self._waveforms[name] = load_audio(path, SAMPLE_RATE)
                 except (OSError, RuntimeError) as e:  # missing or corrupt: its rows have no reference, as if empty
                     logger.warning("Leaving out the reference audio %s: %s", path, e)
                     self._waveforms[name] = None
@@ -157,7 +157,7 @@ class ReferenceAudio:
                 seconds.append(len(key[2]) / TOKENS_PER_SECOND)
             else:
                 waveform = self.waveforms([value])[0]
-                seconds.append(None if waveform is None else len(waveform) / WHISPER_SAMPLE_RATE)
+                seconds.append(None if waveform is None else len(waveform) / SAMPLE_RATE)
         return seconds
 
 
@@ -171,7 +171,7 @@ class ScoringBatch:
     language: str  # the config's language code
     transcripts: list[str] | None = None  # Whisper's greedy transcripts (set when a component needs ASR)
     nll: list[float] | None = None  # NLL of each reference text (set when a component needs ASR)
-    sample_rate: int = WHISPER_SAMPLE_RATE  # of `audio`
+    sample_rate: int = SAMPLE_RATE  # of `audio`
     references: ReferenceAudio = field(default_factory=ReferenceAudio)  # reads reference audio named by columns
     speech: list | None = None  # silero-vad's SpeechActivity of each clip (set when the reward's "vad" is on)
 
