@@ -24,8 +24,8 @@ def test_lora_adapters_can_make_end_likelier_on_the_checks_policy(tmp_path, peft
     # The check's policy gives END its chance through a hidden-state signal holding about half of the final norm's
     # fixed budget, so adapters on its linear layers (LoRA leaves the head and the norms alone) can raise END's
     # probability, as GRPO needs them to: 5 Adam steps maximising log p(END) take its mean over the speech positions
-    # of Llasa's prompt from about END_PROBABILITY to above 0.3. A signal filling the whole budget left LoRA a ceiling
-    # of ~0.054, and the LoRA run learned nothing.
+    # of Llasa's prompt from about END_PROBABILITY to above 0.3. A signal filling the whole budget put END's logit at
+    # its ceiling for adapters, and the check's LoRA run learned nothing.
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
