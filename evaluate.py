@@ -4,7 +4,8 @@
 id|prompt_text|prompt_wav|text) with each model, with the same seed, and scores every clip: WER or CER and the NLL
 of the text exactly as the reward computes them (the reward's ASR and normalisation), the reward itself,
 duration and speaking rate, and with llasa.scores the speaker similarity to the voice prompt (resemblyzer's
-cosine, not comparable with Seed-TTS-eval's WavLM SIM), DNSMOS and pitch spread:
+cosine, not comparable with Seed-TTS-eval's WavLM SIM), DNSMOS and intonation (the F0 contour's movement and
+roughness, llasa.prosody):
 
     python evaluate.py compare --test_list seedtts_eval/en/meta.lst \
         --models base=HKUSTAudio/Llasa-1B grpo=llasa-grpo-exp1/checkpoint-500 \
@@ -43,8 +44,8 @@ from the profiling timings train.py logs:
 
     python evaluate.py profile --run_dir outputs/demo/grpo
 
-`measure` prints the raw speech measures of audio files (seconds, F0 spread, speaker cosine with a reference voice,
-DNSMOS), to choose the speech scorers' ranges for a dataset:
+`measure` prints the raw speech measures of audio files (seconds, intonation movement and roughness, speaker cosine
+with a reference voice, DNSMOS), to choose the speech scorers' ranges for a dataset:
 
     python evaluate.py measure --audio tests/data/fox_en_us.wav tests/data/fox_en_f3.wav \
         --reference tests/data/rainbow_en_us.wav
@@ -57,11 +58,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llasa.cli import ScriptParser, parse_command, reported_errors
-from llasa.evaluation.compare import CompareOptions, compare
 from llasa.evaluation.curves import EMA_WEIGHT, plot_curves, plot_summary
 from llasa.evaluation.profiling import profile_report, step_profile
 from llasa.evaluation.run_log import read_log_history
-from llasa.synthesis import ModelOptions, SamplingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +101,10 @@ class MeasureArguments:
 
 
 def compare_parser() -> ScriptParser:
+    # Imported here: the models' modules (torch, transformers) load for compare only, not for the other commands.
+    from llasa.evaluation.compare import CompareOptions
+    from llasa.synthesis import ModelOptions, SamplingOptions
+
     parser = ScriptParser((CompareOptions, SamplingOptions, ModelOptions))
     parser.set_defaults(seed=0)  # every model samples from the same seed
     return parser
@@ -115,7 +118,7 @@ COMMANDS = {
         lambda: ScriptParser(ProfileArguments),
     ),
     "measure": (
-        "raw speech measures of audio files (seconds, F0 spread, speaker cosine, DNSMOS)",
+        "raw speech measures of audio files (seconds, intonation movement and roughness, speaker cosine, DNSMOS)",
         lambda: ScriptParser(MeasureArguments),
     ),
 }
@@ -128,6 +131,8 @@ def parse_args(argv=None) -> tuple[str, tuple]:
 
 def run_command(command: str, options: tuple) -> None:
     if command == "compare":
+        from llasa.evaluation.compare import compare
+
         compare(*options)
         print((Path(options[0].output_dir) / "summary.md").read_text(encoding="utf-8"))
     elif command == "profile":

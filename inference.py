@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from llasa.audio import SAMPLE_RATE
 from llasa.checks import (
     check_codec,
     check_input_file,
@@ -54,7 +55,6 @@ from llasa.checks import (
 )
 from llasa.cli import SampleRateArguments, ScriptParser, fail, reported_errors
 from llasa.codec import load_codec
-from llasa.format import CODEC_SAMPLE_RATE
 from llasa.outputs import check_replaceable, claim
 from llasa.rewards import check_reward_config, codec_of
 from llasa.sampling import SpeechOnly, describe_sampling
@@ -203,7 +203,7 @@ def speak(
             fail(outcome.reason)
         claim(text_outputs(arguments), "--output")
         path = write_clip(outcome, arguments.output, arguments.keep_prompt)
-        logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(arguments.keep_prompt)) / CODEC_SAMPLE_RATE)
+        logger.info("Wrote %s (%.2f s).", path, len(outcome.waveform(arguments.keep_prompt)) / SAMPLE_RATE)
         return
     summary = run(
         llasa,

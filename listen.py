@@ -26,6 +26,7 @@ failures made from it; a folder per speaker, some speakers held out), saved in t
 "preference" component:
 
     python listen.py train-prosody --recordings my_recordings --output_dir prosody_model
+    python listen.py train-prosody --dataset tokenized_dataset --output_dir prosody_model   # create_dataset.py's output
 
 Every command takes `--config file.yaml` (its flags as YAML keys) and `--help`.
 """
@@ -186,12 +187,35 @@ class TrainRewardArguments(Store):
 
 @dataclass(frozen=True)
 class TrainProsodyArguments:
-    recordings: str = field(metadata={"help": "Folder of recordings: DIR/<speaker>/*.wav, or DIR/<speaker>_*.wav."})
     output_dir: str = field(metadata={"help": "Folder for config.json + model.safetensors."})
+    recordings: str | None = field(
+        default=None, metadata={"help": "Folder of recordings: DIR/<speaker>/*.wav, or DIR/<speaker>_*.wav."}
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Or a dataset: create_dataset.py's output (its kept audio, else its codes through --codec_id), "
+            "a save_to_disk folder, hub id, audio folder or JSON/CSV/Parquet file."
+        },
+    )
+    split: str = field(default="train", metadata={"help": "--dataset: its split."})
+    speaker_column: str | None = field(
+        default=None,
+        metadata={"help": "--dataset: who speaks each row (default: detected; without one, texts are held out)."},
+    )
+    codec_id: str | None = field(
+        default=None,  # the project's XCodec2 (llasa.codec.DEFAULT_CODEC_ID), set by the parser: torch loads lazily
+        metadata={"help": "--dataset without audio: the XCodec2 that decodes its codes."},
+    )
+    device: str = field(default="auto", metadata={"help": "--dataset without audio: the codec's device."})
     failures: list[str] = field(
         default_factory=lambda: list(FAILURES),
         metadata={"help": "Prosody failures made from each recording.", "choices": list(FAILURES)},
     )
+
+    def __post_init__(self):
+        if (self.recordings is None) == (self.dataset is None):
+            raise ValueError("train-prosody needs one source: --recordings (a folder) or --dataset (rows).")
 
 
 def open_store(db, systems: list[tuple[str, Path]] | None, pair_by: str = "auto") -> PreferenceStore:
@@ -310,8 +334,7 @@ def command_ai_label(args: "LabelArguments") -> None:
     if args.judge is not None:
         judge_with_audio_llm(args)
         return
-    from llasa.asr import WHISPER_SAMPLE_RATE
-    from llasa.audio import load_audio
+    from llasa.audio import SAMPLE_RATE, load_audio
     from llasa.listening.labeling import label_pairs, machine_rater
     from llasa.rewards import check_reward_config, load_reward
 
@@ -326,7 +349,7 @@ def command_ai_label(args: "LabelArguments") -> None:
         return [clip.reward for clip in reward.score_audio(waveforms, texts)]
 
     rater = machine_rater(args.rater or Path(args.reward_config).stem)
-    done = label_pairs(store, score, rater, lambda path: load_audio(path, WHISPER_SAMPLE_RATE), margin=args.margin)
+    done = label_pairs(store, score, rater, lambda path: load_audio(path, SAMPLE_RATE), margin=args.margin)
     print(
         f"{rater}: {done.new} new judgments, {done.already} pairs judged before, {done.unscored} left unlabelled "
         f"(a clip could not be scored); store: {store.path}"
@@ -354,10 +377,9 @@ def judge_with_audio_llm(args: "LabelArguments") -> None:
 
 def command_train_reward(args: "TrainRewardArguments", options, features) -> None:
     """`options`: the preference model's TrainingOptions; `features`: its FeatureConfig."""
-    from llasa.audio import load_audio
+    from llasa.audio import SAMPLE_RATE, load_audio
     from llasa.listening.preference import (
         CONFIG_NAME,
-        SAMPLE_RATE,
         WEIGHTS_NAME,
         comparisons_from_judgments,
         train_preference_model,
@@ -377,12 +399,22 @@ def command_train_reward(args: "TrainRewardArguments", options, features) -> Non
 
 def command_train_prosody(args: "TrainProsodyArguments", options) -> None:
     """`options`: the naturalness model's TrainingOptions."""
-    from llasa.listening.naturalness import find_recordings, train_naturalness_model
+    from llasa.listening.naturalness import dataset_recordings, find_recordings, load_file, train_naturalness_model
     from llasa.listening.preference import CONFIG_NAME, WEIGHTS_NAME
 
     model_files = [Path(args.output_dir) / name for name in (CONFIG_NAME, WEIGHTS_NAME)]
     check_replaceable(model_files, "--output_dir")
-    model = train_naturalness_model(find_recordings(args.recordings), args.failures, options)
+    if args.recordings is not None:
+        recordings, load = find_recordings(args.recordings), load_file
+    else:
+        from llasa.codec import load_codec_once
+
+        def decode(codes):  # loaded only for a dataset that holds no audio of its own
+            return load_codec_once(args.codec_id, args.device).decode(codes)
+
+        recordings, waveforms = dataset_recordings(args.dataset, args.split, args.speaker_column, decode)
+        load = waveforms.__getitem__
+    model = train_naturalness_model(recordings, args.failures, options, load=load)
     claim(model_files, "--output_dir")
     model.save(args.output_dir)
     print(json.dumps(model.metrics, indent=2))
@@ -396,10 +428,11 @@ def train_reward_parser() -> ScriptParser:
 
 
 def train_prosody_parser() -> ScriptParser:
-    from llasa.listening.preference import TrainingOptions  # torch: only for this command
+    from llasa.codec import DEFAULT_CODEC_ID  # torch: only for this command
+    from llasa.listening.preference import TrainingOptions
 
     parser = ScriptParser((TrainProsodyArguments, TrainingOptions))
-    parser.set_defaults(held_out=0.25)  # a share of the speakers, held out to measure accuracy
+    parser.set_defaults(held_out=0.25, codec_id=DEFAULT_CODEC_ID)  # held out: a share of the speakers
     return parser
 
 

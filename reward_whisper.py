@@ -27,7 +27,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llasa.asr import WHISPER_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 from llasa.checks import read_jsonl
 from llasa.cli import ScriptParser, reported_errors
 from llasa.format import codes_from
@@ -145,7 +145,7 @@ def readable_clips(paths: list, texts: list, columns: dict) -> tuple[list, list,
     kept, audio = [], []
     for index, path in enumerate(paths):
         try:
-            audio.append(load_audio(path, WHISPER_SAMPLE_RATE))
+            audio.append(load_audio(path, SAMPLE_RATE))
         except (OSError, RuntimeError) as e:  # a missing, corrupt or unsupported file
             logger.warning("Skipping %s: %s", path, e)
             continue

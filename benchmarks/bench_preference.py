@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.listening_clips import construction_winner, judge_by_construction, make_kind_folders
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 from llasa.cli import ScriptParser
 from llasa.listening.clips import find_clips, pair_clips
 from llasa.listening.labeling import label_pairs
 from llasa.listening.preference import (
     EMBEDDINGS,
-    SAMPLE_RATE,
     FeatureConfig,
     TrainingOptions,
     comparisons_from_judgments,
@@ -94,7 +93,7 @@ def main(argv=None):
         ]
         lines += accuracy_rows(construction, "by construction", options)
         if args.ai_label:
-            from llasa.asr import WHISPER_SAMPLE_RATE
+            from llasa.audio import SAMPLE_RATE
             from llasa.rewards import load_reward
 
             reward = load_reward(ai_reward_config())
@@ -105,7 +104,7 @@ def main(argv=None):
                 machine,
                 lambda waveforms, texts: [clip.reward for clip in reward.score_audio(waveforms, texts)],
                 "ai:tiny_prosody",
-                lambda path: load_audio(path, WHISPER_SAMPLE_RATE),
+                lambda path: load_audio(path, SAMPLE_RATE),
             )
             seconds = time.perf_counter() - start
             decided = [

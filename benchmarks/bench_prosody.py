@@ -13,7 +13,6 @@ duration comes from each language's speaking rate and the intonation's natural r
 roughness of other sentences in the same voices (a dataset's own recordings, as a user would measure them).
 """
 
-import functools
 import json
 import multiprocessing
 import subprocess
@@ -27,13 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from llasa import alterations
-from llasa.audio import load_audio, write_wav
+from llasa.audio import SAMPLE_RATE, load_audio, write_wav
 from llasa.cli import ScriptParser
-from llasa.prosody import IntonationScorer, pitch_contours
-from llasa.scores import PitchVariationScorer, estimate_speaking_rate, semitone_spread
+from llasa.prosody import IntonationScorer, pitch_contours, pyin_contour
+from llasa.scores import estimate_speaking_rate
 from tests.multilingual import build_whisper_base
 
-SAMPLE_RATE = 16000
 # (voice, language, test sentences, calibration sentences): the calibration ones stand for the rest of a dataset.
 VOICES = (
     ("en-us", "en", ("A rainbow appeared after the summer rain.", "Please call Stella and ask her to come."),
@@ -143,20 +141,16 @@ def silence_rewards(config: dict, whisper: Path, rates: dict, intonation: dict) 
 
 
 def timing(n_clips: int, rows: list[dict], crepe: tuple[str, ...]) -> list[str]:
-    """Seconds to measure the pitch of n_clips clips of 5 s on the CPU: pYIN's spread in 4 spawned worker processes
-    (the pitch term as it was), in 4 threads (as it is now), pYIN's contour in this process and each CREPE model;
-    and CREPE's agreement with pYIN on the natural clips."""
+    """Seconds to measure the pitch of n_clips clips of 5 s on the CPU: pYIN in 4 spawned worker processes (how the
+    removed `pitch` term ran it), pYIN in this process and each CREPE model; and CREPE's agreement with pYIN on the
+    natural clips."""
     natural = [row["clips"]["natural"] for row in rows]
     clips = [np.resize(natural[i % len(natural)], 5 * SAMPLE_RATE) for i in range(n_clips)]
-    spread = functools.partial(semitone_spread, fmin=65.0, fmax=600.0, min_voiced_frames=25)
     processes = ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn"))
-    list(processes.map(spread, clips[:4]))  # workers started and warm, as in a long run
-    threads = PitchVariationScorer(num_workers=4)
-    threads.spreads(clips[:4])
+    list(processes.map(pyin_contour, clips[:4]))  # workers started and warm, as in a long run
     for estimator in crepe:
         pitch_contours(clips[:1], estimator)  # weights loaded before timing
-    runs = [("pYIN spread, 4 worker processes (the pitch term as it was)", lambda: list(processes.map(spread, clips)))]
-    runs += [("pYIN spread, 4 threads (the pitch term now)", lambda: threads.spreads(clips))]
+    runs = [("pYIN, 4 worker processes (the removed pitch term)", lambda: list(processes.map(pyin_contour, clips)))]
     runs += [("pYIN contour, this process", lambda: pitch_contours(clips, "pyin"))]
     runs += [(estimator, lambda e=estimator: pitch_contours(clips, e)) for estimator in crepe]
     lines = [f"| pitch estimator | seconds for {n_clips} x 5 s |", "|---|---|"]

@@ -3,7 +3,7 @@ prompts) are shared by groups of 8, printed as a markdown table, next to the rew
 is given.
 
     python -m benchmarks.bench_speech_scores --whisper tiny.en
-    python -m benchmarks.bench_speech_scores --device cuda --batch-size 64 --pitch-workers 8 --dnsmos-threads 4 \
+    python -m benchmarks.bench_speech_scores --device cuda --batch-size 64 --dnsmos-threads 4 \
         --whisper large-v3 --whisper-backend openai-whisper
 
 The clips are tests/data's espeak-ng clips looped to the length asked. "first call" includes loading the model
@@ -26,16 +26,11 @@ from typing import Literal
 import numpy as np
 
 from llasa.asr import BACKENDS, load_backend
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 from llasa.cli import ScriptParser
 from llasa.device import DTYPES
-from llasa.scores import (
-    SAMPLE_RATE,
-    DnsmosScorer,
-    DurationScorer,
-    PitchVariationScorer,
-    SpeakerSimilarityScorer,
-)
+from llasa.prosody import IntonationScorer
+from llasa.scores import DnsmosScorer, DurationScorer, SpeakerSimilarityScorer, _map_distinct
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
@@ -90,13 +85,17 @@ def time_calls(call, repeats: int) -> tuple[float, float]:
 def benchmark(args) -> list[str]:
     clips, references, texts = make_batch(args.batch_size, args.seconds, args.group_size)
     durations = [reference.size / SAMPLE_RATE for reference in references]
-    pitch = PitchVariationScorer(num_workers=args.pitch_workers)
+    intonation = IntonationScorer(device=args.device)
     speaker = SpeakerSimilarityScorer(device=args.device)
     dnsmos = DnsmosScorer(device=args.dnsmos_device, num_threads=args.dnsmos_threads)
     cases = {
         "duration": lambda: DurationScorer()(clips, reference_durations=durations),
-        "pitch variation (natural range)": lambda: pitch(clips),
-        "pitch variation (vs reference)": lambda: pitch(clips, references=[ref.copy() for ref in references]),
+        "intonation (natural ranges)": lambda: intonation.score_measures(
+            intonation.measures(clips), [None] * len(clips)
+        ),
+        "intonation (vs reference)": lambda: intonation.score_measures(
+            intonation.measures(clips), _map_distinct(intonation.measures, [ref.copy() for ref in references])
+        ),
         "speaker similarity": lambda: speaker(clips, references=[ref.copy() for ref in references]),
         "DNSMOS": lambda: dnsmos(clips),
     }
@@ -107,9 +106,8 @@ def benchmark(args) -> list[str]:
         whisper = f"; Whisper {args.whisper} through {backend.name} on {backend.device} ({backend.dtype})"
     lines = [
         f"{args.batch_size} clips of {args.seconds:g} s, references shared by groups of {args.group_size}; "
-        f"speaker encoder on {args.device}, DNSMOS on {args.dnsmos_device} "
-        f"({args.dnsmos_threads or 'default'} threads); pYIN in {args.pitch_workers or 'no'} worker processes"
-        f"{whisper}; {os.cpu_count()} CPUs",
+        f"speaker encoder and CREPE tiny on {args.device}, DNSMOS on {args.dnsmos_device} "
+        f"({args.dnsmos_threads or 'default'} threads){whisper}; {os.cpu_count()} CPUs",
         "",
     ]
     timings = {name: time_calls(call, args.repeats) for name, call in cases.items()}
@@ -130,9 +128,8 @@ class Arguments:
     seconds: float = field(default=5.0, metadata={"help": "Length of each clip."})
     group_size: int = field(default=8, metadata={"help": "Rows sharing one reference (GRPO's group)."})
     repeats: int = field(default=3, metadata={"help": "Timed calls after the first."})
-    device: str = field(default="auto", metadata={"help": "Torch device of the speaker encoder."})
+    device: str = field(default="auto", metadata={"help": "Torch device of the speaker encoder and CREPE."})
     dnsmos_device: str = field(default="cpu", metadata={"help": "DNSMOS device (cuda needs onnxruntime-gpu)."})
-    pitch_workers: int = field(default=0, metadata={"help": "pYIN worker processes (0 = none)."})
     dnsmos_threads: int = field(default=0, metadata={"help": "onnxruntime threads (0 = its default)."})
     whisper: str | None = field(
         default=None,
@@ -142,10 +139,8 @@ class Arguments:
     whisper_dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "For --whisper."})
 
     def __post_init__(self):
-        if min(self.batch_size, self.group_size, self.repeats) < 1 or self.seconds <= 0 or self.pitch_workers < 0:
-            raise ValueError(
-                "--batch_size, --group_size and --repeats must be >= 1, --seconds positive, --pitch_workers >= 0."
-            )
+        if min(self.batch_size, self.group_size, self.repeats) < 1 or self.seconds <= 0:
+            raise ValueError("--batch_size, --group_size and --repeats must be >= 1, --seconds positive.")
 
 
 def main(argv=None):

@@ -13,9 +13,8 @@ import csv
 import json
 from pathlib import Path
 
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 from llasa.rewards import Gate, combine_scores, load_reward
-from llasa.rewards.reward import WHISPER_SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
@@ -31,7 +30,7 @@ def swapped(text: str, n: int) -> str:
 
 def real_clips() -> list[tuple]:
     rows = csv.DictReader((DATA / "metadata.csv").open(encoding="utf-8"))
-    return [(row["file_name"], load_audio(DATA / row["file_name"], WHISPER_SAMPLE_RATE), row["text"]) for row in rows]
+    return [(row["file_name"], load_audio(DATA / row["file_name"], SAMPLE_RATE), row["text"]) for row in rows]
 
 
 def compare(gate: Gate | None = None) -> list[dict]:

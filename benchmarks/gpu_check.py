@@ -336,12 +336,11 @@ def run_train(argv: list[str]) -> None:
 def run(size: Size, work_dir: Path) -> list[str]:
     """Build the models, time the reward, run the GRPO steps with train.py; the report's lines."""
     from benchmarks import learning_check
-    from llasa.asr import unload_backends
-    from llasa.codec import unload_codecs
     from llasa.device import release_cached_memory
     from llasa.evaluation.profiling import profile_report, step_profile
     from llasa.evaluation.run_log import read_log_history
     from llasa.format import SpeechVocab
+    from llasa.model_cache import unload_models
     from llasa.rewards import load_reward
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -363,8 +362,7 @@ def run(size: Size, work_dir: Path) -> list[str]:
     lines.append(time_reward(reward, vocab, size).report())
     planned = planned_memory(policy, reward, size)
     del reward  # train.py loads its own: the GPU is the run's alone, once the loaded models are forgotten too
-    unload_backends()
-    unload_codecs()
+    unload_models()
     gc.collect()
     release_cached_memory(device)
 

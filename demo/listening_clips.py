@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio, write_wav
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE, load_audio, write_wav
 from llasa.listening.store import PreferenceStore
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # the codec's rate, as the clips a listening test compares
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "A rainbow appeared after the summer rain.",

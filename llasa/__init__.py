@@ -4,9 +4,9 @@ from llasa.quiet import silence_unactionable_notices
 
 silence_unactionable_notices()  # first: some of these notices come at import time
 
+from llasa.audio import SAMPLE_RATE  # noqa: E402
 from llasa.format import (  # noqa: E402
     CODEBOOK_SIZE,
-    CODEC_SAMPLE_RATE,
     END_OF_TURN,
     MAX_CONTEXT_TOKENS,
     PROMPT_DATE,

@@ -10,9 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE
 WORLD_FRAME_MS = 5.0
 JITTER_SEMITONES = 1.5  # standard deviation of the random F0 change, drawn anew every 20 ms
 EXAGGERATION = 2.5  # factor on each frame's F0 distance (in semitones) from the median

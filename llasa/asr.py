@@ -35,14 +35,15 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from llasa.audio import SAMPLE_RATE
 from llasa.device import dtype_name, outside_zero3, release_cached_memory, resolve_device, resolve_dtype
+from llasa.model_cache import load_once
 from llasa.text import NO_SPACE_LANGUAGES, is_repetition_loop
 
 logger = logging.getLogger(__name__)
 
-WHISPER_SAMPLE_RATE = 16000  # every Whisper reads 16 kHz mono
 WHISPER_WINDOW_SECONDS = 30  # Whisper pads or cuts its input to 30 s
-WHISPER_WINDOW_SAMPLES = WHISPER_SAMPLE_RATE * WHISPER_WINDOW_SECONDS
+WHISPER_WINDOW_SAMPLES = SAMPLE_RATE * WHISPER_WINDOW_SECONDS
 WHISPER_HOP = 160  # mel frame hop in samples: 3000 frames per window
 WHISPER_N_FFT = 400  # STFT window: zeros padded beyond it change none of the clip's frames
 WHISPER_FRAMES = WHISPER_WINDOW_SAMPLES // WHISPER_HOP
@@ -287,7 +288,7 @@ class TransformersBackend(AsrBackend):
         # The spectrogram is computed on the model's device (transformers' default is the CPU).
         inputs = extractor(
             [first_window(wav) for wav in waveforms],
-            sampling_rate=WHISPER_SAMPLE_RATE,
+            sampling_rate=SAMPLE_RATE,
             return_tensors="pt",
             device=str(self.device),
         ).input_features
@@ -451,12 +452,6 @@ BACKEND_CLASSES = {
     backend.name: backend
     for backend in (OpenAIWhisperBackend, TransformersBackend, FasterWhisperBackend, ParaformerBackend)
 }
-_LOADED_BACKENDS: dict[tuple, AsrBackend] = {}
-
-
-def unload_backends() -> None:
-    """Forget every loaded back end: its memory is freed once nothing else holds it."""
-    _LOADED_BACKENDS.clear()
 
 
 def load_backend(
@@ -475,12 +470,15 @@ def load_backend(
     device = str(resolve_device(device))
     # float16 on a GPU by default: openai-whisper decodes in float16 or float32 only.
     dtype = dtype_name(resolve_dtype(dtype, device, gpu_default=torch.float16, half_on_cpu=True))
-    key = (backend, model, device, dtype, language, max_new_tokens)
-    if key not in _LOADED_BACKENDS:
-        logger.info("Loading the %s model %s on %s (%s).", backend, model, device, dtype)
-        with outside_zero3():
-            _LOADED_BACKENDS[key] = BACKEND_CLASSES[backend](
-                model, device=device, dtype=dtype, language=language, max_new_tokens=max_new_tokens
-            )
-        release_cached_memory(device)
-    return _LOADED_BACKENDS[key]
+    return _load_backend(backend, model, device, dtype, language, max_new_tokens)
+
+
+@load_once
+def _load_backend(backend: str, model: str, device: str, dtype: str, language: str, max_new_tokens: int) -> AsrBackend:
+    logger.info("Loading the %s model %s on %s (%s).", backend, model, device, dtype)
+    with outside_zero3():
+        loaded = BACKEND_CLASSES[backend](
+            model, device=device, dtype=dtype, language=language, max_new_tokens=max_new_tokens
+        )
+    release_cached_memory(device)
+    return loaded

@@ -13,8 +13,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from llasa.format import CODEC_SAMPLE_RATE
-
+# The project's one rate: every waveform it passes around is 16 kHz mono, what XCodec2 reads and writes and what
+# Whisper, silero-vad and the other scorers hear (so no waveform is resampled between them).
+SAMPLE_RATE = 16000
 RESAMPLE_QUALITY = "HQ"  # soxr's high quality: transparent for speech, faster than "VHQ"
 WAV_SUBTYPE = "PCM_16"  # what write_wav stores: 16-bit PCM
 INT16_SCALE = 32768.0  # int16 PCM -> float in [-1, 1)
@@ -22,6 +23,8 @@ INT16_SCALE = 32768.0  # int16 PCM -> float in [-1, 1)
 SILENCE_RMS = 10 ** (-60 / 20)
 # Streaming writers (espeak-ng to a pipe, sox) put 0 or a size near 4 GiB in the header: the real size is unknown.
 UNSIZED_WAV_DATA = 0x7FFF0000
+# Audio files by suffix: those load_audio reads (soundfile, else ffmpeg), as a dataset folder may hold them.
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
 # Audio a browser plays, by suffix: the clips a listening test or an evaluation folder holds (.wav first).
 PLAYABLE_AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 
@@ -34,7 +37,7 @@ class BadAudioError(RuntimeError):
         self.kind = kind
 
 
-def load_audio(path, sample_rate: int = CODEC_SAMPLE_RATE, name=None) -> np.ndarray:
+def load_audio(path, sample_rate: int = SAMPLE_RATE, name=None) -> np.ndarray:
     """Decode an audio file (a path, or a binary file object) to mono float32 at `sample_rate` (16 kHz default).
 
     A WAV file cut short or samples that are not finite raise BadAudioError; messages name `name` (default: path)."""
@@ -83,7 +86,7 @@ def usable_waveform(waveform, min_seconds: float) -> np.ndarray | None:
     wav = np.asarray(waveform, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError(f"Expected a mono waveform (1-D array of samples), got shape {wav.shape}.")
-    if wav.size == 0 or wav.size < min_seconds * CODEC_SAMPLE_RATE or not np.isfinite(wav).all():
+    if wav.size == 0 or wav.size < min_seconds * SAMPLE_RATE or not np.isfinite(wav).all():
         return None
     if is_silent(wav):
         return None
@@ -179,7 +182,7 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(wav, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
 
 
-def write_wav(path, wav: np.ndarray, sample_rate: int = CODEC_SAMPLE_RATE) -> Path:
+def write_wav(path, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write a mono waveform as 16-bit PCM WAV, creating the parent folders; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -142,11 +142,19 @@ def read_jsonl(path) -> list:
     for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                # json counts lines within the one line it was given: report the file's line and the column.
-                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}).") from e
+                rows.append(json_line(line))
+            except ValueError as e:
+                raise ValueError(f"{path} line {number}: {e}.") from e
     return rows
+
+
+def json_line(line: str):
+    """The value of one JSON Lines line; a bad one raises ValueError with the column (the caller names the line)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        # json counts lines within the one line it was given: only the column says where.
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
 
 
 def has_speakable_text(text: str) -> bool:

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from trl import TrlParser
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 
 CONFIG_FLAG = "--config"
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -69,13 +69,14 @@ class SampleRateArguments:
     """The reference implementation's --sampling_rate, kept for its commands: XCodec2 reads and writes 16 kHz only."""
 
     sampling_rate: int = field(
-        default=CODEC_SAMPLE_RATE, metadata={"help": "Must be 16000: XCodec2 reads and writes 16 kHz audio."}
+        default=SAMPLE_RATE,
+        metadata={"help": f"Must be {SAMPLE_RATE}: XCodec2 reads and writes {SAMPLE_RATE} Hz audio."},
     )
 
     def __post_init__(self):
-        if self.sampling_rate != CODEC_SAMPLE_RATE:
+        if self.sampling_rate != SAMPLE_RATE:
             raise ValueError(
-                f"--sampling_rate {self.sampling_rate}: XCodec2 reads and writes {CODEC_SAMPLE_RATE} Hz audio only "
+                f"--sampling_rate {self.sampling_rate}: XCodec2 reads and writes {SAMPLE_RATE} Hz audio only "
                 "(resample files with sox or ffmpeg if another rate is needed)."
             )
 

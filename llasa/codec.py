@@ -46,8 +46,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llasa.audio import SAMPLE_RATE
 from llasa.device import outside_zero3, resolve_device, resolve_dtype
-from llasa.format import CODEBOOK_SIZE, CODEC_SAMPLE_RATE, SAMPLES_PER_TOKEN
+from llasa.format import CODEBOOK_SIZE, SAMPLES_PER_TOKEN
+from llasa.model_cache import load_once
 
 XCODEC2_INSTALL_HINT = "pip install -r requirements-xcodec2.txt && pip install --no-deps xcodec2==0.1.5"
 # The transformers port needs no extra package; its codes equal the original release's.
@@ -71,7 +73,7 @@ def num_codes(num_samples: int) -> int:
 class Xcodec2Codec:
     """The interface every backend offers: `encode`, `decode`, `sample_rate`, `device`, `batching`, `decode_only`."""
 
-    sample_rate = CODEC_SAMPLE_RATE
+    sample_rate = SAMPLE_RATE
 
     def __init__(
         self, model, device: torch.device, batch_size: int, *, batching: str | None = None, decode_only: bool = False
@@ -527,23 +529,15 @@ def load_codec_once(
 ) -> Xcodec2Codec:
     """The codec (float32), loaded once per process for each checkpoint, device, batch size and part: the reward
     and the training samples share one decode-only copy (no semantic model or acoustic encoder in memory)."""
-    codec_id = os.fspath(codec_id)
-    device = str(resolve_device(device))
-    key = (codec_id, device, batch_size, decode_only)
-    if key not in _LOADED_CODECS:
-        try:
-            _LOADED_CODECS[key] = load_codec(codec_id, device=device, batch_size=batch_size, decode_only=decode_only)
-        except Exception as e:
-            raise RuntimeError(f"Could not load the codec {codec_id!r} on {device}: {e}") from e
-    return _LOADED_CODECS[key]
+    return _load_codec(os.fspath(codec_id), str(resolve_device(device)), batch_size, decode_only)
 
 
-_LOADED_CODECS: dict[tuple, Xcodec2Codec] = {}
-
-
-def unload_codecs() -> None:
-    """Forget every codec load_codec_once loaded: its memory is freed once nothing else holds it."""
-    _LOADED_CODECS.clear()
+@load_once
+def _load_codec(codec_id: str, device: str, batch_size: int, decode_only: bool) -> Xcodec2Codec:
+    try:
+        return load_codec(codec_id, device=device, batch_size=batch_size, decode_only=decode_only)
+    except Exception as e:
+        raise RuntimeError(f"Could not load the codec {codec_id!r} on {device}: {e}") from e
 
 
 def decode_speech(codec, codes: list[list[int]], prompts: list[list[int] | None] | None = None) -> list:
@@ -562,7 +556,7 @@ def encode_voice_prompt(codec, path) -> list[int]:
     """The codes of a voice prompt recording (any format, rate and channels); errors name the file and the fix."""
     from llasa.audio import BadAudioError, check_speech, load_audio
 
-    wav = load_audio(path, CODEC_SAMPLE_RATE)
+    wav = load_audio(path, SAMPLE_RATE)
     if wav.size == 0:
         raise ValueError(f"The voice prompt {path} holds no audio.")
     try:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import SILENCE_RMS, BadAudioError, check_speech
+from llasa.audio import SAMPLE_RATE, SILENCE_RMS, BadAudioError, check_speech
 from llasa.checks import check_codec, has_speakable_text
 from llasa.codec import DEFAULT_CODEC_ID, load_codec
 from llasa.format import (
     CODE_TOKENS_COLUMN,
     CODEBOOK_SIZE,
-    CODEC_SAMPLE_RATE,
     CODES_COLUMN,
     DURATION_COLUMN,
     MAX_CONTEXT_TOKENS,
@@ -145,7 +144,7 @@ class Clip:
 
     @property
     def duration(self) -> float:
-        return len(self.wav) / CODEC_SAMPLE_RATE
+        return len(self.wav) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ speech tokens of the prompt audio). The model continues with speech tokens and s
 import re
 from dataclasses import dataclass
 
+from llasa.audio import SAMPLE_RATE
 from llasa.numbers import is_count
 
-CODEC_SAMPLE_RATE = 16000  # XCodec2 reads and writes 16 kHz mono
 SAMPLES_PER_TOKEN = 320  # XCodec2's hop: one code per 20 ms
-TOKENS_PER_SECOND = CODEC_SAMPLE_RATE // SAMPLES_PER_TOKEN  # 50
+TOKENS_PER_SECOND = SAMPLE_RATE // SAMPLES_PER_TOKEN  # 50
 CODEBOOK_SIZE = 65536  # one FSQ codebook of 4^8 codes
 MAX_CONTEXT_TOKENS = 2048  # Llasa's training length: prompt + speech
 

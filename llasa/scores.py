@@ -1,5 +1,5 @@
-"""Scores of generated speech beyond recognition errors: speaking rate, pitch variation, speaker similarity and
-quality, each a candidate reward component for GRPO.
+"""Scores of generated speech beyond recognition errors: speaking rate, speaker similarity and quality, each a
+candidate reward component for GRPO (intonation and timing: llasa.prosody, llasa.vad).
 
 Each scorer is a frozen dataclass of its options, checked when it is built, and is called on a batch of 16 kHz
 mono float32 waveforms plus what it needs per row (reference durations or texts, reference audio). It returns one
@@ -10,9 +10,6 @@ so scorers are cheap to build and to pickle.
 - `DurationScorer`: 1 while the clip lasts within a tolerance of the expected duration, then
   exp(-d / falloff) where d is the log-ratio distance to the band. The expected duration is the reference
   audio's when known, else the text's length over a speaking rate (`estimate_speaking_rate`).
-- `PitchVariationScorer`: the spread of F0 (librosa's pYIN) over voiced frames, as the standard deviation of
-  12 * log2(f0 / median f0) in semitones, scored like the duration against the reference's spread or a natural
-  range. Monotone speech scores low.
 - `SpeakerSimilarityScorer`: cosine similarity of speaker embeddings of the clip and a reference (the voice
   prompt), mapped linearly from `floor` (0) to 1 (1). Embeddings from resemblyzer (`backend="resemblyzer"`, the
   default) or from a WavLM speaker-verification model through transformers' `WavLMForXVector` (`backend="wavlm"`,
@@ -22,10 +19,9 @@ so scorers are cheap to build and to pickle.
 
 Print the raw measures of audio files, to choose the scorers' ranges for a dataset (`measure_files`):
 
-    python evaluate.py measure tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
+    python evaluate.py measure --audio tests/data/fox_en_us.wav tests/data/fox_en_f3.wav --reference tests/data/rainbow_en_us.wav
 """
 
-import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -34,17 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio, usable_waveform
+from llasa.audio import SAMPLE_RATE, load_audio, usable_waveform
 from llasa.device import check_device_name, outside_zero3, resolve_device
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.model_cache import load_once
 from llasa.numbers import is_count, is_number
 from llasa.text import text_length
-
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # the scorers read the codec's output: 16 kHz mono
-
-# pYIN framing: 20 ms hops (the codec's token rate) and 64 ms frames, which hold two periods of 31.25 Hz.
-PITCH_HOP_LENGTH = 320
-PITCH_FRAME_LENGTH = 1024
 
 # resemblyzer embeds an utterance as the mean of 1.6 s windows; these are its own defaults for embed_utterance.
 PARTIALS_PER_SECOND = 1.3
@@ -194,125 +184,7 @@ class DurationScorer:
         return scores
 
 
-def semitone_spread(wav: np.ndarray, *, fmin: float, fmax: float, min_voiced_frames: int) -> float | None:
-    """Standard deviation of 12 * log2(f0 / median f0) over pYIN's voiced frames; None if fewer than
-    `min_voiced_frames` are voiced."""
-    import librosa
-
-    f0, voiced, _ = librosa.pyin(
-        wav, fmin=fmin, fmax=fmax, sr=SAMPLE_RATE, frame_length=PITCH_FRAME_LENGTH, hop_length=PITCH_HOP_LENGTH
-    )
-    f0 = f0[voiced & np.isfinite(f0)]
-    if f0.size < min_voiced_frames:
-        return None
-    return float(np.std(12 * np.log2(f0 / np.median(f0))))
-
-
-@functools.cache
-def _worker_pool(num_workers: int):
-    """Threads kept for the life of this process. Threads, not processes: spawned worker processes re-imported the
-    training script (torch, TRL, the models' modules) and each held its own copy; pYIN's numpy work releases the
-    GIL, so threads still share the cores."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(num_workers, thread_name_prefix="pyin")
-
-
-@dataclass(frozen=True)
-class PitchVariationScorer:
-    """How lively the intonation is: F0 spread in semitones, scored against the reference's spread or a range.
-
-    The spread is the standard deviation of 12 * log2(f0 / median f0) over pYIN's voiced frames: espeak-ng's
-    default voice spreads about 1.5 semitones, its flattest setting (SSML range="x-low") about 0.4. The default
-    natural range is a starting point for expressive read speech; measure a dataset's reference audio with
-    `evaluate.py measure` to set it.
-
-    pYIN is the costly scorer: 0.2-0.6 s of one CPU core per 5 s clip, mostly its Viterbi pass, which grows with the
-    square of the pitch range searched. `num_workers` spreads a batch over threads; a narrower fmin-fmax is cheaper.
-    The `intonation` component (llasa.prosody) scores the contour's shape instead, with CREPE or pYIN.
-    """
-
-    natural_range: tuple[float, float] = (2.0, 5.0)  # semitones scored 1 for rows without a reference
-    tolerance: float = 0.25  # with a reference spread s: [s / 1.25, s * 1.25] scores 1
-    falloff: float = 0.5  # log-ratio distance beyond the band at which the score falls to 1/e
-    fmin: float = 65.0  # Hz (C2): below low male voices
-    fmax: float = 600.0  # Hz: above children's voices
-    min_voiced_seconds: float = 0.5  # fewer voiced frames than this give no score
-    num_workers: int = 0  # threads running pYIN on a batch's clips in parallel; 0 = one at a time
-
-    def __post_init__(self):
-        # A JSON config gives a list: hold a tuple, as a frozen dataclass should.
-        natural_range = tuple(self.natural_range) if isinstance(self.natural_range, list | tuple) else ()
-        numbers = len(natural_range) == 2 and all(map(is_number, natural_range))
-        if not (numbers and 0 < natural_range[0] <= natural_range[1]):
-            raise ValueError(
-                f"natural_range must be [low, high] semitones with 0 < low <= high, got {self.natural_range}."
-            )
-        object.__setattr__(self, "natural_range", natural_range)
-        _check_tolerance(self.tolerance)
-        _check_positive("falloff", self.falloff)
-        min_fmin = 2 * SAMPLE_RATE / PITCH_FRAME_LENGTH  # two periods per pYIN frame
-        in_range = is_number(self.fmin) and is_number(self.fmax) and min_fmin <= self.fmin < self.fmax
-        if not (in_range and self.fmax <= SAMPLE_RATE / 2):
-            raise ValueError(
-                f"Need {min_fmin} <= fmin < fmax <= {SAMPLE_RATE // 2} Hz, got fmin={self.fmin}, fmax={self.fmax}."
-            )
-        _check_positive("min_voiced_seconds", self.min_voiced_seconds)
-        if not (is_count(self.num_workers) and self.num_workers >= 0):
-            raise ValueError(f"num_workers must be an integer >= 0 (0 = no worker threads), got {self.num_workers!r}.")
-
-    def spreads(self, waveforms: Sequence[Waveform]) -> list[float | None]:
-        """Each clip's F0 spread in semitones, or None if unusable or with too few voiced frames."""
-        usable = [usable_waveform(waveform, min_seconds=self.min_voiced_seconds) for waveform in waveforms]
-        clips = [wav for wav in usable if wav is not None]
-        measure = functools.partial(
-            semitone_spread,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            min_voiced_frames=math.ceil(self.min_voiced_seconds * SAMPLE_RATE / PITCH_HOP_LENGTH),
-        )
-        measured = iter(
-            _worker_pool(self.num_workers).map(measure, clips) if self.num_workers else map(measure, clips)
-        )
-        return [None if wav is None else next(measured) for wav in usable]
-
-    def measure(
-        self, waveforms: Sequence[Waveform], references: Sequence[Waveform] | None = None
-    ) -> tuple[list[float | None], list[float | None]]:
-        """The spread of each clip and of its row's reference (None where missing or unmeasurable), from one pYIN
-        pass over the clips and the distinct references together (so worker processes share one queue)."""
-        _check_rows("references", references, len(waveforms))
-        unique, reference_rows = _distinct([None] * len(waveforms) if references is None else references)
-        measured = self.spreads([*waveforms, *unique])
-        spreads, unique_spreads = measured[: len(waveforms)], measured[len(waveforms) :]
-        return spreads, [None if row is None else unique_spreads[row] for row in reference_rows]
-
-    def score_spreads(
-        self, spreads: Sequence[float | None], reference_spreads: Sequence[float | None]
-    ) -> list[float | None]:
-        """Scores of measured spreads: against the row's reference spread, or `natural_range` where it is None."""
-        scores = []
-        for spread, reference in zip(spreads, reference_spreads, strict=True):
-            if spread is None:
-                scores.append(None)
-            elif spread == 0:  # a constant pitch: as monotone as it gets
-                scores.append(0.0)
-            elif reference is None or reference == 0:
-                scores.append(band_score(spread, *self.natural_range, self.falloff))
-            else:
-                band = 1.0 + self.tolerance
-                scores.append(band_score(spread, reference / band, reference * band, self.falloff))
-        return scores
-
-    def __call__(
-        self, waveforms: Sequence[Waveform], *, references: Sequence[Waveform] | None = None
-    ) -> list[float | None]:
-        """Scores against each row's reference audio; a row without one, or whose reference has too little voiced
-        speech to measure, is scored against `natural_range`."""
-        return self.score_spreads(*self.measure(waveforms, references))
-
-
-@functools.cache
+@load_once
 @outside_zero3()
 def _voice_encoder(device: str):
     from resemblyzer import VoiceEncoder
@@ -320,7 +192,7 @@ def _voice_encoder(device: str):
     return VoiceEncoder(device=device, verbose=False)
 
 
-@functools.cache
+@load_once
 @outside_zero3()
 def _wavlm_xvector(model: str, device: str):
     """(feature extractor, WavLMForXVector) of a hub id or folder, loaded once per process and device."""
@@ -462,7 +334,7 @@ def _onnx_providers(device: str) -> list:
     return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
 
-@functools.cache
+@load_once
 def _dnsmos_session(personalized: bool, device: str, num_threads: int):
     import onnxruntime
     import speechmos.dnsmos
@@ -574,12 +446,11 @@ def _format(value: float | None) -> str:
 
 
 def measure_files(paths: list[str], reference: str | None, device: str) -> list[str]:
-    """A markdown table of each file's raw measures: seconds, F0 spread, intonation movement and roughness, speaker
+    """A markdown table of each file's raw measures: seconds, intonation movement and roughness (semitones), speaker
     cosine, DNSMOS."""
     from llasa.prosody import IntonationScorer
 
     waveforms = [load_audio(path) for path in paths]
-    spreads = PitchVariationScorer().spreads(waveforms)
     intonation = IntonationScorer(device=device).measures(waveforms)
     if reference is None:
         cosines = [None] * len(paths)
@@ -588,14 +459,12 @@ def measure_files(paths: list[str], reference: str | None, device: str) -> list[
         cosines = SpeakerSimilarityScorer(device=device).similarities(waveforms, references)
     moses = DnsmosScorer().mos(waveforms)
     lines = [
-        "| file | seconds | F0 spread (semitones) | movement | roughness | speaker cosine | DNSMOS SIG | BAK | OVRL |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| file | seconds | movement | roughness | speaker cosine | DNSMOS SIG | BAK | OVRL |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for path, wav, spread, shape, cosine, mos in zip(
-        paths, waveforms, spreads, intonation, cosines, moses, strict=True
-    ):
+    for path, wav, shape, cosine, mos in zip(paths, waveforms, intonation, cosines, moses, strict=True):
         sig, bak, ovrl = (None, None, None) if mos is None else (mos[metric] for metric in DNSMOS_METRICS)
         movement, roughness = (None, None) if shape is None else (shape.movement, shape.roughness)
-        cells = [wav.size / SAMPLE_RATE, spread, movement, roughness, cosine, sig, bak, ovrl]
+        cells = [wav.size / SAMPLE_RATE, movement, roughness, cosine, sig, bak, ovrl]
         lines.append(f"| {path} | " + " | ".join(_format(cell) for cell in cells) + " |")
     return lines

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 # Tried in order when --audio_column / --text_column are not given (an Audio-typed column wins for audio).
 AUDIO_COLUMN_CANDIDATES = ("audio", "file_name", "path", "audio_path", "audio_filepath", "file", "filename", "wav")
@@ -27,6 +26,8 @@ TEXT_COLUMN_CANDIDATES = (
     "sentence",
     "raw_text",
 )
+# Who speaks each row (Common Voice calls it client_id); tried in order when a speaker column is not given.
+SPEAKER_COLUMN_CANDIDATES = ("speaker", "speaker_id", "speaker_name", "spk_id", "client_id")
 
 
 @dataclass(frozen=True)
@@ -210,23 +211,41 @@ def _audio_folder_rows(folder: Path, text_columns=TEXT_COLUMN_CANDIDATES) -> lis
 
 def resolve_columns(dataset, audio_column: str | None = None, text_column: str | None = None) -> tuple[str, str]:
     """The audio and text column names: the ones given (checked), or detected from common names."""
-    from datasets import Audio
-
     columns = list(dataset.column_names)
     listed = ", ".join(columns)
     for flag, given in (("--audio_column", audio_column), ("--text_column", text_column)):
         if given is not None and given not in columns:
             raise ValueError(f"Column {given!r} ({flag}) is not in the dataset; its columns are: {listed}.")
     if audio_column is None:
-        typed = [name for name in columns if isinstance(dataset.features[name], Audio)]
-        audio_column = next(iter(typed + [name for name in AUDIO_COLUMN_CANDIDATES if name in columns]), None)
+        audio_column = next(iter(audio_data_columns(dataset) + _present(columns, AUDIO_COLUMN_CANDIDATES)), None)
     if text_column is None:
-        text_column = next((name for name in TEXT_COLUMN_CANDIDATES if name in columns), None)
+        text_column = next(iter(_present(columns, TEXT_COLUMN_CANDIDATES)), None)
     for flag, found in (("--audio_column", audio_column), ("--text_column", text_column)):
         if found is None:
             kind = flag.removeprefix("--").removesuffix("_column")
             raise ValueError(f"Cannot tell which column holds the {kind}: pass {flag}. The columns are: {listed}.")
     return audio_column, text_column
+
+
+def audio_data_columns(dataset) -> list[str]:
+    """The columns that hold audio itself (datasets' Audio type), not paths to it."""
+    from datasets import Audio
+
+    return [name for name in dataset.column_names if isinstance(dataset.features[name], Audio)]
+
+
+def speaker_column(dataset, given: str | None = None) -> str | None:
+    """The column naming each row's speaker: the one given (checked), else the first of SPEAKER_COLUMN_CANDIDATES
+    present, else None."""
+    columns = list(dataset.column_names)
+    if given is not None and given not in columns:
+        listed = ", ".join(columns)
+        raise ValueError(f"Column {given!r} (--speaker_column) is not in the dataset; its columns are: {listed}.")
+    return given if given is not None else next(iter(_present(columns, SPEAKER_COLUMN_CANDIDATES)), None)
+
+
+def _present(columns: list[str], candidates: tuple[str, ...]) -> list[str]:
+    return [name for name in candidates if name in columns]
 
 
 # Audio cells
@@ -237,20 +256,20 @@ def load_clip(value, base_dir: Path | None = None) -> np.ndarray:
     from llasa.audio import BadAudioError, load_audio, resample, to_mono
 
     if isinstance(value, str):
-        return load_audio(_resolve(value, base_dir), CODEC_SAMPLE_RATE)
+        return load_audio(_resolve(value, base_dir), SAMPLE_RATE)
     if isinstance(value, dict) and value.get("array") is not None:
         array = np.asarray(value["array"], dtype=np.float32)
         # datasets keeps multi-channel audio channels-first; to_mono wants (frames, channels)
-        return resample(to_mono(array.T if array.ndim == 2 else array), int(value["sampling_rate"]), CODEC_SAMPLE_RATE)
+        return resample(to_mono(array.T if array.ndim == 2 else array), int(value["sampling_rate"]), SAMPLE_RATE)
     if isinstance(value, dict) and value.get("bytes") is not None:
         try:
-            return load_audio(io.BytesIO(value["bytes"]), CODEC_SAMPLE_RATE, name=audio_name(value))
+            return load_audio(io.BytesIO(value["bytes"]), SAMPLE_RATE, name=audio_name(value))
         except BadAudioError:
             raise
         except RuntimeError as e:
             raise RuntimeError(f"Failed to load audio {audio_name(value)}: {e.__cause__}") from e
     if isinstance(value, dict) and value.get("path") is not None:
-        return load_audio(_resolve(value["path"], base_dir), CODEC_SAMPLE_RATE)
+        return load_audio(_resolve(value["path"], base_dir), SAMPLE_RATE)
     raise RuntimeError(f"Failed to load audio: not a path nor audio data: {str(value)[:80]!r}")
 
 

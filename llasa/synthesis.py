@@ -19,13 +19,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from llasa.audio import resample, write_wav
-from llasa.checks import has_speakable_text
+from llasa.audio import SAMPLE_RATE, write_wav
+from llasa.checks import has_speakable_text, json_line
 from llasa.clip_codes import CODES_SUFFIX, ClipCodes, write_clip_codes
 from llasa.codec import DEFAULT_CODEC_ID, decode_speech, encode_voice_prompt
 from llasa.device import DTYPES, resolve_device, resolve_dtype
 from llasa.format import (
-    CODEC_SAMPLE_RATE,
     MAX_CONTEXT_TOKENS,
     SAMPLES_PER_TOKEN,
     SAMPLING_TEMPERATURE,
@@ -274,9 +273,9 @@ def _detect_format(path: Path, lines: list[str]) -> str:
 
 def _line_format(line: str) -> str:
     try:
-        if isinstance(json.loads(line), dict):
+        if isinstance(json_line(line), dict):
             return "jsonl"
-    except json.JSONDecodeError:
+    except ValueError:
         pass
     return "seedtts" if len(line.split("|")) in SEEDTTS_FIELDS else "text"
 
@@ -292,9 +291,9 @@ def _parse_line(line: str, input_format: str, default_id: str, source: str, fold
         recording = fields[4].strip() if len(fields) == 5 else ""
         return replace(request, recording=str(folder / recording)) if recording else request
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise SynthesisError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        record = json_line(line)
+    except ValueError as e:
+        raise SynthesisError(str(e)) from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise SynthesisError('expected a JSON object with a "text" string')
     for key in ("prompt_wav", "prompt_text"):
@@ -488,7 +487,7 @@ def _clip_or_skip(
         )
     unfinished = [candidate for candidate in candidates if not candidate.ended]
     if unfinished:
-        seconds = max(len(candidate.codes) for candidate in unfinished) * SAMPLES_PER_TOKEN / CODEC_SAMPLE_RATE
+        seconds = max(len(candidate.codes) for candidate in unfinished) * SAMPLES_PER_TOKEN / SAMPLE_RATE
         logger.warning(
             "%s: no %s within %d tokens%s; decoding the speech generated (up to %.1f s). Raise --max_length if the "
             "speech is cut short.",
@@ -519,14 +518,12 @@ def load_scorer(reward_config, device: str = "auto") -> Scorer:
     Each clip's scores are the reward module's: reward, wer or cer, nll, transcript, component scores.
     `device` overrides the config's unless "auto".
     """
-    from llasa.asr import WHISPER_SAMPLE_RATE
     from llasa.rewards import load_reward
 
     reward = load_reward(reward_config, device=None if device == "auto" else device)
 
     def score(waveforms: list[np.ndarray], texts: list[str], columns: dict | None = None) -> list[dict]:
-        audio = [resample(waveform, CODEC_SAMPLE_RATE, WHISPER_SAMPLE_RATE) for waveform in waveforms]
-        return [clip.to_json() for clip in reward.score_audio(audio, texts, columns)]
+        return [clip.to_json() for clip in reward.score_audio(waveforms, texts, columns)]
 
     return score
 
@@ -568,7 +565,7 @@ def write_clip(clip: Clip, wav_path, keep_prompt: bool = False) -> Path:
     """Write the kept candidate as 16 kHz WAV, its codes and prompt in <stem>.codes.json and, when candidates were
     scored, their scores in <stem>.json."""
     waveform = clip.waveform(keep_prompt)
-    wav_path = write_wav(wav_path, waveform, CODEC_SAMPLE_RATE)
+    wav_path = write_wav(wav_path, waveform, SAMPLE_RATE)
     request = clip.request
     prompt_text = request.prompt_text if clip.prompt_codes is not None else None
     write_clip_codes(
@@ -582,7 +579,7 @@ def write_clip(clip: Clip, wav_path, keep_prompt: bool = False) -> Path:
             "candidates": [
                 {
                     "n_codes": len(candidate.codes),
-                    "duration_s": len(candidate.waveform) / CODEC_SAMPLE_RATE,
+                    "duration_s": len(candidate.waveform) / SAMPLE_RATE,
                     "ended": candidate.ended,
                     "n_dropped": candidate.n_dropped,
                     **scores,

@@ -19,11 +19,10 @@ from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.extras.profiling import ProfilingContext
 
-from llasa.audio import write_wav
+from llasa.audio import SAMPLE_RATE, write_wav
 from llasa.clip_codes import ClipCodes, write_clip_codes
 from llasa.codec import decode_speech
 from llasa.format import (
-    CODEC_SAMPLE_RATE,
     DURATION_COLUMN,
     TEXT_COLUMN,
     TOKENS_PER_SECOND,
@@ -498,7 +497,7 @@ def send_audio_to_trackers(trainer, report_to: list[str], records: list[dict], s
 
         if wandb.run is not None:
             audio = {
-                f"samples/{i}": wandb.Audio(r["waveform"], sample_rate=CODEC_SAMPLE_RATE, caption=r["text"])
+                f"samples/{i}": wandb.Audio(r["waveform"], sample_rate=SAMPLE_RATE, caption=r["text"])
                 for i, r in clips
             }
             wandb.log({**audio, "train/global_step": step})
@@ -510,5 +509,5 @@ def send_audio_to_trackers(trainer, report_to: list[str], records: list[dict], s
             if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
                 for i, r in clips:
                     callback.tb_writer.add_audio(
-                        f"samples/{i}", torch.from_numpy(r["waveform"])[None], step, CODEC_SAMPLE_RATE
+                        f"samples/{i}", torch.from_numpy(r["waveform"])[None], step, SAMPLE_RATE
                     )

@@ -6,16 +6,15 @@ longest pause between words, and the share of the clip that is speech. A clip in
 silence, hum or noise whatever Whisper writes for it (Whisper transcribes silence as "you" or "Thank you.").
 """
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
+from llasa.model_cache import load_once
 from llasa.numbers import is_number
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # silero-vad hears 16 kHz in 512-sample windows
 SPEECH_THRESHOLD = 0.5  # silero-vad's own default probability of speech
 MIN_PAUSE_SECONDS = 0.1  # shorter gaps do not split a segment (silero-vad's default)
 MIN_SPEECH_SECONDS = 0.25  # shorter bursts are not speech (silero-vad's default)
@@ -55,7 +54,7 @@ class SpeechActivity:
         return self.speech_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
-@functools.cache
+@load_once
 def _silero():
     """The ONNX model, loaded once per process. Importing silero_vad sets torch's CPU threads to 1 for the whole
     process: the count is put back, so the policy and the other scorers keep theirs."""

@@ -11,6 +11,8 @@ def build_tiny_wavlm_xvector(folder: Path) -> Path:
     import torch
     from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
 
+    from llasa.audio import SAMPLE_RATE
+
     torch.manual_seed(0)
     config = WavLMConfig(
         hidden_size=32,
@@ -31,6 +33,6 @@ def build_tiny_wavlm_xvector(folder: Path) -> Path:
     )
     WavLMForXVector(config).eval().save_pretrained(folder)
     Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
     ).save_pretrained(folder)
     return folder

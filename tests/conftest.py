@@ -25,6 +25,15 @@ def requires_tool(name: str):
     return pytest.mark.skipif(shutil.which(name) is None, reason=f"needs {name} ({SYSTEM_TOOLS[name]})")
 
 
+@pytest.fixture
+def no_loaded_models(monkeypatch):
+    """An empty cache of loaded models for one test (its models load anew, not from an earlier test); the earlier
+    cache is back after it."""
+    import llasa.model_cache
+
+    monkeypatch.setattr(llasa.model_cache, "_LOADED", {})
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one thread (several threads only contend on a shared 2-core machine)."""

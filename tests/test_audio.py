@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from llasa.audio import load_audio, resample, to_mono, write_wav
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE, load_audio, resample, to_mono, write_wav
 
 DATA_DIR = Path(__file__).parent / "data"
 CLIPS = sorted(path for path in DATA_DIR.iterdir() if path.suffix in {".wav", ".flac", ".mp3"})
@@ -53,7 +52,7 @@ class TestLoadAudio:
         wav = load_audio(path)
         assert wav.dtype == np.float32 and wav.ndim == 1
         assert 0 < wav.std() < 1
-        assert len(wav) / CODEC_SAMPLE_RATE == pytest.approx(_duration(path), abs=0.02)
+        assert len(wav) / SAMPLE_RATE == pytest.approx(_duration(path), abs=0.02)
 
     def test_other_target_rate(self):
         # Asking for 24 kHz resamples a 16 kHz file to 1.5x as many samples.
@@ -64,7 +63,7 @@ class TestLoadAudio:
         # The stereo FLAC (two equal channels) loads as the mean of its channels, resampled.
         path = DATA_DIR / "stella_en_us.flac"
         stereo, rate = sf.read(path, dtype="float32")
-        expected = resample(stereo.mean(axis=1), rate, CODEC_SAMPLE_RATE)
+        expected = resample(stereo.mean(axis=1), rate, SAMPLE_RATE)
         np.testing.assert_allclose(load_audio(path), expected, atol=1e-6)
 
     def test_file_object(self):
@@ -95,7 +94,7 @@ class TestLoadAudio:
         wav = load_audio(m4a)
         assert wav.dtype == np.float32 and 0 < wav.std() < 1
         # The AAC encoder adds up to a few tens of milliseconds of priming and padding.
-        assert len(wav) / CODEC_SAMPLE_RATE == pytest.approx(_duration(source), abs=0.1)
+        assert len(wav) / SAMPLE_RATE == pytest.approx(_duration(source), abs=0.1)
 
 
 class TestResample:

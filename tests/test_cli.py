@@ -12,6 +12,7 @@ import inference
 import listen
 import reward_whisper
 import train
+import train_dpo
 from llasa.synthesis import SamplingOptions
 
 
@@ -121,10 +122,11 @@ class TestReferenceFlags:
     [
         (create_dataset.parse_options, []),
         (train.parse_args, []),
+        (train_dpo.parse_args, []),
         (inference.parse_args, []),
         (reward_whisper.parse_args, []),
-        *((evaluate.parse_args, [command]) for command in ("compare", "curves", "profile", "measure")),
-        *((listen.parse_args, [command]) for command in ("pairs", "serve", "results", "export", "ai-label")),
+        *((evaluate.parse_args, [command]) for command in evaluate.COMMANDS),
+        *((listen.parse_args, [command]) for command in listen.COMMANDS),
     ],
 )
 def test_every_help_shows_config_and_both_spellings(parse, argv, capsys):

@@ -12,7 +12,6 @@ from transformers.integrations.deepspeed import (
 from transformers.modeling_utils import PreTrainedModel
 from trl import GRPOConfig
 
-import llasa.asr
 import llasa.codec
 from llasa.device import outside_zero3
 from llasa.rewards import load_reward
@@ -71,12 +70,10 @@ def test_outside_zero3_without_deepspeed_changes_nothing():
 
 
 def test_reward_models_load_whole_under_zero3(
-    zero3, init_contexts, tiny_codec_dir, tiny_whisper, tmp_path, monkeypatch
+    zero3, init_contexts, tiny_codec_dir, tiny_whisper, tmp_path, no_loaded_models
 ):
     # train.py's loading of the reward under a stage-3 config: the codec and transformers' Whisper are built outside
     # ZeRO-3 (whole, no collective call: no process waits for another), and ZeRO-3 is on again for the policy.
-    monkeypatch.setattr(llasa.asr, "_LOADED_BACKENDS", {})  # loaded anew, not taken from an earlier test
-    monkeypatch.setattr(llasa.codec, "_LOADED_CODECS", {})
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     reward = load_reward(
         {"asr_backend": "transformers", "asr_model": str(tiny_whisper.transformers), "codec_id": str(tiny_codec_dir)},
@@ -87,9 +84,8 @@ def test_reward_models_load_whole_under_zero3(
     assert is_deepspeed_zero3_enabled()
 
 
-def test_models_loaded_later_stay_outside_zero3(zero3, init_contexts, tiny_codec_dir, monkeypatch):
+def test_models_loaded_later_stay_outside_zero3(zero3, init_contexts, tiny_codec_dir, no_loaded_models):
     # The codec loaded on first use (samples) during a ZeRO-3 run, decode-only, is built outside it too.
-    monkeypatch.setattr(llasa.codec, "_LOADED_CODECS", {})
     codec = llasa.codec.load_codec_once(tiny_codec_dir, device="cpu")
     assert init_contexts == [("Xcodec2DecoderModel", False)] and is_deepspeed_zero3_enabled()
     assert all(parameter.numel() > 0 for parameter in codec.model.parameters())  # whole, not partitioned
@@ -116,15 +112,11 @@ def test_original_xcodec2_asks_for_w2v_bert_outside_zero3(zero3, tiny_original_c
 
 
 def test_wavlm_speaker_scorer_loads_whole_with_the_reward_under_zero3(
-    zero3, init_contexts, tiny_codec_dir, tiny_wavlm, monkeypatch
+    zero3, init_contexts, tiny_codec_dir, tiny_wavlm, no_loaded_models
 ):
     # The WavLM speaker-verification model loads with the reward's other models, before the first step, outside
     # ZeRO-3: not at the first reward call, where it would be partitioned and a process with nothing to score would
     # leave the others waiting in its broadcast.
-    import llasa.scores
-
-    monkeypatch.setattr(llasa.codec, "_LOADED_CODECS", {})
-    llasa.scores._wavlm_xvector.cache_clear()
     reward = load_reward(
         {
             "codec_id": str(tiny_codec_dir),
@@ -135,4 +127,3 @@ def test_wavlm_speaker_scorer_loads_whole_with_the_reward_under_zero3(
     reward.load_models()
     assert sorted(init_contexts) == [("WavLMForXVector", False), ("Xcodec2DecoderModel", False)]
     assert is_deepspeed_zero3_enabled()
-    llasa.scores._wavlm_xvector.cache_clear()

@@ -13,11 +13,11 @@ import torch
 
 import listen
 import train_dpo
-from llasa.audio import load_audio, write_wav
+from llasa.audio import SAMPLE_RATE, load_audio, write_wav
 from llasa.clip_codes import codes_path, read_clip_codes
 from llasa.codec import encode_voice_prompt, load_codec
 from llasa.dpo import tokenize_preference_row
-from llasa.format import CODEC_SAMPLE_RATE, SpeechVocab
+from llasa.format import SpeechVocab
 from llasa.listening.dpo_data import preference_rows
 from llasa.listening.store import PreferenceStore
 from llasa.synthesis import Request, SamplingOptions, load_model, prompt_ids, run
@@ -43,7 +43,7 @@ def systems(tmp_path_factory, tiny_llasa_dir, tiny_codec_dir):
     """Two samplings of the tiny Llasa written by inference's `run` (codes beside each clip), and a third system
     whose clips are the second's audio alone, without codes (as another TTS system's folder would be)."""
     root = tmp_path_factory.mktemp("systems")
-    write_wav(root / "voice.wav", load_audio(DATA / "fox_en_us.wav")[: CODEC_SAMPLE_RATE // 2])
+    write_wav(root / "voice.wav", load_audio(DATA / "fox_en_us.wav")[: SAMPLE_RATE // 2])
     llasa = load_model(str(tiny_llasa_dir), "cpu")
     codec = load_codec(tiny_codec_dir, device="cpu")
     for name, seed in (("first", 0), ("second", 1)):
@@ -147,7 +147,7 @@ def test_export_renders_exactly_inference_ids(systems, exported, tiny_llasa_dir,
         for side in ("chosen", "rejected"):
             path = row[f"{side}_audio"]
             written = read_clip_codes(path)
-            codes = written.codes if written else codec.encode([load_audio(path, CODEC_SAMPLE_RATE)])[0]
+            codes = written.codes if written else codec.encode([load_audio(path, SAMPLE_RATE)])[0]
             assert tokenized[f"{side}_ids"] == [*vocab.codes_to_ids(codes), vocab.speech_end_id], (side, path)
     assert {(row["chosen_system"], row["rejected_system"]) for row in dataset} == {
         ("first", "second"),

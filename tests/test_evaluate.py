@@ -65,6 +65,7 @@ def espeak_report(tmp_path_factory, reward_config):
             str(output_dir),
             "--speech_scores",
             "speaker_similarity",
+            "intonation",
         ]
         + ["--device", "cpu"]
     )
@@ -106,6 +107,17 @@ class TestCompare:
         [expected] = SpeakerSimilarityScorer(device="cpu").similarities([audio], [load_audio(row["prompt_wav"])])
         assert first["speaker_cosine"] == pytest.approx(expected, abs=1e-5)
         assert [r["speaker_cosine"] is None for r in records] == [index % 2 == 1 for index in range(len(records))]
+
+    def test_intonation_measures(self, espeak_report):
+        # "intonation" adds each clip's contour movement and roughness (llasa.prosody's measures, in semitones; a
+        # clip measured in another batch agrees to float32 rounding)
+        from llasa.prosody import IntonationScorer
+
+        first = next(r for r in espeak_report["records"] if r["system"] == "espeak")
+        [shape] = IntonationScorer(device="cpu").measures([load_audio(DATA / METADATA[0]["file_name"])])
+        assert first["pitch_movement"] == pytest.approx(shape.movement, abs=1e-4) and shape.movement > 0.5
+        assert first["pitch_roughness"] == pytest.approx(shape.roughness, abs=1e-4)
+        assert "pitch_movement" in espeak_report["summary"]["systems"]["shuffled"]["metrics"]
 
     def test_shuffled_texts_score_worse_and_missing_counted(self, espeak_report):
         # Clips saying another sentence have a higher WER and NLL than the right ones (positive deltas vs the

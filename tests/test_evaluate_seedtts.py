@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import evaluate
-import llasa.asr as asr
 from llasa.audio import load_audio
 from llasa.evaluation.seedtts import protocol_reward_config
 from llasa.evaluation.systems import RESYNTHESIS
@@ -67,11 +66,10 @@ class StandInAutoModel:
         return [{"key": str(i), "text": "一 二 三"} for i in range(len(input))]
 
 
-def test_protocol_on_a_hardcase_list(tmp_path, monkeypatch, tiny_wavlm):
+def test_protocol_on_a_hardcase_list(tmp_path, monkeypatch, tiny_wavlm, no_loaded_models):
     # zh/hardcase.lst's 4 fields; Paraformer (a stand-in: FunASR is not installed here) hears 一二三, the
     # traditional 壹... lines and punctuation do not count; each clip is its own voice prompt, so SIM is 1
     monkeypatch.setitem(sys.modules, "funasr", types.SimpleNamespace(AutoModel=StandInAutoModel))
-    monkeypatch.setattr(asr, "_LOADED_BACKENDS", {})
     audio = tmp_path / "tts"
     audio.mkdir()
     lines = []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import listen
-from llasa.audio import write_wav
+from llasa.audio import SAMPLE_RATE, write_wav
 from llasa.listening.judge import (
     DEFAULT_RUBRIC,
     clip_prompt,
@@ -22,7 +22,6 @@ from llasa.listening.judge import (
 from llasa.listening.store import PreferenceStore
 from testing.tiny_judge import build_tiny_judge, script_answer
 
-SR = 16000
 # The last text holds the judge's own control tokens: they must reach it as text, not as audio slots or turn ends.
 TEXTS = ["Hello number zero.", "Hello number one.", "Say <|AUDIO|> and <|im_end|> aloud."]
 
@@ -51,7 +50,9 @@ def two_systems(tmp_path):
         folder = tmp_path / system
         folder.mkdir()
         for i in range(len(TEXTS)):
-            write_wav(folder / f"{i}.wav", (loudness * rng.standard_normal(SR // 2)).astype(np.float32), SR)
+            write_wav(
+                folder / f"{i}.wav", (loudness * rng.standard_normal(SAMPLE_RATE // 2)).astype(np.float32), SAMPLE_RATE
+            )
         (folder / "metadata.csv").write_text(
             "file_name,text\n" + "".join(f"{i}.wav,{text}\n" for i, text in enumerate(TEXTS))
         )

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 import listen
 from demo.listening_clips import KINDS, SENTENCES, judge_by_construction, make_kind_folders, speak
-from llasa.audio import load_audio, write_wav
+from llasa.audio import SAMPLE_RATE, load_audio, write_wav
 from llasa.listening.clips import Clip, find_clips, identical_notes, pair_clips, parse_system
 from llasa.listening.export import export_records, write_dataset, write_jsonl
 from llasa.listening.labeling import label_pairs
@@ -35,17 +35,15 @@ from llasa.listening.results import (
 from llasa.listening.server import create_app
 from llasa.listening.store import PreferenceStore
 
-SR = 16000
-
 
 def _tone(seconds: float = 0.5) -> np.ndarray:
-    return (0.1 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
+    return (0.1 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE)).astype(np.float32)
 
 
 def _folder(path, stems, seconds=0.5):
     path.mkdir(parents=True)
     for stem in stems:
-        write_wav(path / f"{stem}.wav", _tone(seconds), SR)
+        write_wav(path / f"{stem}.wav", _tone(seconds), SAMPLE_RATE)
     return path
 
 
@@ -87,10 +85,10 @@ class TestPairing:
         def notes():
             return identical_notes(pair_clips({n: find_clips(n, f) for n, f in two_systems.items()}).pairs)
 
-        write_wav(two_systems["grpo"] / "1.wav", _tone(0.4), SR)
+        write_wav(two_systems["grpo"] / "1.wav", _tone(0.4), SAMPLE_RATE)
         assert notes() == ["2 of the 3 clips base and grpo share are identical files."]
         for stem in ("0", "2"):
-            write_wav(two_systems["grpo"] / f"{stem}.wav", 0.5 * _tone(), SR)
+            write_wav(two_systems["grpo"] / f"{stem}.wav", 0.5 * _tone(), SAMPLE_RATE)
         assert notes() == []
 
     def test_evaluate_layout_reads_texts_from_clips_jsonl(self, tmp_path):
@@ -310,9 +308,12 @@ class TestResults:
         assert np.diff(bradley_terry(rows, 2))[0] == pytest.approx(-np.log(3.25 / 1.25))
 
     def test_agreement_measures(self):
-        # Identical raters agree fully (kappa 1); Cohen's kappa of a known table: p_o 0.5, p_e 0.5 -> 0.
+        # Identical raters agree fully (kappa 1); Cohen's kappa of a known table: p_o 0.5, p_e 0.5 -> 0; of
+        # p_o 2/3, p_e (2*1 + 1*2) / 9 = 4/9 -> (2/3 - 4/9) / (5/9) = 0.4; none when both raters always say one label.
         assert fleiss_kappa([["first", "first"], ["second", "second"], ["same", "same"]]) == pytest.approx(1.0)
         assert cohen_kappa([("first", "first"), ("first", "second"), ("second", "first"), ("second", "second")]) == 0
+        assert cohen_kappa([("first", "first"), ("first", "second"), ("second", "second")]) == pytest.approx(0.4)
+        assert cohen_kappa([("same", "same"), ("same", "same")]) is None
         judgments = [
             {"pair_id": p, "rater": r, "winner_clip": w, "clip_a": "c1"}
             for p, r, w in ((1, "x", "c1"), (1, "y", "c1"), (2, "x", "c1"), (2, "y", None), (3, "x", "c1"))
@@ -346,7 +347,7 @@ class TestResults:
 
 def _length_scorer(waveforms, texts):
     """Longer is better, except clips over 0.9 s, which cannot be scored."""
-    return [None if len(wav) > 0.9 * SR else len(wav) / SR for wav in waveforms]
+    return [None if len(wav) > 0.9 * SAMPLE_RATE else len(wav) / SAMPLE_RATE for wav in waveforms]
 
 
 class TestLabelsAndExport:
@@ -358,11 +359,11 @@ class TestLabelsAndExport:
         for system, stems in lengths.items():
             (tmp_path / system).mkdir()
             for stem, seconds in stems.items():
-                write_wav(tmp_path / system / f"{stem}.wav", _tone(seconds), SR)
+                write_wav(tmp_path / system / f"{stem}.wav", _tone(seconds), SAMPLE_RATE)
             clips[system] = find_clips(system, tmp_path / system)
         store = PreferenceStore(tmp_path / "db.sqlite")
         store.register(pair_clips(clips))
-        load = lambda path: load_audio(path, SR)  # noqa: E731
+        load = lambda path: load_audio(path, SAMPLE_RATE)  # noqa: E731
         done = label_pairs(store, _length_scorer, "length", load, margin=0.05)
         assert (done.new, done.already, done.unscored) == (2, 0, 1)
         rows = {row["path_a"].rsplit("/", 1)[1]: row for row in store.judgments()}
@@ -450,7 +451,7 @@ class TestPreferenceModel:
         comparisons = comparisons_from_judgments(store.judgments())
         assert len(comparisons) == 12 * 5
         model = train_preference_model(
-            comparisons, lambda path: load_audio(path, SR), FeatureConfig(), TrainingOptions(held_out=0.25)
+            comparisons, lambda path: load_audio(path, SAMPLE_RATE), FeatureConfig(), TrainingOptions(held_out=0.25)
         )
         assert model.metrics["n_held_out_items"] == 3 and model.metrics["n_held_out_decided"] == 15
         assert model.metrics["held_out_accuracy"] >= 0.9
@@ -461,7 +462,7 @@ class TestPreferenceModel:
             == "resemblyzer"
         )
         loaded = PreferenceModel.load(tmp_path / "prefs_model")
-        clips = [load_audio(kind_folders[kind] / "s11.wav", SR) for kind in KINDS]
+        clips = [load_audio(kind_folders[kind] / "s11.wav", SAMPLE_RATE) for kind in KINDS]
         assert loaded.scores(clips) == pytest.approx(model.scores(clips), abs=1e-6)
         scores = dict(zip(KINDS, loaded.scores(clips), strict=True))
         assert scores["varied_clean"] > scores["varied_noisy"] and scores["varied_clean"] > scores["flat_clean"]
@@ -473,13 +474,17 @@ class TestPreferenceModel:
         # as at 16 kHz (resampled), and None for a clip too short or silent to measure.
         model = PreferenceModel.load(acoustic_model_dir)
         assert model.metrics["held_out_accuracy"] >= 0.9
-        clean, noisy = (load_audio(kind_folders[kind] / "s00.wav", SR) for kind in ("varied_clean", "varied_noisy"))
-        scores, utilities = preference_scores(model, [clean, noisy, clean[: SR // 10], np.zeros(SR)], SR)
+        clean, noisy = (
+            load_audio(kind_folders[kind] / "s00.wav", SAMPLE_RATE) for kind in ("varied_clean", "varied_noisy")
+        )
+        scores, utilities = preference_scores(
+            model, [clean, noisy, clean[: SAMPLE_RATE // 10], np.zeros(SAMPLE_RATE)], SAMPLE_RATE
+        )
         assert scores[0] > scores[1] and scores[2:] == [None, None] and utilities[2:] == [None, None]
         assert scores[0] == pytest.approx(1 / (1 + np.exp(-(utilities[0] - model.reference_utility))))
         from llasa.audio import resample
 
-        at_24k, _ = preference_scores(model, [resample(clean, SR, 24000)], 24000)
+        at_24k, _ = preference_scores(model, [resample(clean, SAMPLE_RATE, 24000)], 24000)
         assert at_24k[0] == pytest.approx(scores[0], abs=0.05)
 
     def test_preference_component_in_the_reward(self, tmp_path, acoustic_model_dir, kind_folders):
@@ -489,7 +494,7 @@ class TestPreferenceModel:
 
         model = PreferenceModel.load(acoustic_model_dir)
         reward = load_reward({"components": {"preference": {"weight": 1.0, "model": str(acoustic_model_dir)}}})
-        clean = load_audio(kind_folders["varied_clean"] / "s01.wav", SR)
+        clean = load_audio(kind_folders["varied_clean"] / "s01.wav", SAMPLE_RATE)
         [clip] = reward.score_audio([clean], ["A rainbow appeared after the summer rain."])
         assert clip.reward == pytest.approx(model.scores([clean])[0], abs=1e-6)
         assert clip.metrics["preference_utility"] == pytest.approx(model.utilities([clean])[0], abs=1e-6)

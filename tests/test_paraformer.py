@@ -9,7 +9,6 @@ import types
 import numpy as np
 import pytest
 
-import llasa.asr as asr
 from llasa.asr import load_backend
 from llasa.rewards import load_reward
 
@@ -28,17 +27,15 @@ class StandInAutoModel:
 
 
 @pytest.fixture
-def funasr(monkeypatch):
+def funasr(monkeypatch, no_loaded_models):
     """FunASR replaced by the stand-in, and the back-end cache emptied."""
     monkeypatch.setitem(sys.modules, "funasr", types.SimpleNamespace(AutoModel=StandInAutoModel))
-    monkeypatch.setattr(asr, "_LOADED_BACKENDS", {})
     StandInAutoModel.calls = []
 
 
-def test_missing_funasr_says_how_to_install_it(monkeypatch):
+def test_missing_funasr_says_how_to_install_it(monkeypatch, no_loaded_models):
     # without FunASR, loading names the back end, the model and the command that installs it
     monkeypatch.setitem(sys.modules, "funasr", None)
-    monkeypatch.setattr(asr, "_LOADED_BACKENDS", {})
     with pytest.raises(RuntimeError, match="paraformer model 'paraformer-zh'.*pip install funasr modelscope"):
         load_backend("paraformer", "paraformer-zh", device="cpu", language="zh")
 

@@ -165,7 +165,7 @@ class TestConfig:
 
     def test_unknown_component_lists_the_registered_ones(self):
         registered = (
-            r"\['duration', 'emotion', 'intonation', 'judge', 'nll', 'pauses', 'pitch', 'preference', 'quality', "
+            r"\['duration', 'emotion', 'intonation', 'judge', 'nll', 'pauses', 'preference', 'quality', "
             r"'speaker_similarity', 'wer'\]"
         )
         with pytest.raises(ValueError, match=r"'pesq'.*" + registered):

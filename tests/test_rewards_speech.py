@@ -1,4 +1,4 @@
-"""The speech components of the reward (duration, pitch, speaker_similarity, quality; llasa.rewards.speech): registry and
+"""The speech components of the reward (duration, intonation, speaker_similarity, quality; llasa.rewards): registry and
 JSON parameters, real-model orderings through `SpeechReward.score_audio` with dataset columns, reference codes
 decoded once through a tiny XCodec2, missing columns, reward_models/prosody_reward.json in a TRL-style call, and the
 command line."""
@@ -24,7 +24,7 @@ from llasa.codec import load_codec_once
 from llasa.format import ParsedSpeech, SpeechVocab
 from llasa.rewards import RewardConfig, load_reward
 from llasa.rewards.speech import ScorerComponent
-from llasa.scores import DurationScorer, PitchVariationScorer, band_score
+from llasa.scores import DurationScorer
 from llasa.text import text_length
 
 REPO = Path(__file__).parent.parent
@@ -67,7 +67,7 @@ def prosody_params(**overrides) -> dict:
 
 class RecordingCodec:
     """Wraps the loaded codec: records each decode call's code lists; completions listed in `speech` decode to
-    real speech (a tiny random codec makes noise, in which pYIN finds no pitch)."""
+    real speech (a tiny random codec makes noise, in which no pitch is found)."""
 
     def __init__(self, codec, calls: list, speech: dict | None = None):
         self.codec, self.calls, self.speech = codec, calls, speech or {}
@@ -93,7 +93,12 @@ class TestRegistry:
         # the names a reward config uses, each a ScorerComponent around its scorer
         for name in NEW_COMPONENTS:
             assert issubclass(components.COMPONENTS[name], ScorerComponent)
-        assert components.COMPONENTS["pitch"].scorer_class is PitchVariationScorer
+
+    def test_the_removed_pitch_component_points_to_intonation(self):
+        # a config that still names "pitch" (the pYIN spread) is told what replaces it and how to keep pYIN
+        message = r"'pitch' was removed: use \"intonation\" instead.*\"estimator\": \"pyin\""
+        with pytest.raises(ValueError, match=message):
+            RewardConfig.from_dict({"components": {"pitch": {"weight": 0.1}}})
 
     def test_built_from_json_params(self):
         # the scorer's parameters and the columns to read, from JSON: lists become tuples, weights are kept
@@ -101,21 +106,21 @@ class TestRegistry:
             {
                 "components": {
                     "duration": {"weight": 0.2, "tolerance": 0.1, "chars_per_second": 14, "duration_column": "secs"},
-                    "pitch": {"weight": 0.3, "natural_range": [1.0, 4.0], "reference_columns": ["ref"]},
+                    "intonation": {"weight": 0.3, "natural_movement": [1.0, 4.0], "reference_columns": ["ref"]},
                     "speaker_similarity": {"weight": 0.4, "floor": 0.3, "voice_columns": ["voice"]},
                     "quality": {"weight": 0.1, "metric": "sig"},
                 }
             }
         )
         reward = load_reward(config)
-        duration, pitch, speaker, quality = reward.components
+        duration, intonation, speaker, quality = reward.components
         assert reward.weights == [0.2, 0.3, 0.4, 0.1] and not reward.needs_asr
         assert duration.scorer == DurationScorer(tolerance=0.1, chars_per_second=14)
         assert duration.duration_column == "secs" and duration.reference_columns == (
             "audio_code_ids",
             "reference_audio",
         )
-        assert pitch.scorer.natural_range == (1.0, 4.0) and pitch.reference_columns == ("ref",)
+        assert intonation.scorer.natural_movement == (1.0, 4.0) and intonation.reference_columns == ("ref",)
         assert speaker.scorer.floor == 0.3 and speaker.voice_columns == ("voice",)
         assert quality.scorer.metric == "sig"
 
@@ -129,10 +134,10 @@ class TestRegistry:
     @pytest.mark.parametrize(
         "name, params, message",
         [
-            ("pitch", {"num_workers": -1}, "component 'pitch': num_workers must be an integer >= 0"),
+            ("intonation", {"estimator": "yin"}, "component 'intonation': Unknown pitch estimator 'yin'"),
             ("quality", {"metric": "mos"}, "component 'quality': Unknown DNSMOS metric 'mos'"),
             ("speaker_similarity", {"voice_columns": []}, "voice_columns must be a list of column names"),
-            ("pitch", {"reference_columns": "audio_code_ids"}, "reference_columns must be a list of column names"),
+            ("intonation", {"reference_columns": "audio_code_ids"}, "reference_columns must be a list of column"),
         ],
     )
     def test_bad_values_are_refused_at_once(self, name, params, message):
@@ -174,23 +179,20 @@ class TestScores:
         assert clean_score.components["quality"] > noisy_score.components["quality"]
         assert clean_score.components["quality"] == pytest.approx((clean_score.metrics["dnsmos_ovrl"] - 1) / 4)
 
-    def test_pitch_orders_normal_above_flat(self, intonation):
-        # without a reference both are scored against the natural range; against the normal clip as reference,
-        # the normal one is in band (1) and the x-low one scores as the band says
+    def test_intonation_orders_normal_above_flat(self, intonation):
+        # without a reference both are scored against the natural ranges; against the normal clip as reference,
+        # the normal one is in band (1) and the x-low one moves less than the band allows
         normal, flat = load_audio(intonation["normal"]), load_audio(intonation["flat"])
-        reward, texts = speech_reward(pitch={"weight": 1.0}), [SENTENCE, SENTENCE]
+        reward, texts = speech_reward(intonation={"weight": 1.0, "device": "cpu"}), [SENTENCE, SENTENCE]
         bare = reward.score_audio([normal, flat], texts)
-        assert bare[0].components["pitch"] > bare[1].components["pitch"]
-        assert bare[0].metrics["pitch/no_reference"] == 1.0
+        assert bare[0].components["intonation"] > bare[1].components["intonation"]
+        assert bare[0].metrics["intonation/no_reference"] == 1.0
         ref = str(intonation["normal"])
         against = reward.score_audio([normal, flat], texts, {"reference_audio": [ref, ref]})
-        spread, flat_spread = against[0].metrics["pitch_semitones"], against[1].metrics["pitch_semitones"]
-        assert against[0].metrics["pitch_reference_semitones"] == spread and flat_spread < spread / 1.5
-        assert against[0].components["pitch"] == 1.0
-        assert against[1].components["pitch"] == pytest.approx(
-            band_score(flat_spread, spread / 1.25, spread * 1.25, 0.5)
-        )
-        assert against[1].metrics["pitch/no_reference"] == 0.0
+        movement, flat_movement = against[0].metrics["pitch_movement"], against[1].metrics["pitch_movement"]
+        assert against[0].metrics["pitch_reference_movement"] == movement and flat_movement < movement / 1.5
+        assert against[0].components["intonation"] == 1.0 and against[1].components["intonation"] < 1.0
+        assert against[1].metrics["intonation/no_reference"] == 0.0
 
     def test_duration_in_band_scores_one_and_far_out_near_zero(self, named_clips):
         # expected 1.1x the clip's length is within the 15% tolerance; 4x is far out: exp(-log(4 / 1.15) / 0.25)
@@ -232,14 +234,17 @@ class TestScores:
 
 class TestReferences:
     def test_reference_codes_are_decoded_once_per_distinct_reference(self, named_clips, tiny_codec_dir, monkeypatch):
-        # rows A A B B A in batches of 2: A is decoded in the first batch and reused by the last, B once; pitch and
+        # rows A A B B A in batches of 2: A is decoded in the first batch and reused by the last, B once; intonation and
         # speaker_similarity share the decoded audio, so two code lists are decoded in all
         calls = record_codec(monkeypatch)
         reward = load_reward(
             {
                 "codec_id": str(tiny_codec_dir),
                 "batch_size": 2,
-                "components": {"pitch": {"weight": 1.0}, "speaker_similarity": {"weight": 1.0, "device": "cpu"}},
+                "components": {
+                    "intonation": {"weight": 1.0, "device": "cpu"},
+                    "speaker_similarity": {"weight": 1.0, "device": "cpu"},
+                },
             },
             device="cpu",
         )
@@ -337,7 +342,8 @@ class TestProsodyConfig:
         assert {f"whisper_reward/{name}" for name in names} <= set(metrics)
         assert metrics["whisper_reward/speaker_similarity/missing"] == [0.0]
         # the completions with speech (the first after its voice prompt), then each distinct reference once: the
-        # reference codes (for pitch, reused by speaker_similarity for the second row) and the first row's voice
+        # reference codes (for intonation and pauses, reused by speaker_similarity for the second row) and the first
+        # row's voice
         assert calls == [[voice + fox, f3], [reference], [voice]]
 
 

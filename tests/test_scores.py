@@ -1,4 +1,4 @@
-"""The speech scorers (llasa.scores) on real models (resemblyzer, DNSMOS, pYIN) and espeak-ng speech."""
+"""The speech scorers (llasa.scores) on real models (resemblyzer, DNSMOS) and espeak-ng speech."""
 
 import math
 import pickle
@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llasa.audio import load_audio
+from llasa.audio import SAMPLE_RATE
 from llasa.scores import (
-    SAMPLE_RATE,
     DnsmosScorer,
     DurationScorer,
-    PitchVariationScorer,
     SpeakerSimilarityScorer,
     _map_distinct,
     band_score,
@@ -23,23 +21,10 @@ from llasa.scores import (
 from llasa.text import text_length
 
 DATA = Path(__file__).parent / "data"
-SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank today."
 
 
 def wave(clips_by_name, name):
     return clips_by_name[name][0]
-
-
-@pytest.fixture(scope="module")
-def intonation_clips(tmp_path_factory, espeak):
-    """One sentence by espeak-ng's en-us voice with its normal pitch range and with SSML range="x-low"."""
-    folder = tmp_path_factory.mktemp("intonation")
-    made = {}
-    for name, text in [("normal", SENTENCE), ("flat", f'<speak><prosody range="x-low">{SENTENCE}</prosody></speak>')]:
-        path = folder / f"{name}.wav"
-        espeak(text, path, "en-us", "-m")
-        made[name] = load_audio(path)
-    return made
 
 
 def white_noise(seconds, level, seed=0):
@@ -159,69 +144,6 @@ class TestDurationScorer:
         # One reference duration per waveform, or an error naming the counts.
         with pytest.raises(ValueError, match="Got 1 reference durations for 2 waveforms"):
             DurationScorer()([wave(clips_by_name, "fox_en_us.wav")] * 2, reference_durations=[1.0])
-
-
-class TestPitchVariationScorer:
-    def test_flat_intonation_spreads_less(self, intonation_clips):
-        # SSML range="x-low" flattens espeak-ng's F0 (seen: 0.4 vs 1.4 semitones) and scores lower.
-        scorer = PitchVariationScorer()
-        flat, normal = scorer.spreads([intonation_clips["flat"], intonation_clips["normal"]])
-        assert 0 < flat < normal < 3
-        assert normal / flat > 1.5
-        flat_score, normal_score = scorer([intonation_clips["flat"], intonation_clips["normal"]])
-        assert 0 < flat_score < normal_score < 1
-
-    def test_scored_against_reference(self, intonation_clips):
-        # A copy of the reference is in band (1); the flat clip against the normal reference scores as the band says.
-        scorer = PitchVariationScorer()
-        flat, normal = intonation_clips["flat"], intonation_clips["normal"]
-        flat_spread, normal_spread = scorer.spreads([flat, normal])
-        scores = scorer([normal, flat], references=[normal.copy(), normal])
-        assert scores[0] == 1.0
-        assert scores[1] == pytest.approx(band_score(flat_spread, normal_spread / 1.25, normal_spread * 1.25, 0.5))
-
-    def test_unmeasurable_reference_falls_back_to_natural_range(self, intonation_clips):
-        # A missing or unvoiced reference leaves the row scored against the natural range.
-        normal = intonation_clips["normal"]
-        scorer = PitchVariationScorer()
-        expected = scorer([normal])[0]
-        assert scorer([normal, normal], references=[None, white_noise(2.0, 0.1)]) == [expected, expected]
-
-    def test_worker_processes_measure_the_same(self, intonation_clips):
-        # Spreading the batch over worker processes changes nothing but the speed; unusable rows stay None.
-        batch = [intonation_clips["flat"], None, intonation_clips["normal"]]
-        assert PitchVariationScorer(num_workers=2).spreads(batch) == PitchVariationScorer().spreads(batch)
-
-    def test_natural_range_from_json(self):
-        # A JSON config's list becomes the tuple a frozen dataclass should hold.
-        assert PitchVariationScorer(natural_range=[1.5, 4]).natural_range == (1.5, 4)
-
-    def test_none_rows(self):
-        # Missing, too short, silent and unvoiced (white noise) clips have no F0 spread.
-        batch = [None, white_noise(0.3, 0.1), np.zeros(SAMPLE_RATE, np.float32), white_noise(2.0, 0.1)]
-        assert PitchVariationScorer()(batch) == [None] * 4
-
-    @pytest.mark.parametrize(
-        "kwargs",
-        [
-            {"natural_range": (3.0, 2.0)},
-            {"natural_range": (0.0, 2.0)},
-            {"natural_range": (2.0,)},
-            {"natural_range": 3.0},
-            {"tolerance": -1.0},
-            {"falloff": -1.0},
-            {"fmin": 20.0},
-            {"fmin": 300.0, "fmax": 200.0},
-            {"fmax": 9000.0},
-            {"min_voiced_seconds": 0.0},
-            {"num_workers": -1},
-            {"num_workers": 1.5},
-        ],
-    )
-    def test_bad_parameters(self, kwargs):
-        # Inverted or non-positive ranges and pitch limits pYIN cannot honour are refused at construction.
-        with pytest.raises(ValueError):
-            PitchVariationScorer(**kwargs)
 
 
 class TestSpeakerSimilarityScorer:

@@ -10,8 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from llasa.asr import WHISPER_SAMPLE_RATE
-from llasa.audio import identical_clips_note, resample
+from llasa.audio import SAMPLE_RATE, identical_clips_note
 from llasa.checks import check_distinct_systems, split_system
 from llasa.evaluation.report import REPORT_FILES, identical_to_baseline, summarize, write_report
 from llasa.evaluation.seedtts import PROTOCOLS, protocol_reward_config, protocol_speaker_options
@@ -26,16 +25,16 @@ from llasa.evaluation.systems import (
     synthesize_models,
     system_outputs,
 )
-from llasa.format import CODEC_SAMPLE_RATE, VOICE_AUDIO_COLUMN
+from llasa.format import VOICE_AUDIO_COLUMN
 from llasa.outputs import check_replaceable
-from llasa.scores import DNSMOS_METRICS, DnsmosScorer, PitchVariationScorer, SpeakerSimilarityScorer
+from llasa.scores import DNSMOS_METRICS, DnsmosScorer, SpeakerSimilarityScorer
 from llasa.synthesis import INPUT_FORMATS, ModelOptions, Request, SamplingOptions, read_input_file
 from llasa.text import text_length
 
 logger = logging.getLogger(__name__)
 
 # The llasa.scores measures compare can add, by the name of the reward component that scores them.
-SPEECH_SCORES = ("speaker_similarity", "quality", "pitch")
+SPEECH_SCORES = ("speaker_similarity", "quality", "intonation")
 
 
 @dataclass(frozen=True)
@@ -136,9 +135,7 @@ def score_system(
         # The reward hears audio at Whisper's rate; the clips were loaded at the codec's (both 16 kHz).
         # The voice prompt is what the reward's speaker similarity compares with.
         voices = {VOICE_AUDIO_COLUMN: [chunk[i].prompt_wav for i in present]}
-        clips = reward.score_audio(
-            [_at_rate(audio[i], WHISPER_SAMPLE_RATE) for i in present], [chunk[i].text for i in present], voices
-        )
+        clips = reward.score_audio([audio[i] for i in present], [chunk[i].text for i in present], voices)
         extra = _speech_scores(
             [audio[i] for i in present], [chunk[i] for i in present], speech_scores, device, speaker or {}
         )
@@ -149,7 +146,7 @@ def score_system(
                 records.append({**record, "status": "missing"})
                 continue
             clip, measures = scored[i]
-            duration = len(audio[i]) / CODEC_SAMPLE_RATE
+            duration = len(audio[i]) / SAMPLE_RATE
             records.append(
                 {
                     **record,
@@ -163,10 +160,6 @@ def score_system(
                 }
             )
     return records
-
-
-def _at_rate(wav: np.ndarray, rate: int) -> np.ndarray:
-    return resample(wav, CODEC_SAMPLE_RATE, rate)
 
 
 def _str(path) -> str | None:
@@ -194,9 +187,12 @@ def _speech_scores(
     if "quality" in names:
         for row, mos in zip(measures, DnsmosScorer(device="auto").mos(audio), strict=True):
             row.update({f"dnsmos_{metric}": None if mos is None else mos[metric] for metric in DNSMOS_METRICS})
-    if "pitch" in names:
-        for row, spread in zip(measures, PitchVariationScorer().spreads(audio), strict=True):
-            row["pitch_semitones"] = spread
+    if "intonation" in names:
+        from llasa.prosody import IntonationScorer
+
+        for row, shape in zip(measures, IntonationScorer(device=device).measures(audio), strict=True):
+            row["pitch_movement"] = None if shape is None else shape.movement
+            row["pitch_roughness"] = None if shape is None else shape.roughness
     return measures
 
 

@@ -28,7 +28,8 @@ METRIC_ORDER = (
     "chars_per_second",
     "speaker_cosine",
     *(f"dnsmos_{name}" for name in DNSMOS_METRICS),
-    "pitch_semitones",
+    "pitch_movement",
+    "pitch_roughness",
 )
 REPORT_FILES = ("clips.jsonl", "summary.json", "summary.md", "comparison.png")
 

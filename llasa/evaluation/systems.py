@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.audio import PLAYABLE_AUDIO_TYPES, load_audio
-from llasa.format import CODEC_SAMPLE_RATE
+from llasa.audio import PLAYABLE_AUDIO_TYPES, SAMPLE_RATE, load_audio
 from llasa.outputs import claim, write_text
 from llasa.synthesis import ModelOptions, Request, SamplingOptions, output_paths
 
@@ -113,7 +112,7 @@ def load_or_none(path) -> np.ndarray | None:
     if path is None:
         return None
     try:
-        return load_audio(path, CODEC_SAMPLE_RATE)
+        return load_audio(path, SAMPLE_RATE)
     except RuntimeError as e:
         logger.warning("%s", e)
         return None
@@ -158,7 +157,7 @@ def resynthesize(system: System, codec_id: str, device: str) -> None:
         present = [i for i, wav in enumerate(audio) if wav is not None and wav.size]
         decoded = codec.decode(codec.encode([audio[i] for i in present])) if present else []
         for i, wav in zip(present, decoded, strict=True):
-            write_wav(system.audio_dir / f"{chunk[i][0]}.wav", wav, CODEC_SAMPLE_RATE)
+            write_wav(system.audio_dir / f"{chunk[i][0]}.wav", wav, SAMPLE_RATE)
     logger.info("Resynthesised %d recordings with %s into %s.", len(items), codec_id, system.audio_dir)
 
 

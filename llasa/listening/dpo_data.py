@@ -142,14 +142,13 @@ def _clip_codes(path: str, text: str | None, encoded: dict) -> ClipCodes | str:
 
 def codec_encoder(codec_loader: Callable[[], object]) -> Encoder:
     """An Encoder over the codec `codec_loader()` returns (called only when a clip needs encoding)."""
-    from llasa.audio import load_audio
-    from llasa.format import CODEC_SAMPLE_RATE
+    from llasa.audio import SAMPLE_RATE, load_audio
 
     def encode(paths: list[str]) -> list[tuple[list[int], int] | None]:
         waveforms = {}
         for path in paths:
             try:
-                waveforms[path] = load_audio(path, CODEC_SAMPLE_RATE)
+                waveforms[path] = load_audio(path, SAMPLE_RATE)
             except (OSError, RuntimeError) as e:
                 logger.warning("%s", e)
         codec = codec_loader()

@@ -9,7 +9,6 @@ blocks of the chat, the processor renders them as the model expects. Its answer 
 counted as malformed, never guessed.
 """
 
-import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from llasa.listening.labeling import machine_rater
 from llasa.listening.store import PreferenceStore
+from llasa.model_cache import load_once
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def load_judge(
     return AudioJudge(model, processor, Path(name).name or name, batch_size, max_new_tokens)
 
 
-@functools.cache
+@load_once
 def load_judge_once(
     name: str,
     device: str = "auto",

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa import CODEC_SAMPLE_RATE
-from llasa.audio import usable_waveform
+from llasa.audio import SAMPLE_RATE, usable_waveform
 from llasa.scores import SpeakerSimilarityScorer
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = CODEC_SAMPLE_RATE  # features are measured on 16 kHz mono, the codec's output
 MIN_SECONDS = 0.3  # a shorter clip (or a silent one) is not scored
 FRAME_LENGTH = 1024  # 64 ms analysis frames, 20 ms hops (the codec's token rate)
 HOP_LENGTH = 320

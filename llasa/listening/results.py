@@ -3,18 +3,20 @@ a markdown report and a plot."""
 
 import itertools
 import math
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import choix
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import cohen_kappa_score
 
 from llasa.plotting import pyplot
 
 BOOTSTRAP_SAMPLES = 1000  # resamples of the judgments for the 95 % intervals
 CONFIDENCE = 0.95
 BT_PRIOR = 0.5  # virtual tied comparisons between every two systems: keeps a system that never won finite
-BT_TOLERANCE = 1e-9
-BT_MAX_ITERATIONS = 10_000
 
 
 def outcomes(judgments: list[dict], systems: list[str]) -> np.ndarray:
@@ -42,22 +44,12 @@ def _tallies(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bradley_terry(rows: np.ndarray, k: int, prior: float = BT_PRIOR) -> np.ndarray:
-    """Log-strengths u (mean 0) of the Bradley-Terry model P(i beats j) = sigmoid(u_i - u_j), fitted by Hunter's
-    MM iterations, ties counted as half a win each, with `prior` virtual ties between every two systems."""
-    games, score = _tallies(rows, k)
-    off_diagonal = 1.0 - np.eye(k)
-    games = games + prior * off_diagonal
-    wins = score.sum(axis=1) + 0.5 * prior * (k - 1)  # half a point per virtual tie
-    strength = np.ones(k)
-    for _ in range(BT_MAX_ITERATIONS):
-        denominator = (games / (strength[:, None] + strength[None, :]) * off_diagonal).sum(axis=1)
-        updated = wins / np.maximum(denominator, 1e-300)
-        updated /= np.exp(np.log(updated).mean())
-        if np.max(np.abs(np.log(updated) - np.log(strength))) < BT_TOLERANCE:
-            strength = updated
-            break
-        strength = updated
-    return np.log(strength)
+    """Log-strengths u (mean 0) of the Bradley-Terry model P(i beats j) = sigmoid(u_i - u_j): the maximum-likelihood
+    fit (choix's iterative Luce spectral ranking), ties counted as half a win each, with `prior` virtual ties between
+    every two systems."""
+    _, score = _tallies(rows, k)
+    wins = score + 0.5 * prior * (1.0 - np.eye(k))  # half a point each way per virtual tie
+    return choix.ilsr_pairwise_dense(wins)
 
 
 def _sigmoid(x):
@@ -128,6 +120,9 @@ def _tie_counts(rows: np.ndarray, k: int) -> np.ndarray:
 # Agreement between raters
 
 
+LABELS = ("first", "second", "same")  # a judgment in the pair's own terms: which clip won, or neither
+
+
 def _label(judgment: dict) -> str:
     """A judgment in the pair's own terms (not the shown order): first clip, second clip or same."""
     if judgment["winner_clip"] is None:
@@ -181,11 +176,11 @@ def fleiss_kappa(items: list[list[str]]) -> float | None:
 
 def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
     """Cohen's kappa of two raters' labels on the same items; None when chance agreement is total."""
-    n = len(pairs)
-    observed = sum(x == y for x, y in pairs) / n
-    first, second = Counter(x for x, _ in pairs), Counter(y for _, y in pairs)
-    expected = sum(first[c] * second[c] for c in first) / (n * n)
-    return None if expected == 1 else (observed - expected) / (1 - expected)
+    first, second = zip(*pairs, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # the None below says it
+        kappa = cohen_kappa_score(first, second, labels=LABELS)
+    return None if math.isnan(kappa) else float(kappa)
 
 
 def loser_tags(judgments: list[dict]) -> dict[str, dict[str, int]]:

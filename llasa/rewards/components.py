@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from llasa.asr import WHISPER_SAMPLE_RATE
+from llasa.audio import SAMPLE_RATE
 from llasa.format import TOKENS_PER_SECOND, codes_from
 from llasa.numbers import is_number
 
@@ -140,7 +140,7 @@ class ReferenceAudio:
         for name, path in new.items():
             if name[0] == "path":
                 try:
-                    self._waveforms[name] = load_audio(path, WHISPER_SAMPLE_RATE)
+                    self._waveforms[name] = load_audio(path, SAMPLE_RATE)
                 except (OSError, RuntimeError) as e:  # missing or corrupt: its rows have no reference, as if empty
                     logger.warning("Leaving out the reference audio %s: %s", path, e)
                     self._waveforms[name] = None
@@ -157,7 +157,7 @@ class ReferenceAudio:
                 seconds.append(len(key[2]) / TOKENS_PER_SECOND)
             else:
                 waveform = self.waveforms([value])[0]
-                seconds.append(None if waveform is None else len(waveform) / WHISPER_SAMPLE_RATE)
+                seconds.append(None if waveform is None else len(waveform) / SAMPLE_RATE)
         return seconds
 
 
@@ -171,7 +171,7 @@ class ScoringBatch:
     language: str  # the config's language code
     transcripts: list[str] | None = None  # Whisper's greedy transcripts (set when a component needs ASR)
     nll: list[float] | None = None  # NLL of each reference text (set when a component needs ASR)
-    sample_rate: int = WHISPER_SAMPLE_RATE  # of `audio`
+    sample_rate: int = SAMPLE_RATE  # of `audio`
     references: ReferenceAudio = field(default_factory=ReferenceAudio)  # reads reference audio named by columns
     speech: list | None = None  # silero-vad's SpeechActivity of each clip (set when the reward's "vad" is on)
 
@@ -243,6 +243,13 @@ class RewardComponent:
 
 COMPONENTS: dict[str, type[RewardComponent]] = {}
 
+# Components that were dropped, with what replaces them: a config that still names one is told what to write.
+RETIRED_COMPONENTS = {
+    "pitch": 'use "intonation" instead, which scores the F0 contour\'s shape rather than its pYIN spread (noise '
+    'widened that spread, and any large spread passed as lively); for pYIN\'s contour give it "estimator": "pyin", '
+    'e.g. "intonation": {"weight": 0.1, "estimator": "pyin"}',
+}
+
 
 def register_component(name: str):
     """Class decorator: make a `RewardComponent` available to reward configs under `name`."""
@@ -258,6 +265,8 @@ def register_component(name: str):
 
 def build_component(name: str, params: dict) -> tuple[RewardComponent, float]:
     """The component `name` and its weight from the config's `{"weight": w, **params}`."""
+    if name in RETIRED_COMPONENTS:
+        raise ValueError(f"The reward component {name!r} was removed: {RETIRED_COMPONENTS[name]}.")
     if name not in COMPONENTS:
         raise ValueError(f"Unknown reward component {name!r}: registered ones are {sorted(COMPONENTS)}.")
     if not isinstance(params, dict) or "weight" not in params:

@@ -7,7 +7,6 @@ prompt's (the style of the speaker's own recording kept), the first of `voice_co
 "emotion_top" (the index of the most probable label) and "emotion_confidence" (its probability).
 """
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from llasa.audio import usable_waveform
 from llasa.device import check_device_name, resolve_device
 from llasa.format import VOICE_AUDIO_COLUMN, VOICE_CODES_COLUMN
+from llasa.model_cache import load_once
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
 from llasa.rewards.speech import _column_names
 from llasa.scores import _map_distinct
@@ -22,7 +22,7 @@ from llasa.scores import _map_distinct
 MIN_SECONDS = 0.3  # shorter (or silent) clips are not scored
 
 
-@functools.cache
+@load_once
 def _classifier(model: str, device: str):
     """(feature extractor, model) of an audio-classification checkpoint, once per process and device."""
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification

@@ -1,15 +1,15 @@
 """The "preference" reward component: a preference model trained on listening-test judgments (listen.py
 train-reward) scores each clip sigmoid(utility - reference utility), in [0, 1]."""
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from llasa.listening.preference import PreferenceModel, preference_scores
+from llasa.model_cache import load_once
 from llasa.rewards.components import ComponentResult, RewardComponent, ScoringBatch, register_component
 
 
-@functools.cache
+@load_once
 def _load_model(folder: str) -> PreferenceModel:
     """One copy per process of each model folder, however many components or reward calls use it."""
     return PreferenceModel.load(folder)

@@ -27,15 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.asr import (
-    BACKENDS,
-    DEFAULT_MAX_NEW_TOKENS,
-    WHISPER_SAMPLE_RATE,
-    WHISPER_WINDOW_SECONDS,
-    AsrBackend,
-    load_backend,
-)
-from llasa.audio import resample
+from llasa.asr import BACKENDS, DEFAULT_MAX_NEW_TOKENS, WHISPER_WINDOW_SECONDS, AsrBackend, load_backend
+from llasa.audio import SAMPLE_RATE, resample
 from llasa.codec import DEFAULT_BATCH_SIZE, DEFAULT_CODEC_ID, decode_speech, load_codec_once
 from llasa.device import DTYPES
 from llasa.format import (
@@ -355,7 +348,7 @@ class SpeechReward:
         inference decodes them); None for those without."""
         codec = self.codec
         return [
-            None if pair is None else resample(pair[1], codec.sample_rate, WHISPER_SAMPLE_RATE)
+            None if pair is None else resample(pair[1], codec.sample_rate, SAMPLE_RATE)
             for pair in decode_speech(codec, codes, prompts)
         ]
 
@@ -365,7 +358,7 @@ class SpeechReward:
         statuses, seconds = [], []
         for wav, text in zip(audio, texts, strict=True):
             wav = None if wav is None else np.asarray(wav, dtype=np.float32).reshape(-1)
-            seconds.append(0.0 if wav is None else len(wav) / WHISPER_SAMPLE_RATE)
+            seconds.append(0.0 if wav is None else len(wav) / SAMPLE_RATE)
             if not _is_text(text):
                 statuses.append("empty_reference")
             elif wav is None or len(wav) == 0:
@@ -433,7 +426,7 @@ class SpeechReward:
                         gate=self.gate,
                     ),
                     status="scored",
-                    audio_seconds=len(batch.audio[row]) / WHISPER_SAMPLE_RATE,
+                    audio_seconds=len(batch.audio[row]) / SAMPLE_RATE,
                     transcript=None if batch.transcripts is None else batch.transcripts[row],
                     metrics=metrics,
                     components=dict(zip(self.component_names, parts, strict=True)),

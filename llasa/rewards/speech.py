@@ -1,11 +1,11 @@
-"""Prosody, voice and quality components: speaking rate (duration), intonation (pitch), voice (speaker_similarity)
-and perceived quality (quality), each around one of llasa.scores' scorers.
+"""Speaking rate, voice and quality components: duration, speaker_similarity and quality, each around one of
+llasa.scores' scorers (intonation and pauses are in llasa.rewards.prosody).
 
 Column contract. TRL passes every dataset column to the reward as a keyword list (one value per completion). The
 components read:
 - `duration` (float, seconds): the reference recording's length, as create_dataset.py writes it;
 - `audio_code_ids` (list of ints): the reference recording's XCodec2 codes, decoded once per distinct reference per
-  call (GRPO repeats each reference over its group) for the pitch reference spread and the reference voice;
+  call (GRPO repeats each reference over its group) for the reference intonation, timing and voice;
 - `prompt_code_ids` (list of ints): the voice prompt's codes in voice-cloning GRPO; speaker_similarity prefers this
   voice to the reference recording;
 - `prompt_audio`, `reference_audio` (audio file paths): the voice prompt and the reference recording as files.
@@ -38,7 +38,6 @@ from llasa.scores import (
     DNSMOS_METRICS,
     DnsmosScorer,
     DurationScorer,
-    PitchVariationScorer,
     SpeakerSimilarityScorer,
     estimate_speaking_rate,
 )
@@ -165,38 +164,6 @@ class DurationComponent(ScorerComponent):
 
 def _is_duration(value) -> bool:
     return is_number(value) and value > 0
-
-
-@register_component("pitch")
-@dataclass(frozen=True)
-class PitchComponent(ScorerComponent):
-    """Intonation: `PitchVariationScorer`, the F0 spread in semitones (pYIN) against the row's reference audio's
-    spread (the first of `reference_columns` with a value), else against `natural_range`. Logs "pitch_semitones",
-    "pitch_reference_semitones" and "pitch/no_reference" (the share scored against `natural_range`).
-
-    The costly component: pYIN takes 0.2-0.6 s of one CPU core per 5 s clip; `num_workers` runs it in that many
-    processes per training process. Each distinct reference is measured once per batch.
-    """
-
-    scorer: PitchVariationScorer = field(default_factory=PitchVariationScorer)
-    reference_columns: tuple[str, ...] = REFERENCE_COLUMNS  # [] scores against natural_range
-    scorer_class: ClassVar[type] = PitchVariationScorer
-
-    def __post_init__(self):
-        object.__setattr__(self, "reference_columns", _column_names(self.reference_columns, "reference_columns"))
-
-    def input_columns(self) -> tuple[str, ...]:
-        return self.reference_columns
-
-    def score(self, batch: ScoringBatch) -> ComponentResult:
-        references = batch.references.waveforms(batch.first_values(self.reference_columns))
-        spreads, reference_spreads = self.scorer.measure(batch.audio, references)
-        metrics = {
-            "pitch_semitones": spreads,
-            "pitch_reference_semitones": reference_spreads,
-            "pitch/no_reference": [float(not reference) for reference in reference_spreads],
-        }
-        return ComponentResult(self.scorer.score_spreads(spreads, reference_spreads), metrics)
 
 
 @register_component("speaker_similarity")
