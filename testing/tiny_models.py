@@ -86,28 +86,45 @@ def save_llasa_tokenizer(bpe, output_dir) -> Path:
 
 
 def make_end_likely(model, end_id: int, n_speech: int, probability: float) -> None:
-    """Give <|SPEECH_GENERATION_END|> about `probability` at each step where speech-only sampling allows it (at
-    temperature 1), whatever the context, as a trained Llasa gives the end a real chance where a random one never
-    does: completions then end at varied lengths, and a reward on their length can be learned.
+    """Give <|SPEECH_GENERATION_END|> a mean probability of `probability` at the steps where speech-only sampling
+    allows it (at temperature 1), as a trained Llasa gives the end a real chance where a random one never does:
+    completions then end at varied lengths, and a reward on their length can be learned.
 
-    Hidden dimension 0 of every input embedding becomes a constant, which reaches the head positive; the head reads it
-    for END alone (with tied embeddings every token reads it, a shift the softmax ignores, and END reads more).
+    Hidden dimension 0 of every input embedding becomes as large as the rest of that embedding, a signal that reaches
+    the head positive; END's head row reads it (with tied embeddings every token reads it, nearly a common shift that
+    the softmax ignores, and END reads more). The signal holds about half of the final hidden state's norm, not all of
+    it: the final RMSNorm fixes that norm, so a signal holding all of it would put END's logit at its ceiling, movable
+    only through the head and the norm's weight, which LoRA does not train (benchmarks/learning_check.py). At half, the
+    layers (adapters included) can raise END's logit ~1.4-fold or remove it, as a trained policy's layers do. How much
+    of the norm it holds varies with the context, and END's probability with it: the head's weight is set so that its
+    mean over a probe of text then speech tokens is `probability`.
     """
-    import math
-
     import torch
 
     embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    first_speech = end_id + 3  # Llasa's markers end two after END, then the speech tokens
     with torch.no_grad():
-        embeddings[:, 0] = 1.0
+        embeddings[:, 0] = embeddings[:, 1:].norm(dim=1)
         if head is not embeddings:
             head[:, 0] = 0.0
-        # The constant as the head receives it, after the layers and the final norm.
-        probe = torch.arange(8, device=embeddings.device)[None] + end_id + 3
-        received = model.get_decoder()(input_ids=probe).last_hidden_state[..., 0].mean()
-        # END against n_speech tokens of logit ~0: p = e^gap / (e^gap + n_speech).
-        gap = math.log(n_speech * probability / (1 - probability))
-        head[end_id, 0] += gap / received
+        generator = torch.Generator().manual_seed(0)
+        text = torch.randint(0, end_id - 5, (8, 16), generator=generator)  # below Llasa's eight markers
+        speech = first_speech + torch.randint(0, n_speech, (8, 32), generator=generator)
+        probe = torch.cat([text, speech], 1).to(embeddings.device)
+        hidden = model.get_decoder()(input_ids=probe).last_hidden_state[:, text.shape[1] :].float()
+        speech_logits = torch.logsumexp(hidden @ head[first_speech : first_speech + n_speech].float().T, -1)
+        end_logit = hidden @ head[end_id].float()
+
+        def mean_end_probability(weight: float) -> float:
+            return torch.sigmoid(end_logit + weight * hidden[..., 0] - speech_logits).mean().item()
+
+        low, high = 0.0, 1.0
+        while mean_end_probability(high) < probability:
+            low, high = high, 2 * high
+        for _ in range(40):  # bisection: the mean rises with the weight (the signal is positive)
+            middle = (low + high) / 2
+            low, high = (middle, high) if mean_end_probability(middle) < probability else (low, middle)
+        head[end_id, 0] += (low + high) / 2
 
 
 def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0, end_probability: float | None = None) -> Path:

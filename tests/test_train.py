@@ -496,14 +496,8 @@ def test_voice_cloning_rewards_only_the_continuation(tiny_llasa_dir, tiny_codec_
     assert all(0 < len(ids) <= 8 for ids in seen["completion_ids"])
 
 
-def test_lora_run_trains_only_the_adapter(tiny_llasa_dir, tmp_path):
+def test_lora_run_trains_only_the_adapter(tiny_llasa_dir, tmp_path, peft_lora):
     # With --use_peft the policy is a LoRA-wrapped model: only adapter weights train, and a step runs.
-    from peft.import_utils import is_torchao_available
-
-    try:
-        is_torchao_available()
-    except ImportError as e:  # requirements-xcodec2.txt's torchao is older than peft accepts
-        pytest.skip(f"peft cannot wrap layers with the installed torchao: {e}")
     dataset = write_jsonl(tmp_path / "d.jsonl", [{"text": TEXTS[0]}])
     flags = small_run_flags(tmp_path / "out", steps=1, budget=4) + ["--use_peft", "--lora_r", "4"]
     trainer = build(tiny_llasa_dir, dataset, [lambda completions, **kw: [0.0] * len(completions)], flags)

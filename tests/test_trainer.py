@@ -39,9 +39,11 @@ def test_logged_completions_show_code_counts():
     assert list(logged["extra"]["transcript"]) == ["hi"]
 
 
-def test_log_probs_are_those_of_the_speech_only_distribution(tiny_llasa_dir, tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_log_probs_are_those_of_the_speech_only_distribution(tiny_llasa_dir, tmp_path, request, lora):
     # With speech-only sampling the trainer's log-probs and entropies (TRL's fused LM head) are the log-softmax over
     # the speech tokens and END alone, at TRL's temperature; the full-vocabulary ones without it; the head is put back.
+    # With LoRA (adapters moved off their zero start) they are the adapted model's, adapters on, not the base's.
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,6 +64,12 @@ def test_log_probs_are_those_of_the_speech_only_distribution(tiny_llasa_dir, tmp
         max_completion_length=4,
         temperature=0.8,
     )
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        request.getfixturevalue("peft_lora")
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = trainer_module.LlasaGRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_llasa_dir),
         reward_funcs=[lambda completions, **kwargs: [0.0] * len(completions)],
@@ -69,24 +77,38 @@ def test_log_probs_are_those_of_the_speech_only_distribution(tiny_llasa_dir, tmp
         train_dataset=Dataset.from_dict({"prompt": ["Hi."] * 2}),
         processing_class=tokenizer,
         speech_only=SpeechOnly(vocab),
+        peft_config=peft_config,
     )
     generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, weight in trainer.model.named_parameters():
+            if "lora_B" in name:  # zero at the start: the adapted model would equal the base
+                weight.copy_(torch.randn(weight.shape, generator=generator))
     prompt = torch.randint(0, 400, (2, 5), generator=generator)
     completion = vocab.first_speech_id + torch.randint(0, 65536, (2, 6), generator=generator)
     completion[1, -1] = vocab.speech_end_id
     input_ids, mask = torch.cat([prompt, completion], 1), torch.ones(2, 11, dtype=torch.long)
+    allowed = torch.zeros(len(tokenizer), dtype=torch.bool)
+    allowed[vocab.allowed_ids()] = True
+
+    def restricted(logits):
+        return torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), -1)
+
     with torch.no_grad():
         logps, entropy, _ = trainer._get_per_token_logps_and_entropies(
             trainer.model, input_ids, mask, 6, compute_entropy=True
         )
         logits = trainer.model(input_ids=input_ids, attention_mask=mask).logits[:, 4:-1] / 0.8
-    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
-    allowed[vocab.allowed_ids()] = True
-    restricted = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), -1)
-    expected = restricted.gather(-1, completion[..., None])[..., 0]
+    expected = restricted(logits).gather(-1, completion[..., None])[..., 0]
     assert torch.allclose(logps, expected, atol=1e-5)
-    assert torch.allclose(entropy, -(restricted.exp() * restricted.nan_to_num(neginf=0.0)).sum(-1), atol=1e-4)
+    entropies = -(restricted(logits).exp() * restricted(logits).nan_to_num(neginf=0.0)).sum(-1)
+    assert torch.allclose(entropy, entropies, atol=1e-4)
     assert "get_output_embeddings" not in vars(trainer.model)
+    if lora:
+        with torch.no_grad(), trainer.model.disable_adapter():
+            base = trainer.model(input_ids=input_ids, attention_mask=mask).logits[:, 4:-1] / 0.8
+        # every log-prob a thousand times the tolerance above from the base model's
+        assert (logps - restricted(base).gather(-1, completion[..., None])[..., 0]).abs().min() > 0.01
     trainer.speech_only = None
     with torch.no_grad():
         full, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, 6)
