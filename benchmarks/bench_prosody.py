@@ -34,12 +34,26 @@ from tests.multilingual import build_whisper_base
 
 # (voice, language, test sentences, calibration sentences): the calibration ones stand for the rest of a dataset.
 VOICES = (
-    ("en-us", "en", ("A rainbow appeared after the summer rain.", "Please call Stella and ask her to come."),
+    ("en-us", "en",
+     ("A rainbow appeared after the summer rain.", "Please call Stella and ask her to come.",
+      "We will meet at the station at eight tonight."),
      ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")),
-    ("en+f3", "en", ("She sells sea shells by the sea shore.", "The box was thrown beside the parked truck."),
+    ("en+f3", "en",
+     ("She sells sea shells by the sea shore.", "The box was thrown beside the parked truck.",
+      "My brother bought a new bicycle last week."),
      ("It is easy to tell the depth of a well.", "Rice is often served in round bowls.")),
-    ("de", "de", ("Der Zug kommt heute etwas später an.", "Wir gehen morgen früh in den Wald."),
+    ("en-gb-x-rp", "en",
+     ("The juice of lemons makes fine punch.", "Four hours of steady work faced us.",
+      "The boy was there when the sun rose."),
+     ("These days a chicken leg is a rare dish.", "A rod is used to catch pink salmon.")),
+    ("de", "de",
+     ("Der Zug kommt heute etwas später an.", "Wir gehen morgen früh in den Wald.",
+      "Ich trinke jeden Morgen eine Tasse Kaffee."),
      ("Das Wetter ist heute sehr schön.", "Meine Schwester wohnt in einer kleinen Stadt.")),
+    ("es", "es",
+     ("Hoy hace muy buen tiempo en Madrid.", "Los niños juegan en el parque.",
+      "Me gusta leer un libro por la noche."),
+     ("El tren llega a la estación a las ocho.", "Vamos a comer con mis padres el domingo.")),
 )  # fmt: skip
 FAILURES = ("monotone", "jitter", "exaggerated", "fast", "slow", "noise", "silent_tail", "long_pause")
 

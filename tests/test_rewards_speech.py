@@ -290,6 +290,12 @@ class TestMissingInput:
 
 
 class TestProsodyConfig:
+    def test_collapse_is_scored_once_by_the_gate(self):
+        # the wer component counts ERR up to the gate's threshold: past it the gate's scale scores the clip down, and
+        # more misheard words (Whisper's noise between near-identical clips) no longer rank it
+        shipped = json.loads(PROSODY.read_text())
+        assert shipped["components"]["wer"]["max_error"] == shipped["gate"]["threshold"] == 0.3
+
     def test_shipped_config_loads(self, tiny_en, tiny_codec_dir):
         # the file's models are large-v3 and xcodec2-hf; overridden, it builds the six components with their weights
         reward = load_reward(PROSODY, asr_backend="faster-whisper", asr_model=tiny_en, codec_id=str(tiny_codec_dir))

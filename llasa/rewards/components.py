@@ -32,8 +32,11 @@ class Gate:
     """The "gated" rule's parameters (the reward config's "gate"): the error-rate component gates the others.
 
     Where the wer component's ERR (WER or CER) is above `threshold`, the reward is `scale` times the weighted harmonic
-    mean of the intelligibility components alone, or of all components where that is lower: prosody, voice or
-    quality earn nothing for speech Whisper cannot follow, though their failures still cost. At or below it (or where ERR could not be measured), every component combines by the harmonic mean.
+    mean of the intelligibility components, times the weighted harmonic mean of the others (1 where there are none):
+    prosody, voice or quality earn nothing for speech Whisper cannot follow (their factor is at most 1), but each of
+    their failures costs in proportion, so clips Whisper cannot follow (a language it hears poorly) are still ranked
+    by their prosody. At or below it (or where ERR could not be measured), every component combines by the harmonic
+    mean.
     """
 
     threshold: float = 0.3  # ERR above which the other components are ignored (a clip counts as collapsed)
@@ -79,13 +82,18 @@ def combine_scores(
         gate = Gate() if gate is None else gate
         if not gate.is_closed(error):
             return combine_scores(scores, weights, "harmonic")
-        kept = [score if name in gate.components else None for score, name in zip(scores, names, strict=True)]
-        intelligibility = combine_scores(kept, weights, "harmonic")
+        gated = [name in gate.components for name in names]
+        intelligibility = combine_scores(
+            [score if inside else None for score, inside in zip(scores, gated, strict=True)], weights, "harmonic"
+        )
         if intelligibility is None:
             return None
-        # The other components earn nothing here, but can still take away: a silent tail or a monotone under the
-        # gate scores below the same clip without it.
-        return gate.scale * min(intelligibility, combine_scores(scores, weights, "harmonic"))
+        # The other components earn nothing here (a factor of at most 1), but every failure takes away in proportion:
+        # a silent tail, a monotone or random jitter under the gate scores below the same clip without it. (Taking
+        # the lower of the two means instead let any failure milder than the clip's intelligibility cost nothing.)
+        others = [None if inside else score for score, inside in zip(scores, gated, strict=True)]
+        rest = combine_scores(others, weights, "harmonic")
+        return gate.scale * intelligibility * (1.0 if rest is None else rest)
     pairs = [
         (weight, score) for score, weight in zip(scores, weights, strict=True) if score is not None and weight > 0
     ]

@@ -36,17 +36,26 @@ def _check_alpha(alpha, what: str) -> None:
 @register_component("wer")
 @dataclass(frozen=True)
 class ErrorRateComponent(RewardComponent):
-    """R_err = 1 - tanh(alpha * ERR): ERR 0.1 -> 0.71 and ERR 0.3 -> 0.28 with alpha 3. Logs "wer" or "cer", and
-    the length of the normalised reference and transcript ("ref_words" and "hyp_words", or "ref_chars" and
-    "hyp_chars" for CER; numbers in their first reading): what the error was counted over."""
+    """R_err = 1 - tanh(alpha * min(ERR, max_error)): ERR 0.1 -> 0.71 and ERR 0.3 -> 0.28 with alpha 3. Logs "wer"
+    or "cer" (uncapped), and the length of the normalised reference and transcript ("ref_words" and "hyp_words", or
+    "ref_chars" and "hyp_chars" for CER; numbers in their first reading): what the error was counted over.
+
+    `max_error` caps the ERR the score counts. Beyond a collapse level more misheard words say nothing more about
+    the clip: they swing by a word or two between near-identical clips, and in a harmonic mean those swings of a
+    near-zero score (0.05 at ERR 0.62, 0.02 at 0.8) are ratios that outweigh every other component. Capped, all
+    collapsed clips share one ERR score and the other components (NLL, prosody, quality) rank them; with the
+    "gated" rule set it to the gate's threshold, which already scores such clips down by its scale."""
 
     alpha: float = 3.0  # steepness
+    max_error: float | None = None  # ERR counted at most this much (null: uncapped, the paper's rule)
     metric: str = "auto"  # "auto" (CER for zh/ja/ko/th..., WER otherwise), "wer" or "cer"
     normalizer: str = DEFAULT_NORMALIZER  # "multilingual", "whisper" (the paper's rule) or "seed-tts-eval"
     needs_asr: ClassVar[bool] = True
 
     def __post_init__(self):
         _check_alpha(self.alpha, "wer")
+        if self.max_error is not None and not (is_number(self.max_error) and self.max_error > 0):
+            raise ValueError(f"max_error of the wer component must be a number > 0 or null, got {self.max_error!r}.")
         check_normalizer(self.normalizer)
         if self.metric not in ("auto", "wer", "cer"):
             raise ValueError(f"metric of the wer component must be 'auto', 'wer' or 'cer', got {self.metric!r}.")
@@ -57,7 +66,8 @@ class ErrorRateComponent(RewardComponent):
             error_rate(text, transcript, batch.language, metric, normalizer=self.normalizer)
             for text, transcript in zip(batch.texts, batch.transcripts, strict=True)
         ]
-        scores = [None if err is None else error_reward(err, self.alpha) for err in errors]
+        cap = math.inf if self.max_error is None else self.max_error
+        scores = [None if err is None else error_reward(min(err, cap), self.alpha) for err in errors]
         unit = "chars" if metric == "cer" else "words"
         lengths = {
             f"{side}_{unit}": [self.normalized_length(text, batch.language, metric) for text in texts]
