@@ -145,7 +145,7 @@ def build_policy(output_dir: Path, size: Size, device: torch.device):
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from llasa.device import release_cached_memory
-    from llasa.format import CODEBOOK_SIZE, SPEECH_GENERATION_END
+    from llasa.format import SPEECH_GENERATION_END, SpeechVocab
     from testing.tiny_models import make_end_likely
 
     tokenizer = AutoTokenizer.from_pretrained(build_tokenizer(output_dir, size.base_vocab))
@@ -159,7 +159,7 @@ def build_policy(output_dir: Path, size: Size, device: torch.device):
     torch.manual_seed(0)
     with device:  # built where it is fastest to initialise: the GPU when there is one
         model = LlamaForCausalLM(config)
-    make_end_likely(model, tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END), CODEBOOK_SIZE, END_PROBABILITY)
+    make_end_likely(model, SpeechVocab.from_tokenizer(tokenizer), END_PROBABILITY)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END), tokenizer.eos_token_id],

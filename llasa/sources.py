@@ -217,9 +217,11 @@ def resolve_columns(dataset, audio_column: str | None = None, text_column: str |
         if given is not None and given not in columns:
             raise ValueError(f"Column {given!r} ({flag}) is not in the dataset; its columns are: {listed}.")
     if audio_column is None:
-        audio_column = next(iter(audio_data_columns(dataset) + _present(columns, AUDIO_COLUMN_CANDIDATES)), None)
+        audio_column = next(
+            iter(audio_data_columns(dataset) + present_columns(columns, AUDIO_COLUMN_CANDIDATES)), None
+        )
     if text_column is None:
-        text_column = next(iter(_present(columns, TEXT_COLUMN_CANDIDATES)), None)
+        text_column = next(iter(present_columns(columns, TEXT_COLUMN_CANDIDATES)), None)
     for flag, found in (("--audio_column", audio_column), ("--text_column", text_column)):
         if found is None:
             kind = flag.removeprefix("--").removesuffix("_column")
@@ -241,10 +243,11 @@ def speaker_column(dataset, given: str | None = None) -> str | None:
     if given is not None and given not in columns:
         listed = ", ".join(columns)
         raise ValueError(f"Column {given!r} (--speaker_column) is not in the dataset; its columns are: {listed}.")
-    return given if given is not None else next(iter(_present(columns, SPEAKER_COLUMN_CANDIDATES)), None)
+    return given if given is not None else next(iter(present_columns(columns, SPEAKER_COLUMN_CANDIDATES)), None)
 
 
-def _present(columns: list[str], candidates: tuple[str, ...]) -> list[str]:
+def present_columns(columns: list[str], candidates: tuple[str, ...]) -> list[str]:
+    """The `candidates` that are among `columns`, in the candidates' order of preference."""
     return [name for name in candidates if name in columns]
 
 

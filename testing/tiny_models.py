@@ -16,6 +16,7 @@ from llasa.format import (
     SPEECH_GENERATION_START,
     TEXT_UNDERSTANDING_END,
     TEXT_UNDERSTANDING_START,
+    SpeechVocab,
     speech_token,
 )
 
@@ -85,7 +86,7 @@ def save_llasa_tokenizer(bpe, output_dir) -> Path:
     return output_dir
 
 
-def make_end_likely(model, end_id: int, n_speech: int, probability: float) -> None:
+def make_end_likely(model, vocab: SpeechVocab, probability: float) -> None:
     """Give <|SPEECH_GENERATION_END|> a mean probability of `probability` at the steps where speech-only sampling
     allows it (at temperature 1), as a trained Llasa gives the end a real chance where a random one never does:
     completions then end at varied lengths, and a reward on their length can be learned.
@@ -102,17 +103,17 @@ def make_end_likely(model, end_id: int, n_speech: int, probability: float) -> No
     import torch
 
     embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    first_speech = end_id + 3  # Llasa's markers end two after END, then the speech tokens
+    first_speech, end_id = vocab.first_speech_id, vocab.speech_end_id
     with torch.no_grad():
         embeddings[:, 0] = embeddings[:, 1:].norm(dim=1)
         if head is not embeddings:
             head[:, 0] = 0.0
         generator = torch.Generator().manual_seed(0)
-        text = torch.randint(0, end_id - 5, (8, 16), generator=generator)  # below Llasa's eight markers
-        speech = first_speech + torch.randint(0, n_speech, (8, 32), generator=generator)
+        text = torch.randint(0, first_speech - len(LLASA_MARKERS), (8, 16), generator=generator)
+        speech = first_speech + torch.randint(0, CODEBOOK_SIZE, (8, 32), generator=generator)
         probe = torch.cat([text, speech], 1).to(embeddings.device)
         hidden = model.get_decoder()(input_ids=probe).last_hidden_state[:, text.shape[1] :].float()
-        speech_logits = torch.logsumexp(hidden @ head[first_speech : first_speech + n_speech].float().T, -1)
+        speech_logits = torch.logsumexp(hidden @ head[first_speech : first_speech + CODEBOOK_SIZE].float().T, -1)
         end_logit = hidden @ head[end_id].float()
 
         def mean_end_probability(weight: float) -> float:
@@ -153,7 +154,7 @@ def build_tiny_llasa(output_dir, tokenizer_dir=None, seed: int = 0, end_probabil
     model = LlamaForCausalLM(config)
     end_id = tokenizer.convert_tokens_to_ids(SPEECH_GENERATION_END)
     if end_probability is not None:
-        make_end_likely(model, end_id, CODEBOOK_SIZE, end_probability)
+        make_end_likely(model, SpeechVocab.from_tokenizer(tokenizer), end_probability)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[end_id, tokenizer.eos_token_id],

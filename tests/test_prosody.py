@@ -268,6 +268,24 @@ def test_dataset_recordings_from_codes_grouped_by_text(voices_dataset, tmp_path)
         dataset_recordings(str(dataset), speaker="who")
 
 
+def test_dataset_recordings_name_what_the_dataset_lacks(tmp_path):
+    # rows that cannot be grouped, rows without audio, and codes with no codec to decode them: each refused by name
+    from datasets import Dataset
+
+    from llasa.listening.naturalness import dataset_recordings
+
+    def saved(name, rows):
+        Dataset.from_dict(rows).save_to_disk(tmp_path / name)
+        return str(tmp_path / name)
+
+    with pytest.raises(ValueError, match="has no speaker nor text column to hold rows out by: pass --speaker_column"):
+        dataset_recordings(saved("ungrouped", {"audio": ["a.wav"], "score": [1]}))
+    with pytest.raises(ValueError, match="has no audio: no audio column, no audio_code_ids codes and no path column"):
+        dataset_recordings(saved("silent", {"text": ["Hello."], "speaker": ["a"]}))
+    with pytest.raises(ValueError, match=r"holds its audio as codes \(audio_code_ids\): they need the codec"):
+        dataset_recordings(saved("codes", {"text": ["Hello."], "audio_code_ids": [[1, 2, 3]]}))
+
+
 def test_train_prosody_needs_one_source(tmp_path, capsys):
     import listen
 

@@ -135,18 +135,19 @@ class TestFormulas:
 
     def test_gated_combination(self):
         # ERR 0.4 > 0.3 closes the gate: 0.5 x the harmonic mean of wer and nll alone,
-        # 0.5 * 0.7 / (0.4 / 0.2 + 0.3 / 0.5) = 0.5 * 0.7 / 2.6 = 0.1346154 (the perfect pitch earns nothing);
+        # 0.5 * 0.7 / (0.4 / 0.2 + 0.3 / 0.5) = 0.5 * 0.7 / 2.6 = 0.1346154 (the perfect intonation earns nothing);
         # ERR 0.2 (or an unmeasured ERR) keeps it open: the harmonic mean of all, 1.0 / (2.0 + 0.6 + 0.3) = 0.3448276
-        names, scores, weights = ["wer", "nll", "pitch"], [0.2, 0.5, 1.0], [0.4, 0.3, 0.3]
+        names, scores, weights = ["wer", "nll", "intonation"], [0.2, 0.5, 1.0], [0.4, 0.3, 0.3]
         gate = Gate(threshold=0.3, scale=0.5)
-        assert combine_scores(scores, weights, "gated", names=names, error=0.4, gate=gate) == pytest.approx(0.1346154)
+        closed = combine_scores(scores, weights, "gated", names=names, error=0.4, gate=gate)
+        assert closed == pytest.approx(0.1346154)
         for error in (0.2, 0.3, None):
             assert combine_scores(scores, weights, "gated", names=names, error=error, gate=gate) == pytest.approx(
                 0.3448276
             )
         # the gated reward of a failed clip is at most scale x its harmonic reward (perfect parts only raise a mean)
-        assert 0.1346154 <= 0.5 * 0.3448276
-        # under the closed gate a milder failure still costs in proportion: pitch 0.5 halves it,
+        assert closed <= gate.scale * combine_scores(scores, weights, "harmonic")
+        # under the closed gate a milder failure still costs in proportion: intonation 0.5 halves it,
         # 0.5 * 0.2692308 * 0.5 = 0.0673077 (the lower of the two means, 0.2692308 against 1 / 3.2, would ignore it)
         halved = combine_scores([0.2, 0.5, 0.5], weights, "gated", names=names, error=0.4, gate=gate)
         assert halved == pytest.approx(0.0673077)

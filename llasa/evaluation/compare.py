@@ -132,7 +132,6 @@ def score_system(
         paths = [find_audio(system.audio_dir, request.id) for request in chunk]
         audio = [load_or_none(path) for path in paths]
         present = [i for i, wav in enumerate(audio) if wav is not None]
-        # The reward hears audio at Whisper's rate; the clips were loaded at the codec's (both 16 kHz).
         # The voice prompt is what the reward's speaker similarity compares with.
         voices = {VOICE_AUDIO_COLUMN: [chunk[i].prompt_wav for i in present]}
         clips = reward.score_audio([audio[i] for i in present], [chunk[i].text for i in present], voices)

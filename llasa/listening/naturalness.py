@@ -76,6 +76,7 @@ def dataset_recordings(
         audio_data_columns,
         load_clip,
         load_source,
+        present_columns,
         speaker_column,
         undecoded,
     )
@@ -83,14 +84,14 @@ def dataset_recordings(
     source = load_source(dataset, split)
     rows, columns = source.dataset, source.dataset.column_names
     group_column = speaker_column(rows, speaker)
-    text_column = next((name for name in TEXT_COLUMN_CANDIDATES if name in columns), None)
+    text_column = next(iter(present_columns(columns, TEXT_COLUMN_CANDIDATES)), None)
     if (group_column or text_column) is None:
         raise ValueError(
             f"{dataset} has no speaker nor text column to hold rows out by: pass --speaker_column. Its columns are: "
             f"{', '.join(columns)}."
         )
     kept_audio = audio_data_columns(rows)
-    paths = [name for name in AUDIO_COLUMN_CANDIDATES if name in columns]
+    paths = present_columns(columns, AUDIO_COLUMN_CANDIDATES)
     if kept_audio:
         waveforms = [load_clip(value, source.base_dir) for value in undecoded(rows, kept_audio[0])[kept_audio[0]]]
     elif CODES_COLUMN in columns:
