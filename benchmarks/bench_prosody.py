@@ -29,6 +29,8 @@ from llasa import alterations
 from llasa.audio import SAMPLE_RATE, load_audio, write_wav
 from llasa.cli import ScriptParser
 from llasa.prosody import IntonationScorer, pitch_contours, pyin_contour
+from llasa.rewards.components import Gate
+from llasa.rewards.intelligibility import counted_error
 from llasa.scores import estimate_speaking_rate
 from tests.multilingual import build_whisper_base
 
@@ -130,15 +132,31 @@ def score_rows(config: dict, rows: list[dict], whisper: Path, with_reference: bo
     return scored
 
 
-def orderings(scored: list[dict], value) -> dict[str, tuple[int, int]]:
-    """Per failure, (pairs where natural scores strictly higher, pairs): monotone is also compared with noisy
-    monotone."""
+def orderings(scored: list[dict], value, kept=lambda clip: True) -> dict[str, tuple[int, int]]:
+    """Per failure, (pairs where natural scores strictly higher, pairs), over the pairs whose natural clip is `kept`:
+    monotone is also compared with noisy monotone."""
     results = {}
     for failure in (*FAILURES, "noisy_monotone"):
         better = "monotone" if failure == "noisy_monotone" else "natural"
-        wins = sum(value(clips[better]) > value(clips[failure]) for clips in scored)
-        results[f"{better} > {failure}"] = (wins, len(scored))
+        pairs = [clips for clips in scored if kept(clips[better])]
+        wins = sum(value(clips[better]) > value(clips[failure]) for clips in pairs)
+        results[f"{better} > {failure}"] = (wins, len(pairs))
     return results
+
+
+def heard_within(threshold: float):
+    """Whether Whisper heard a clip within the gate: its counted ERR (beyond the reference's) at most `threshold`."""
+
+    def heard(clip) -> bool:
+        error = counted_error(clip.metrics)
+        return error is not None and error <= threshold
+
+    return heard
+
+
+def total(results: dict[str, tuple[int, int]]) -> str:
+    wins, n = np.sum(list(results.values()), axis=0)
+    return f"{wins}/{n} ({wins / n:.0%})"
 
 
 def silence_rewards(config: dict, whisper: Path, rates: dict, intonation: dict) -> dict[str, float | None]:
@@ -211,15 +229,17 @@ def main(argv=None):
             "| pair | with reference | from text alone | intonation, ref | intonation, text |",
             "|---|---|---|---|---|",
         ]
-        results = {}
+        results, heard = {}, {}
+        threshold = Gate(**config.get("gate", {})).threshold
         for with_reference in (True, False):
             scored = score_rows(config, rows, whisper, with_reference, rates, intonation)
-            errors = [clips["natural"].metrics.get("wer") for clips in scored]
-            print(f"reference {with_reference}: natural clips' WER {[round(e, 2) for e in errors]}")
+            errors = [counted_error(clips["natural"].metrics) for clips in scored]
+            print(f"reference {with_reference}: natural clips' counted WER {[round(e, 2) for e in errors]}")
             results[with_reference] = (
                 orderings(scored, lambda clip: clip.reward),
                 orderings(scored, lambda clip: clip.components.get("intonation") or 0.0),
             )
+            heard[with_reference] = orderings(scored, lambda clip: clip.reward, heard_within(threshold))
         totals = np.zeros((4, 2), dtype=int)
         for pair in results[True][0]:
             cells = [results[w][k][pair] for k in (0, 1) for w in (True, False)]
@@ -229,6 +249,10 @@ def main(argv=None):
         print(f"{len(rows)} clips ({len(VOICES)} voices, {len({r['language'] for r in rows})} languages), "
               f"{args.reward_config}, Whisper base\n")  # fmt: skip
         print("\n".join(table))
+        print(
+            f"\nReward, over the pairs whose better clip Whisper base hears within the gate (counted WER <= "
+            f"{threshold}): with reference {total(heard[True])}, from text alone {total(heard[False])}"
+        )
         print("\nSilence scored against 'You.':", silence_rewards(config, whisper, rates, intonation))
         if args.timing_clips:
             crepe = ("crepe-tiny", "crepe-full") if args.crepe_full else ("crepe-tiny",)

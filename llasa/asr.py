@@ -163,6 +163,11 @@ class AsrBackend:
             features = self.encode(waveforms)
             return self.transcribe(features), self.nll(features, texts)
 
+    def recognize(self, waveforms: Sequence[np.ndarray]) -> Transcripts:
+        """Transcripts of a batch of 16 kHz waveforms, without NLL (e.g. of the rows' reference recordings)."""
+        with torch.inference_mode():
+            return self.transcribe(self.encode(waveforms))
+
     def _text_tokens(self, texts: Sequence[str]) -> list[list[int]]:
         """Each reference's text tokens, cut to fit the decoder's context after the prefix (and CTranslate2's EOT)."""
         room = WHISPER_TEXT_CONTEXT - len(self.prefix) - 1

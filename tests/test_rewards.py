@@ -106,6 +106,56 @@ class TestFormulas:
         with pytest.raises(ValueError, match="max_error of the wer component must be a number > 0 or null"):
             ErrorRateComponent(max_error=0)
 
+    def test_error_relative_to_the_reference_recording(self, tmp_path):
+        # relative_to_reference counts only the ERR beyond Whisper's on the row's reference recording: a clip heard
+        # with ERR 0.625 whose reference was heard with 0.5 counts 0.125 (1 - tanh(0.375) = 0.6416426), one heard
+        # better than its reference counts 0, a row without a reference counts in full (capped at 0.3: 0.2837021);
+        # each distinct recording is heard once, and "wer" stays the clip's own
+        from llasa.audio import write_wav
+        from llasa.rewards.components import ReferenceAudio, ScoringBatch
+        from llasa.rewards.intelligibility import ErrorRateComponent
+
+        text = "one two three four five six seven eight"
+        paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+        for seconds, path in enumerate(paths, start=1):
+            write_wav(path, np.zeros(seconds * 16000, np.float32), 16000)
+        heard_by_seconds = {
+            1: "one two three four five sicks heaven ate",
+            2: "won too three four five six seven eight",
+        }
+        calls = []
+
+        def recognize(waveforms):
+            calls.append(len(waveforms))
+            return [heard_by_seconds[len(wav) // 16000] for wav in waveforms]
+
+        transcripts = [
+            "one two three four five sicks heaven ate wait",  # ERR 0.5 against a's 0.375
+            "one two three four five six seven eight",  # 0 against b's 0.25
+            "won too tree for five six seven eight",  # 0.5 against b's 0.25
+            "won too tree for fife sicks heaven ate",  # 1.0, no reference
+        ]
+        batch = ScoringBatch(
+            [np.zeros(160, np.float32)] * 4,
+            [text] * 4,
+            {"reference_audio": [str(paths[0]), str(paths[1]), str(paths[1]), None]},
+            "en",
+            transcripts=transcripts,
+            nll=[0.0] * 4,
+            references=ReferenceAudio(),
+            recognize=recognize,
+        )
+        result = ErrorRateComponent(max_error=0.3, relative_to_reference=True).score(batch)
+        assert calls == [2]
+        assert result.metrics["wer"] == pytest.approx([0.5, 0.0, 0.5, 1.0])
+        assert result.metrics["reference_wer"] == pytest.approx([0.375, 0.25, 0.25, None])
+        assert result.metrics["wer/no_reference"] == [0.0, 0.0, 0.0, 1.0]
+        assert result.scores == pytest.approx([0.6416426, 1.0, 1 - np.tanh(0.75), 0.2837021])
+        assert ErrorRateComponent(relative_to_reference=True).input_columns() == ("audio_code_ids", "reference_audio")
+        assert ErrorRateComponent().input_columns() == ()
+        with pytest.raises(ValueError, match="relative_to_reference of the wer component must be true or false"):
+            ErrorRateComponent(relative_to_reference="yes")
+
     def test_nll_reward(self):
         # exp(-0.3 / 3) = exp(-0.1) = 0.9048374
         assert nll_reward(0.3, 3.0) == pytest.approx(0.9048374)
@@ -202,7 +252,7 @@ class TestConfig:
         [
             (
                 {"weight": 1.0, "beta": 2},
-                r"\['beta'\].*\['alpha', 'max_error', 'metric', 'normalizer'\]",
+                r"\['beta'\].*\['alpha', 'max_error', 'metric', 'normalizer', 'relative_to_reference', 'reference_columns'\]",
             ),  # unknown parameter
             ({"weight": 1.0, "alpha": -1}, "alpha .* > 0"),  # alpha must be positive
             ({"weight": 1.0, "metric": "xer"}, "'auto', 'wer' or 'cer'"),  # only three metrics
@@ -321,6 +371,32 @@ class TestRealModel:
         assert all(gated <= 0.5 * harmonic + 1e-9 for _, harmonic, gated in collapsed)
         assert all(gated == pytest.approx(harmonic) for _, harmonic, gated in intelligible)
         assert min(gated for *_, gated in intelligible) > max(gated for *_, gated in collapsed)
+
+    def test_reference_floor_forgives_what_whisper_mishears_in_the_data_only(self, tiny_en, clips_by_name):
+        # Real tiny.en on the espeak clips, which it mishears (WER up to 0.71): scored against its own recording as
+        # the reference, each clip counts ERR 0 and the gate stays open; the rainbow clip scored against Stella's
+        # text, with Stella's recording (heard with WER 0.125) as the reference, counts the rest and stays gated
+        names = list(clips_by_name)
+        config = {
+            "combine": "gated",
+            "components": {
+                "wer": {"weight": 0.6, "max_error": 0.3, "relative_to_reference": True},
+                "nll": {"weight": 0.4},
+            },
+        }
+        reward = load_reward(config, asr_backend="faster-whisper", asr_model=tiny_en, device="cpu")
+        stella = "stella_en_us.flac"
+        audio = [wav for wav, _ in clips_by_name.values()] + [clips_by_name["rainbow_en_us.wav"][0]]
+        texts = [text for _, text in clips_by_name.values()] + [clips_by_name[stella][1]]
+        references = [str(DATA_DIR / name) for name in names] + [str(DATA_DIR / stella)]
+        scored = reward.score_audio(audio, texts, {"reference_audio": references})
+        own, wrong = scored[:-1], scored[-1]
+        assert max(clip.metrics["wer"] for clip in own) > 0.6
+        for clip in own:
+            assert clip.metrics["reference_wer"] == clip.metrics["wer"] and clip.components["wer"] == 1.0
+            assert clip.reward == pytest.approx(1 / (0.6 + 0.4 / clip.components["nll"]))  # the harmonic mean: open
+        assert wrong.metrics["reference_wer"] == pytest.approx(0.125) and wrong.metrics["wer"] > 0.8
+        assert wrong.reward <= 0.5 * combine_scores(list(wrong.components.values()), [0.6, 0.4], "harmonic")
 
 
 class TestPerComponent:

@@ -302,6 +302,7 @@ class TestProsodyConfig:
         assert reward.component_names == ["wer", "nll", *NEW_COMPONENTS]
         assert reward.weights == [0.4, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05] and reward.config.combine == "gated"
         assert reward.components[3].scorer.estimator == "crepe-tiny" and reward.config.vad
+        assert reward.components[0].relative_to_reference  # Whisper's floor is the reference recording's ERR
         assert pickle.loads(pickle.dumps(reward)).components == reward.components  # TRL may pickle reward functions
         shipped = json.loads(PROSODY.read_text())
         assert (shipped["asr_backend"], shipped["asr_model"], shipped["codec_id"]) == (

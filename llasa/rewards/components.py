@@ -182,6 +182,7 @@ class ScoringBatch:
     sample_rate: int = SAMPLE_RATE  # of `audio`
     references: ReferenceAudio = field(default_factory=ReferenceAudio)  # reads reference audio named by columns
     speech: list | None = None  # silero-vad's SpeechActivity of each clip (set when the reward's "vad" is on)
+    recognize: Callable[[list[np.ndarray]], list[str]] | None = None  # Whisper's transcripts of other clips (with ASR)
 
     def first_values(self, names: Sequence[str]) -> list:
         """Per row, the value of the first of the `names` columns that has one (not None, not empty); else None."""

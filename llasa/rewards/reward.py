@@ -49,6 +49,7 @@ from llasa.rewards.components import (
     build_dataclass,
     combine_scores,
 )
+from llasa.rewards.intelligibility import counted_error
 from llasa.vad import detect_speech
 
 logger = logging.getLogger(__name__)
@@ -403,7 +404,7 @@ class SpeechReward:
         fell_back = None
         if self.needs_asr:
             transcripts, nll = self.backend.transcribe_and_score(batch.audio, batch.texts)
-            batch = replace(batch, transcripts=transcripts, nll=nll)
+            batch = replace(batch, transcripts=transcripts, nll=nll, recognize=self.backend.recognize)
             fell_back = transcripts.fell_back
         results = [component.score(batch) for component in self.components]
         clips = []
@@ -422,7 +423,7 @@ class SpeechReward:
                         self.weights,
                         self.config.combine,
                         names=self.component_names,
-                        error=_gate_error(metrics) if self.gate is not None else None,
+                        error=counted_error(metrics) if self.gate is not None else None,
                         gate=self.gate,
                     ),
                     status="scored",
@@ -433,12 +434,6 @@ class SpeechReward:
                 )
             )
         return clips
-
-
-def _gate_error(metrics: dict) -> float | None:
-    """The clip's ERR as the wer component logged it ("wer" or "cer")."""
-    error = metrics.get("wer", metrics.get("cer"))
-    return None if error is None or not math.isfinite(error) else float(error)
 
 
 def _clean(score) -> float | None:
