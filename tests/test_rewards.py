@@ -7,7 +7,7 @@ import json
 import logging
 import pickle
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,6 +153,8 @@ class TestFormulas:
         assert result.scores == pytest.approx([0.6416426, 1.0, 1 - np.tanh(0.75), 0.2837021])
         assert ErrorRateComponent(relative_to_reference=True).input_columns() == ("audio_code_ids", "reference_audio")
         assert ErrorRateComponent().input_columns() == ()
+        with pytest.raises(ValueError, match="relative_to_reference needs the batch's `recognize`"):
+            ErrorRateComponent(relative_to_reference=True).score(replace(batch, recognize=None))
         with pytest.raises(ValueError, match="relative_to_reference of the wer component must be true or false"):
             ErrorRateComponent(relative_to_reference="yes")
 

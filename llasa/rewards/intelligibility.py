@@ -117,6 +117,11 @@ class ErrorRateComponent(RewardComponent):
     def reference_errors(self, batch: ScoringBatch, metric: str) -> list[float | None]:
         """Whisper's ERR on each row's reference recording against the row's text (None without a recording)."""
         references = batch.references.waveforms(batch.first_values(self.reference_columns))
+        if batch.recognize is None and any(wav is not None for wav in references):
+            raise ValueError(
+                "relative_to_reference needs the batch's `recognize` (Whisper's transcription of the reference "
+                "recordings), which the reward sets when it runs Whisper: score through load_reward, or pass it."
+            )
         heard = _map_distinct(batch.recognize, references)
         rows = [row for row, transcript in enumerate(heard) if transcript is not None]
         errors = self.errors([batch.texts[row] for row in rows], [heard[row] for row in rows], batch.language, metric)
