@@ -240,12 +240,10 @@ def main(argv=None):
                 orderings(scored, lambda clip: clip.components.get("intonation") or 0.0),
             )
             heard[with_reference] = orderings(scored, lambda clip: clip.reward, heard_within(threshold))
-        totals = np.zeros((4, 2), dtype=int)
+        columns = [results[w][k] for k in (0, 1) for w in (True, False)]
         for pair in results[True][0]:
-            cells = [results[w][k][pair] for k in (0, 1) for w in (True, False)]
-            totals += np.array(cells)
-            table.append(f"| {pair} | " + " | ".join(f"{wins}/{n}" for wins, n in cells) + " |")
-        table.append("| all | " + " | ".join(f"{w}/{n} ({w / n:.0%})" for w, n in totals) + " |")
+            table.append(f"| {pair} | " + " | ".join(f"{wins}/{n}" for wins, n in (c[pair] for c in columns)) + " |")
+        table.append("| all | " + " | ".join(total(column) for column in columns) + " |")
         print(f"{len(rows)} clips ({len(VOICES)} voices, {len({r['language'] for r in rows})} languages), "
               f"{args.reward_config}, Whisper base\n")  # fmt: skip
         print("\n".join(table))

@@ -64,7 +64,9 @@ class ErrorRateComponent(RewardComponent):
     `reference_columns` with a value: the dataset's recording of the same text), which Whisper hears once per
     distinct recording and call. Where Whisper mishears the real recording (an accent, a noisy room, a language it
     knows poorly), a clip that it mishears as much is as intelligible as the data, not collapsed: without the floor
-    the gate closes on such rows whatever their prosody, and speaking slower, which Whisper hears better, pays. Logs
+    the gate closes on such rows whatever their prosody, and speaking slower, which Whisper hears better, pays. A
+    recording Whisper cannot follow at all forgives every error of its row: there only the NLL, which stays absolute,
+    tells right words from wrong ones. Logs
     "reference_wer" (or "reference_cer") and "wer/no_reference" (the share of rows without a reference, whose ERR
     counts in full); "wer" stays the clip's own."""
 
